@@ -1,0 +1,139 @@
+"""`bigbatch` command line: parse arguments, call trainer/ and cluster/, turn errors into exit codes.
+
+Exit codes: 0 success, 1 training failure, 2 bad input (one line, no traceback),
+128+N when signal N (Ctrl-C, SIGTERM) stopped the run after writing a checkpoint.
+"""
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from trainer.errors import RecipeError, TrainingFailed
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set optim.base_lr=0.2 (repeatable)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bigbatch", description="Large-minibatch image-classifier training.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = sub.add_parser("train", help="train a recipe")
+    _recipe_args(train)
+    train.add_argument("--out", help="run directory (default: runs/RECIPE_NAME)")
+    train.add_argument("--resume", help="'auto' (newest valid checkpoint of --out, if any) or a checkpoint path")
+    show = sub.add_parser("show", help="print the resolved recipe and its derived values")
+    _recipe_args(show)
+    recipes = sub.add_parser("recipes", help="list recipe files")
+    recipes.add_argument("directory", nargs="?", default="recipes")
+    sub.add_parser("models", help="list the model registry")
+    sub.add_parser("keys", help="print every recipe key as a markdown table")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cluster.launch import launch
+    from trainer.loop import Interrupted
+    from trainer.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = Path(args.out or Path("runs") / Path(args.recipe).stem)
+    try:
+        summary = launch(recipe, out, resume=args.resume)
+    except Interrupted as stop:
+        print(f"bigbatch: stopped by signal {stop.signum}; checkpoint written to {stop.checkpoint}; "
+              f"continue with: bigbatch train {args.recipe} --out {out} --resume auto", file=sys.stderr)
+        return 128 + stop.signum
+    top1 = "n/a" if summary["top1"] is None else f"{summary['top1']:.4f}"
+    print(f"bigbatch: finished {out} at step {summary['step']}: top1 {top1} (best {summary['best_top1']:.4f}), "
+          f"{summary['images_per_s']:.0f} images/s, {summary['elapsed_s']:.1f} s")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from trainer.data import load_data
+    from trainer.recipe import load_recipe
+    from trainer.recipe.plan import make_plan
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    data = load_data(recipe.data, recipe.seed)
+    plan = make_plan(recipe, len(data.train))
+    text = yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
+    text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)
+    print(text, end="")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise RecipeError(f"{directory}: recipes directory not found")
+    for path in sorted(directory.rglob("*.yaml")):
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError:
+                data = {"description": "(invalid YAML)"}
+        description = data.get("description", "") if isinstance(data, dict) else ""
+        print(f"{path.relative_to(directory)!s:32} {description}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from trainer.models import entries
+
+    for entry in entries():
+        print(f"{entry.name:20} {entry.family:10} {entry.description}")
+    print("any torchvision:NAME or timm:NAME model (no pretrained weights)")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from trainer.recipe.fields import REQUIRED, walk_fields
+    from trainer.recipe.schema import Recipe
+
+    print("| key | default | allowed | meaning |\n|---|---|---|---|")
+    for key, f, _ in walk_fields(Recipe):
+        default = "required" if f.default is REQUIRED and f.default_factory is REQUIRED else \
+            repr(f.default_factory() if f.default is REQUIRED else f.default)
+        m = f.metadata
+        allowed = ", ".join(map(str, m["choices"])) if m.get("choices") else " ".join(
+            s for s in (f">= {m['min']}" if m.get("min") is not None else "",
+                        f"<= {m['max']}" if m.get("max") is not None else "",
+                        f"< {m['below']}" if m.get("below") is not None else "") if s)
+        print(f"| `{key}` | {default} | {allowed} | {m.get('help', '')} |")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "show": cmd_show, "recipes": cmd_recipes, "models": cmd_models, "keys": cmd_keys}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RecipeError as e:
+        print(f"bigbatch: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except TrainingFailed as e:
+        print(f"bigbatch: training failed: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("bigbatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The Collective: everything the training loop needs to know about other workers.
+
+The loop is written against this protocol only. `LocalCollective` is the
+one-process implementation; cluster/backends provide torch.distributed and
+Horovod ones, so the loop never imports ray or horovod.
+"""
+
+import contextlib
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn as nn
+
+
+@runtime_checkable
+class Collective(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Reduce `tensor` in place over all workers ('sum', 'mean', 'max', 'min') and return it."""
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Copy rank `src`'s `tensor` into every worker's `tensor` in place and return it."""
+
+    def barrier(self) -> None:
+        """Wait until every worker arrives."""
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Make gradients global: DDP for torch.distributed, DistributedOptimizer for Horovod."""
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        """Context for accumulation micro-steps whose gradients must not be all-reduced yet."""
+
+
+class LocalCollective:
+    """One process, world size 1: every collective is the identity."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if op not in ("sum", "mean", "max", "min"):
+            raise ValueError(f"unknown reduce op {op!r}")
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        if src != 0:
+            raise ValueError(f"broadcast from rank {src} in a world of size 1")
+        return tensor
+
+    def barrier(self) -> None:
+        return None
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+        return model, optimizer
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()

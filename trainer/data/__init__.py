@@ -1,0 +1,27 @@
+"""Data sets by recipe name, the per-rank order, and batch iteration."""
+
+from trainer.data.base import DataSplits, InMemoryDataset
+from trainer.data.loader import iterate_batches
+from trainer.data.order import TrainOrder, eval_shard
+from trainer.recipe.schema import DataConfig
+
+
+def load_data(cfg: DataConfig, seed: int) -> DataSplits:
+    """Build the train and held-out splits the recipe's `data:` section names."""
+    if cfg.name == "digits":
+        from trainer.data.digits import load_digits_splits
+
+        return load_digits_splits(cfg.image_size, cfg.channels)
+    if cfg.name == "synthetic":
+        from trainer.data.synthetic import load_synthetic_splits
+
+        return load_synthetic_splits(seed, cfg.num_classes, cfg.train_examples, cfg.val_examples,
+                                     cfg.image_size, cfg.channels)
+    if cfg.name == "folder":
+        from trainer.data.folder import load_folder_splits
+
+        return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels)
+    raise ValueError(f"unknown data set {cfg.name!r}")
+
+
+__all__ = ["DataSplits", "InMemoryDataset", "TrainOrder", "eval_shard", "iterate_batches", "load_data"]

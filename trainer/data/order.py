@@ -1,0 +1,52 @@
+"""Which examples each rank sees, as a pure function of (seed, epoch, step).
+
+One shuffle per epoch (Goyal et al. 2017: "a single random shuffling of the
+training data, then divided amongst all workers"); optimizer step s takes the
+global batch perm[s*G : (s+1)*G], laid out as [micro-step][rank][example].
+Resuming at step s needs no replay of the batches before it. The remainder of
+an epoch (fewer than G examples) is dropped.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> torch.Tensor:
+    state = np.random.SeedSequence([seed, epoch]).generate_state(2)
+    generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.randperm(num_examples, generator=generator)
+
+
+@dataclass(frozen=True)
+class TrainOrder:
+    seed: int
+    num_examples: int
+    batch_size: int  # per rank, per micro-step
+    world_size: int = 1
+    rank: int = 0
+    accumulation_steps: int = 1
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size * self.accumulation_steps
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_examples // self.global_batch
+
+    def micro_batches(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        """This rank's index tensors for steps start_step.. of `epoch`, accumulation_steps per step."""
+        perm = epoch_permutation(self.seed, epoch, self.num_examples)
+        per_micro = self.batch_size * self.world_size
+        for step in range(start_step, self.steps_per_epoch):
+            for micro in range(self.accumulation_steps):
+                offset = step * self.global_batch + micro * per_micro + self.rank * self.batch_size
+                yield perm[offset: offset + self.batch_size]
+
+
+def eval_shard(num_examples: int, world_size: int, rank: int) -> range:
+    """Contiguous, disjoint, covering: every held-out example on exactly one rank, none repeated."""
+    return range(num_examples * rank // world_size, num_examples * (rank + 1) // world_size)

@@ -1,0 +1,257 @@
+"""The training loop: one optimizer step reads top to bottom in `_optimizer_step`.
+
+Written against the Collective protocol only, so the same loop runs in a plain
+process (LocalCollective) and in Ray / torch.distributed / Horovod workers.
+"""
+
+import contextlib
+import dataclasses
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import yaml
+
+from optim import warmup_then_decay
+from trainer.build import build
+from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rng_state
+from trainer.collective import Collective
+from trainer.data import iterate_batches
+from trainer.errors import RecipeError, TrainingFailed
+from trainer.evaluate import evaluate
+from trainer.recipe.schema import Recipe
+from trainer.track import Console, MetricsFile
+
+CHECKPOINT_FORMAT = 1
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written. `signum` picks the exit code (128 + signum)."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(f"interrupted by signal {signum}; checkpoint {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run_dir: str | Path, collective: Collective, resume: str | None = None):
+        self.recipe, self.collective = recipe, collective
+        self.run_dir = Path(run_dir)
+        self.is_main = collective.rank == 0
+        self.parts = build(recipe, collective)
+        self.model = self.parts.model
+        self.train_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer)
+        self.plan = self.parts.plan
+        self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
+        self.step, self.best_top1, self.skipped_steps = 0, -1.0, 0
+        self.run_id = uuid.uuid4().hex[:12]
+        self.resumed_from = self._resume(resume) if resume else None
+        self._signal: int | None = None
+
+    # ---- resume -------------------------------------------------------------------------------
+    def _resume(self, resume: str) -> Path | None:
+        path = self.checkpoints.latest_valid() if resume == "auto" else Path(resume)
+        if path is None:
+            return None  # --resume auto with nothing to resume: a fresh run
+        try:
+            state = load_checkpoint(path, map_location=self.collective.device)
+        except (ValueError, OSError, RuntimeError) as e:
+            raise RecipeError(f"{path}: --resume: cannot load checkpoint: {e}") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.parts.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step, self.best_top1 = state["step"], state["best_top1"]
+        self.skipped_steps, self.run_id = state["skipped_steps"], state["run_id"]
+        return path
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly; only tensors and plain types (weights_only loading)."""
+        spe = self.plan.steps_per_epoch
+        return {
+            "format": CHECKPOINT_FORMAT, "run_id": self.run_id, "step": self.step,
+            "epoch": self.step // spe, "step_in_epoch": self.step % spe,
+            "sampler": {"seed": self.recipe.seed, "epoch": self.step // spe,
+                        "offset": (self.step % spe) * self.plan.global_batch},
+            "schedule": {"step": self.step, "lr": self._lr(self.step)},
+            "world_size": self.collective.world_size, "global_batch": self.plan.global_batch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
+            "best_top1": self.best_top1, "skipped_steps": self.skipped_steps,
+            "recipe": dataclasses.asdict(self.recipe),
+        }
+
+    # ---- one optimizer step -------------------------------------------------------------------
+    def _lr(self, step: int) -> float:
+        opt, plan = self.recipe.optim, self.plan
+        return warmup_then_decay(step, peak_lr=plan.scaled_lr, total_steps=plan.schedule_steps,
+                                 warmup_steps=plan.warmup_steps, warmup_start_lr=plan.warmup_start_lr,
+                                 schedule=opt.schedule, end_lr=opt.end_lr)
+
+    def _optimizer_step(self, micro_batches: Iterator, lr: float) -> torch.Tensor | None:
+        """Accumulate over micro-steps (all-reduce only on the last), then step; None if the loss is not finite."""
+        model, device, accum = self.train_model, self.collective.device, self.plan.accumulation_steps
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(accum):
+            x, y = next(micro_batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            sync = contextlib.nullcontext() if micro == accum - 1 else self.collective.no_sync(model)
+            with sync:
+                with self.parts.autocast(device):
+                    loss = self.parts.criterion(model(x), y) / accum
+                self.parts.scaler.scale(loss).backward()
+            loss_sum += loss.detach().float()
+        global_loss = self.collective.all_reduce(loss_sum.clone(), op="mean")
+        if not torch.isfinite(global_loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.parts.scaler.step(self.optimizer)
+        self.parts.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return global_loss
+
+    def _nonfinite(self) -> None:
+        where = f"step {self.step + 1} (epoch {self.step // self.plan.steps_per_epoch})"
+        last = self.checkpoints.latest_valid(report=lambda _: None) if self.is_main else None
+        keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint had been written"
+        if self.recipe.train.on_nonfinite == "stop":
+            raise TrainingFailed(f"non-finite loss at {where}{keep}")
+        self.skipped_steps += 1
+        if self.skipped_steps > self.recipe.train.max_skipped_steps:
+            raise TrainingFailed(f"non-finite loss at {where}: {self.skipped_steps} steps skipped, more than "
+                                 f"train.max_skipped_steps={self.recipe.train.max_skipped_steps}{keep}")
+
+    # ---- the run ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to plan.total_steps, evaluating and checkpointing as the recipe says; return the summary."""
+        if self.is_main:
+            self._start_run_dir()
+        previous_handlers = self._install_signal_handlers()
+        try:
+            return self._fit()
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            if self.is_main:
+                self.metrics.close()
+                self.console.close()
+
+    def _start_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(self.recipe), sort_keys=False))
+        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl",
+                                   resume_step=self.step if self.resumed_from else None)
+        self.metrics.write({"event": "start", "run_id": self.run_id, "step": self.step,
+                            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                            **self.plan.as_dict()})
+        self.console = Console(self.plan.total_steps, self.step, True, self.recipe.train.progress_bar)
+        if self.resumed_from:
+            self.console.say(f"bigbatch: resumed from {self.resumed_from} at step {self.step}")
+
+    def _fit(self) -> dict:
+        plan, cfg, parts = self.plan, self.recipe.train, self.parts
+        spe, start_step, started = plan.steps_per_epoch, self.step, time.perf_counter()
+        zero = torch.zeros((), device=self.collective.device)
+        window_loss, window_steps, window_start = zero.clone(), 0, time.perf_counter()
+        last_eval: dict = {}
+        while self.step < plan.total_steps:
+            epoch = self.step // spe
+            if hasattr(parts.data.train, "set_epoch"):
+                parts.data.train.set_epoch(epoch)
+            indices = parts.order.micro_batches(epoch, start_step=self.step % spe)
+            micro_batches = iter(iterate_batches(parts.data.train, indices, self.recipe.data.loader_workers,
+                                                 pin_memory=self.collective.device.type == "cuda"))
+            epoch_end = min(plan.total_steps, (epoch + 1) * spe)
+            while self.step < epoch_end:
+                lr = self._lr(self.step)
+                loss = self._optimizer_step(micro_batches, lr)
+                if loss is None:
+                    self._nonfinite()
+                else:
+                    window_loss += loss
+                    window_steps += 1
+                self.step += 1
+                if self.is_main and (self.step % cfg.log_every_steps == 0 or self.step == plan.total_steps):
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": self.step, "epoch": self.step / spe,
+                              "loss": (window_loss / max(1, window_steps)).item(), "lr": lr,
+                              "images_per_s": window_steps * plan.global_batch / max(elapsed, 1e-9)}
+                    self.metrics.write(record)
+                    self.console.step(self.step, {k: record[k] for k in ("loss", "lr", "images_per_s")})
+                    window_loss, window_steps, window_start = zero.clone(), 0, time.perf_counter()
+                elif self.is_main:
+                    self.console.step(self.step)
+                if self._signal is not None:
+                    break
+                if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0 \
+                        and self.step % spe != 0 and self.step != plan.total_steps:
+                    self._save()
+            if self._signal is not None:
+                raise Interrupted(self._signal, self._save())
+            finished_epoch = self.step % spe == 0
+            done = self.step == plan.total_steps
+            epochs_done = self.step // spe
+            is_best = False
+            if done or (finished_epoch and cfg.eval_every_epochs and epochs_done % cfg.eval_every_epochs == 0):
+                last_eval = self._evaluate()
+                is_best = last_eval["top1"] > self.best_top1
+                self.best_top1 = max(self.best_top1, last_eval["top1"])
+            if finished_epoch or done:
+                self._save(is_best=is_best)
+        return self._finish(last_eval, start_step, time.perf_counter() - started)
+
+    def _evaluate(self) -> dict:
+        parts = self.parts
+        result = evaluate(self.train_model, parts.data.val, self.collective,
+                          self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
+                          parts.autocast(self.collective.device), self.recipe.data.loader_workers)
+        result = {"step": self.step, "epoch": self.step / self.plan.steps_per_epoch, **result}
+        if self.is_main:
+            self.metrics.write(result)
+            self.console.say(f"epoch {result['epoch']:.2f} step {self.step}: top1 {result['top1']:.4f} "
+                             f"top5 {result['top5']:.4f} val_loss {result['val_loss']:.4f}")
+        return result
+
+    def _save(self, is_best: bool = False) -> Path | None:
+        """Rank 0 writes; every rank waits so nobody runs ahead of a checkpoint being written."""
+        path = None
+        if self.is_main:
+            path = self.checkpoints.save(self.state_dict(), self.step, is_best=is_best)
+        self.collective.barrier()
+        return path
+
+    def _finish(self, last_eval: dict, start_step: int, elapsed: float) -> dict:
+        summary = {"status": "finished", "run_id": self.run_id, "step": self.step,
+                   "epoch": self.step / self.plan.steps_per_epoch, "top1": last_eval.get("top1"),
+                   "top5": last_eval.get("top5"), "best_top1": self.best_top1,
+                   "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
+                   "images_per_s": (self.step - start_step) * self.plan.global_batch / max(elapsed, 1e-9),
+                   "world_size": self.collective.world_size, "global_batch": self.plan.global_batch}
+        if self.is_main:
+            self.metrics.write({"event": "finish", **summary})
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    # ---- signals ------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> dict:
+        """SIGINT/SIGTERM finish the current step, write a checkpoint and raise Interrupted."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._signal = signum

@@ -1,0 +1,84 @@
+"""The recipe's sections: every key a recipe may set, its type, default and limits.
+
+README's "Recipe keys" table is generated from these definitions
+(`bigbatch keys`), so the documentation cannot drift from the code.
+"""
+
+from dataclasses import dataclass
+
+from optim import LR_SCALING_RULES, SCHEDULES
+from trainer.recipe.fields import REQUIRED, setting
+
+DATASETS = ("digits", "synthetic", "folder")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    name: str = setting(REQUIRED, help="registry name (`bigbatch models`), or torchvision:NAME / timm:NAME")
+    kwargs: dict = setting({}, help="extra keyword arguments for the model builder")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    name: str = setting(REQUIRED, choices=DATASETS, help="digits (bundled, 8x8), synthetic, or folder")
+    batch_size: int = setting(REQUIRED, min=1, help="examples per worker per micro-step")
+    eval_batch_size: int = setting(0, min=0, help="examples per worker per evaluation batch; 0 = batch_size")
+    root: str = setting("", help="folder data set: directory holding train/CLASS/* and val/CLASS/*")
+    image_size: int = setting(0, min=0, help="training/eval crop size; 0 = the data set's native size")
+    channels: int = setting(0, choices=(0, 1, 3), help="0 = native; 3 repeats grayscale to RGB")
+    num_classes: int = setting(10, min=2, help="synthetic: number of classes")
+    train_examples: int = setting(1024, min=1, help="synthetic: training examples")
+    val_examples: int = setting(256, min=1, help="synthetic: held-out examples")
+    loader_workers: int = setting(0, min=0, help="DataLoader worker processes (folder data sets)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = setting(REQUIRED, min=1, help="epochs; the lr schedule spans all of them")
+    max_steps: int = setting(0, min=0, help="stop after this many optimizer steps; 0 = run the epochs")
+    accumulation_steps: int = setting(1, min=1, help="micro-steps per optimizer step")
+    label_smoothing: float = setting(0.0, min=0.0, below=1.0, help="cross-entropy label smoothing")
+    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype (fp16 adds a grad scaler)")
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
+    threads: int = setting(0, min=0, help="torch intra-op threads per worker; 0 = torch's default")
+    eval_every_epochs: int = setting(1, min=0, help="evaluate every N epochs (always after the last); 0 = only at the end")
+    log_every_steps: int = setting(10, min=1, help="write a step record to metrics.jsonl every N steps")
+    checkpoint_every_steps: int = setting(0, min=0, help="also checkpoint every N steps; 0 = at epoch ends only")
+    keep_checkpoints: int = setting(3, min=1, help="keep the newest K step checkpoints (plus best.pt)")
+    on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="non-finite loss: stop the run, or skip the step")
+    max_skipped_steps: int = setting(10, min=0, help="with on_nonfinite=skip: fail after this many skipped steps")
+    progress_bar: bool = setting(True, help="console progress bar with ETA (only on a terminal)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    name: str = setting("sgd", choices=("sgd",), help="optimizer")
+    base_lr: float = setting(REQUIRED, min=0.0, help="lr at reference_batch; scaled to the global batch")
+    reference_batch: int = setting(256, min=1, help="batch size base_lr was tuned for")
+    lr_scaling: str = setting("linear", choices=LR_SCALING_RULES, help="how the lr grows with the global batch")
+    momentum: float = setting(0.9, min=0.0, below=1.0, help="SGD momentum")
+    nesterov: bool = setting(False, help="Nesterov momentum")
+    weight_decay: float = setting(1e-4, min=0.0, help="L2 weight decay")
+    warmup_epochs: float = setting(0.0, min=0.0, help="gradual warmup length in epochs")
+    warmup_steps: int = setting(0, min=0, help="gradual warmup length in steps (instead of warmup_epochs)")
+    warmup_from: str = setting("base_lr", choices=("base_lr", "zero"),
+                               help="warmup starts at the unscaled base_lr (Goyal et al.; capped at the scaled lr) or at 0")
+    schedule: str = setting("cosine", choices=SCHEDULES, help="decay after warmup")
+    end_lr: float = setting(0.0, min=0.0, help="lr at the last step")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    workers: int = setting(1, min=1, help="data-parallel workers (world size)")
+    backend: str = setting("local", choices=("local",), help="local = one plain process")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    description: str = setting("", help="one line shown by `bigbatch recipes`")
+    seed: int = setting(0, min=0, help="seeds weights, data order and augmentation")
+    model: ModelConfig = None  # type: ignore[assignment]
+    data: DataConfig = None  # type: ignore[assignment]
+    train: TrainConfig = None  # type: ignore[assignment]
+    optim: OptimConfig = None  # type: ignore[assignment]
+    cluster: ClusterConfig = None  # type: ignore[assignment]
