@@ -6,6 +6,7 @@ nothing is downloaded at run time).
 """
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,4 +93,9 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, image_size: int
 
         return timm.create_model(name.split(":", 1)[1], pretrained=False, num_classes=num_classes,
                                  in_chans=in_chans, **kwargs)
-    return _REGISTRY[name].builder(num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs)
+    builder = _REGISTRY[name].builder
+    try:
+        inspect.signature(builder).bind(num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs)
+    except TypeError as e:
+        raise RecipeError(f"model.kwargs: {name}: {e}") from None
+    return builder(num_classes=num_classes, in_chans=in_chans, image_size=image_size, **kwargs)

@@ -57,6 +57,7 @@ def resnet20_small(num_classes: int, in_chans: int = 3, image_size: int = 32) ->
 
 
 @register("mlp", family="mlp", description="two-layer perceptron on flattened pixels (no BatchNorm)")
-def mlp(num_classes: int, in_chans: int = 3, image_size: int = 32, hidden: int = 128) -> nn.Module:
+def mlp(num_classes: int, in_chans: int = 3, image_size: int = 32, hidden: int = 128, dropout: float = 0.0) -> nn.Module:
     features = in_chans * image_size * image_size
-    return nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, num_classes))

@@ -7,6 +7,7 @@ dataclass and reports the first problem with its dotted key path.
 
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +37,10 @@ def suggest(name: str, options: list[str]) -> str:
     """' (did you mean 'x'?)' when `name` is close to one of `options`, else ''."""
     close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# YAML 1.1 (PyYAML) reads 1e-4 as a string: it wants 1.0e-4. Accept the common spelling for numbers.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _type_name(tp: Any) -> str:
@@ -69,6 +74,8 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
             raise FieldProblem(key, f"expected {_type_name(bool)}, got {_describe(value)}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FieldProblem(key, f"expected {_type_name(float)}, got {_describe(value)}")
         return float(value)

@@ -1,0 +1,119 @@
+"""The `bigbatch` command: exit codes, one-line errors, show/recipes/models, the quick start, signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIGBATCH = [sys.executable, "-m", "cluster.cli"]
+
+
+def bigbatch(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*BIGBATCH, *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=240, **kw)
+
+
+def test_bad_recipe_exits_2_with_one_line_and_no_traceback(write, tiny):
+    bad = write("bad.yaml", "base: tiny.yaml\noptim: {momentun: 0.9}\n")
+    proc = bigbatch("train", bad, "--out", bad.parent / "run")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"{bad}: optim.momentun: unknown key (did you mean 'momentum'?)" in proc.stderr
+    assert not (bad.parent / "run").exists()
+
+
+def test_argument_errors_are_one_line_exit_2(cli, tiny):
+    code, _, err = cli("train")
+    assert code == 2 and err.count("\n") == 1
+    code, _, err = cli("train", tiny.parent / "missing.yaml")
+    assert code == 2 and "missing.yaml: recipe file not found" in err
+
+
+def test_show_prints_resolved_recipe_and_derived_values(cli, tiny):
+    code, out, _ = cli("show", tiny, "--set", "cluster.workers=4", "--set", "train.accumulation_steps=2")
+    assert code == 0
+    shown = yaml.safe_load(out)
+    d = shown["derived"]
+    assert shown["cluster"]["workers"] == 4 and shown["train"]["precision"] == "fp32"
+    assert d["world_size"] == 4 and d["global_batch"] == 4 * 32 * 2
+    assert d["scaled_lr"] == pytest.approx(0.2 * 256 / 256)
+    assert d["steps_per_epoch"] == d["train_examples"] // 256
+    assert d["warmup_steps"] == round(0.5 * d["steps_per_epoch"])
+    assert d["total_steps"] == 2 * d["steps_per_epoch"]
+
+
+def test_recipes_and_models_and_keys(cli):
+    code, out, _ = cli("recipes", REPO / "recipes")
+    assert code == 0 and "quickstart.yaml" in out and "digits" in out
+    code, out, _ = cli("models")
+    assert code == 0 and "resnet_small" in out
+    code, out, _ = cli("keys")
+    assert code == 0 and "| `optim.base_lr` | required |" in out and "`train.max_steps`" in out
+
+
+def test_existing_run_dir_needs_resume(cli, tiny, tmp_path):
+    out = tmp_path / "run"
+    assert cli("train", tiny, "--out", out, "--set", "train.max_steps=2")[0] == 0
+    code, _, err = cli("train", tiny, "--out", out, "--set", "train.max_steps=2")
+    assert code == 2 and "--resume auto" in err
+    code, stdout, _ = cli("train", tiny, "--out", out, "--set", "train.max_steps=4", "--resume", "auto")
+    assert code == 0 and "at step 4" in stdout
+
+
+def test_training_failure_exits_1(cli, tiny, tmp_path):
+    code, _, err = cli("train", tiny, "--out", tmp_path / "nf", "--set", "optim.base_lr=1e30",
+                       "--set", "optim.warmup_epochs=0")
+    assert code == 1 and "non-finite loss at step" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_quickstart_reaches_95_percent_and_writes_the_run_directory(tmp_path):
+    out = tmp_path / "qs"
+    proc = bigbatch("train", "recipes/quickstart.yaml", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "top1" in r and "event" not in r]
+    steps = [r for r in records if "loss" in r]
+    assert evals[-1]["top1"] >= 0.95 and 0 <= evals[-1]["top5"] <= 1
+    assert all(k in steps[0] for k in ("step", "loss", "lr", "images_per_s"))
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["model"]["name"] == "resnet_small"
+    ckpts = sorted((out / "checkpoints").glob("step_*.pt"))
+    assert ckpts and (out / "checkpoints" / "best.pt").exists()
+    last = torch.load(ckpts[-1], weights_only=True)
+    assert last["step"] == records[-1]["step"] and "model" in last
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_then_resume_finishes(tiny, tmp_path):
+    out = tmp_path / "sig"
+    args = [*BIGBATCH, "train", str(tiny), "--out", str(out), "--set", "train.epochs=400",
+            "--set", "train.eval_every_epochs=0", "--set", "train.log_every_steps=1"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = out / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and (not metrics.exists() or metrics.read_text().count('"loss"') < 3):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "checkpoint written to" in err and "--resume auto" in err
+    ckpts = sorted((out / "checkpoints").glob("step_*.pt"))
+    assert len(ckpts) == 1
+    stopped_at = torch.load(ckpts[0], weights_only=True)["step"]
+    assert stopped_at >= 3
+    proc = bigbatch("train", tiny, "--out", out, "--resume", "auto", "--set", f"train.max_steps={stopped_at + 5}",
+                    "--set", "train.epochs=400", "--set", "train.eval_every_epochs=0")
+    assert proc.returncode == 0, proc.stderr
+    assert f"at step {stopped_at + 5}" in proc.stdout
+    assert os.path.exists(out / "checkpoints" / f"step_{stopped_at + 5:08d}.pt")

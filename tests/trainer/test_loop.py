@@ -1,0 +1,95 @@
+"""The training loop: exact resume, accumulation, non-finite loss, precision."""
+
+import json
+
+import pytest
+import torch
+
+from trainer.collective import LocalCollective
+from trainer.errors import TrainingFailed
+from trainer.loop import Trainer
+from trainer.recipe import load_recipe
+
+
+def run(recipe_path, run_dir, overrides=(), resume=None) -> dict:
+    recipe = load_recipe(recipe_path, list(overrides))
+    return Trainer(recipe, run_dir, LocalCollective("cpu"), resume=resume).fit()
+
+
+def final_model(run_dir, step) -> dict:
+    return torch.load(run_dir / "checkpoints" / f"step_{step:08d}.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("model", [
+    ["model.name=resnet_small"],  # BatchNorm running stats, momentum buffers
+    ["model.name=mlp", "model.kwargs={dropout: 0.3}"],  # dropout: the torch RNG must be restored
+])
+def test_resume_mid_epoch_is_bitwise_identical(tiny, tmp_path, model):
+    # 44 steps per epoch: 25 is mid-epoch and 50 crosses an epoch boundary after resuming
+    common = [*model, "train.epochs=2", "train.eval_every_epochs=0"]
+    straight = run(tiny, tmp_path / "a", [*common, "train.max_steps=50"])
+    run(tiny, tmp_path / "b", [*common, "train.max_steps=25"])
+    resumed = run(tiny, tmp_path / "b", [*common, "train.max_steps=50"], resume="auto")
+    assert straight["step"] == resumed["step"] == 50
+    a, b = final_model(tmp_path / "a", 50), final_model(tmp_path / "b", 50)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["run_id"] == json.loads((tmp_path / "b" / "summary.json").read_text())["run_id"]
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())
+             if "loss" in r]
+    assert steps == sorted(set(steps)), "resumed metrics must not repeat steps"
+
+
+def test_accumulation_equals_the_larger_batch_without_batchnorm(tiny, tmp_path):
+    common = ["model.name=mlp", "model.kwargs={}", "train.max_steps=6", "train.eval_every_epochs=0"]
+    run(tiny, tmp_path / "big", [*common, "data.batch_size=32"])
+    run(tiny, tmp_path / "acc", [*common, "data.batch_size=16", "train.accumulation_steps=2"])
+    a, b = final_model(tmp_path / "big", 6), final_model(tmp_path / "acc", 6)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+
+
+def test_resume_from_corrupt_newest_falls_back(tiny, tmp_path, capsys):
+    common = ["train.checkpoint_every_steps=5", "train.eval_every_epochs=0"]
+    run(tiny, tmp_path / "r", [*common, "train.max_steps=12"])
+    newest = tmp_path / "r" / "checkpoints" / "step_00000012.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    summary = run(tiny, tmp_path / "r", [*common, "train.max_steps=15"], resume="auto")
+    err = capsys.readouterr().err
+    assert "skipping checkpoint" in err and "step_00000012.pt" in err and "truncated" in err
+    assert "resumed from" in err and "step_00000010.pt" in err
+    assert summary["step"] == 15
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path):
+    bad = ["optim.base_lr=1e30", "optim.warmup_epochs=0", "train.checkpoint_every_steps=1"]
+    with pytest.raises(TrainingFailed, match=r"non-finite loss at step 2 .*step_00000001\.pt"):
+        run(tiny, tmp_path / "nf", bad)
+    ckpt = torch.load(tmp_path / "nf" / "checkpoints" / "step_00000001.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    assert not (tmp_path / "nf" / "checkpoints" / "step_00000002.pt").exists()
+
+
+def test_nonfinite_skip_counts_and_gives_up_past_the_limit(tiny, tmp_path):
+    bad = ["optim.base_lr=1e30", "optim.warmup_epochs=0", "train.on_nonfinite=skip", "train.max_skipped_steps=3"]
+    with pytest.raises(TrainingFailed, match="4 steps skipped, more than train.max_skipped_steps=3"):
+        run(tiny, tmp_path / "skip", bad)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_trains(tiny, tmp_path, precision):
+    summary = run(tiny, tmp_path / precision, [f"train.precision={precision}", "train.max_steps=3"])
+    assert summary["step"] == 3 and summary["top1"] is not None
+    ckpt = torch.load(tmp_path / precision / "checkpoints" / "step_00000003.pt", weights_only=True)
+    assert ckpt["scaler"] == {} or ckpt["scaler"]["scale"] > 0
+
+
+def test_checkpoint_contents(tiny, tmp_path):
+    run(tiny, tmp_path / "c", ["train.max_steps=4"])
+    ckpt = torch.load(tmp_path / "c" / "checkpoints" / "step_00000004.pt", weights_only=True)
+    for key in ("model", "optimizer", "scaler", "rng", "step", "epoch", "step_in_epoch", "sampler", "schedule",
+                "recipe", "run_id", "best_top1"):
+        assert key in ckpt, key
+    assert ckpt["step"] == 4 and ckpt["sampler"]["offset"] == 4 * 32
+    assert ckpt["recipe"]["optim"]["base_lr"] == 0.2
