@@ -1,7 +1,21 @@
-"""Large-batch optimization toolkit. Imports torch and nothing of bigbatch's."""
+"""Large-batch optimization toolkit. Imports torch and nothing of bigbatch's.
 
+lr scaling (Goyal et al. 2017 section 2.1), warmup and decay schedules as
+functions of the step (2.2), SGD with momentum correction (2.4), LARS (You et
+al. 2017), LAMB (You et al. 2019), parameter groups that exclude biases and
+normalisation, and the SGD noise scale (Smith et al. 2018).
+"""
+
+from optim.lamb import LAMB
+from optim.lars import LARS
+from optim.noise import noise_scale
+from optim.param_groups import is_excluded, split_param_groups
 from optim.scaling import RULES as LR_SCALING_RULES
 from optim.scaling import scale_lr
-from optim.schedule import SCHEDULES, warmup_then_decay
+from optim.schedule import DECAYS, WARMUPS, LRSchedule
+from optim.sgd import SGD
 
-__all__ = ["LR_SCALING_RULES", "SCHEDULES", "scale_lr", "warmup_then_decay"]
+OPTIMIZERS = ("sgd", "lars", "lamb")
+
+__all__ = ["DECAYS", "LAMB", "LARS", "LR_SCALING_RULES", "OPTIMIZERS", "SGD", "WARMUPS", "LRSchedule",
+           "is_excluded", "noise_scale", "scale_lr", "split_param_groups"]

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+import optim
+from optim import split_param_groups
 from trainer.collective import Collective
-from trainer.data import DataSplits, TrainOrder, load_data
+from trainer.data import DataSplits, load_data
 from trainer.errors import RecipeError
 from trainer.models import create_model
 from trainer.recipe.plan import Plan, make_plan
-from trainer.recipe.schema import Recipe
+from trainer.recipe.schema import OptimConfig, Recipe
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,7 +30,6 @@ def resolve_device(name: str) -> torch.device:
 @dataclass
 class Parts:
     data: DataSplits
-    order: TrainOrder
     plan: Plan
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -41,21 +42,33 @@ class Parts:
         return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
+def make_optimizer(opt: OptimConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer over (adapted, decayed) and (excluded) parameter groups."""
+    groups = split_param_groups(model, opt.weight_decay, opt.exclude_norm_and_bias, opt.exclude_patterns)
+    if opt.name == "sgd":
+        return optim.SGD(groups, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                         weight_decay=opt.weight_decay, momentum_correction=opt.momentum_correction)
+    if opt.name == "lars":
+        return optim.LARS(groups, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                          weight_decay=opt.weight_decay, trust_coefficient=opt.lars.trust_coefficient,
+                          eps=opt.lars.eps, trust_clip=opt.lars.trust_clip)
+    if opt.name == "lamb":
+        return optim.LAMB(groups, lr=lr, betas=tuple(opt.lamb.betas), eps=opt.lamb.eps,
+                          weight_decay=opt.weight_decay, bias_correction=opt.lamb.bias_correction)
+    raise RecipeError(f"optim.name: unknown optimizer {opt.name!r}")
+
+
 def build(recipe: Recipe, collective: Collective) -> Parts:
     """Everything is built the same way on every rank: same seed, same initial weights."""
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     data = load_data(recipe.data, recipe.seed)
-    order = TrainOrder(seed=recipe.seed, num_examples=len(data.train), batch_size=recipe.data.batch_size,
-                       world_size=collective.world_size, rank=collective.rank,
-                       accumulation_steps=recipe.train.accumulation_steps)
     plan = make_plan(recipe, len(data.train), collective.world_size)
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
+                         zero_init_residual=recipe.model.zero_init_residual,
                          **recipe.model.kwargs).to(collective.device)
-    opt = recipe.optim
-    optimizer = torch.optim.SGD(model.parameters(), lr=plan.scaled_lr, momentum=opt.momentum,
-                                nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+    optimizer = make_optimizer(recipe.optim, model, plan.scaled_lr)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
     scaler = torch.amp.GradScaler(collective.device.type, enabled=recipe.train.precision == "fp16")
-    return Parts(data, order, plan, model, optimizer, criterion, scaler, recipe.train.precision)
+    return Parts(data, plan, model, optimizer, criterion, scaler, recipe.train.precision)

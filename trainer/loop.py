@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from optim import warmup_then_decay
 from trainer.build import build
 from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rng_state
 from trainer.collective import Collective
-from trainer.data import iterate_batches
+from trainer.data import TrainOrder, iterate_batches
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.recipe.schema import Recipe
@@ -73,13 +72,13 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly; only tensors and plain types (weights_only loading)."""
-        spe = self.plan.steps_per_epoch
+        epoch, in_epoch = self.plan.locate(self.step)
         return {
             "format": CHECKPOINT_FORMAT, "run_id": self.run_id, "step": self.step,
-            "epoch": self.step // spe, "step_in_epoch": self.step % spe,
-            "sampler": {"seed": self.recipe.seed, "epoch": self.step // spe,
-                        "offset": (self.step % spe) * self.plan.global_batch},
-            "schedule": {"step": self.step, "lr": self._lr(self.step)},
+            "epoch": epoch, "step_in_epoch": in_epoch,
+            "sampler": {"seed": self.recipe.seed, "epoch": epoch,
+                        "offset": in_epoch * self.plan.global_batch_at(epoch)},
+            "schedule": {"step": self.step, "lr": self.plan.schedule(self.step)},
             "world_size": self.collective.world_size, "global_batch": self.plan.global_batch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
@@ -88,15 +87,9 @@ class Trainer:
         }
 
     # ---- one optimizer step -------------------------------------------------------------------
-    def _lr(self, step: int) -> float:
-        opt, plan = self.recipe.optim, self.plan
-        return warmup_then_decay(step, peak_lr=plan.scaled_lr, total_steps=plan.schedule_steps,
-                                 warmup_steps=plan.warmup_steps, warmup_start_lr=plan.warmup_start_lr,
-                                 schedule=opt.schedule, end_lr=opt.end_lr)
-
-    def _optimizer_step(self, micro_batches: Iterator, lr: float) -> torch.Tensor | None:
+    def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int) -> torch.Tensor | None:
         """Accumulate over micro-steps (all-reduce only on the last), then step; None if the loss is not finite."""
-        model, device, accum = self.train_model, self.collective.device, self.plan.accumulation_steps
+        model, device = self.train_model, self.collective.device
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=device)
@@ -119,7 +112,7 @@ class Trainer:
         return global_loss
 
     def _nonfinite(self) -> None:
-        where = f"step {self.step + 1} (epoch {self.step // self.plan.steps_per_epoch})"
+        where = f"step {self.step + 1} (epoch {self.plan.locate(self.step)[0]})"
         last = self.checkpoints.latest_valid(report=lambda _: None) if self.is_main else None
         keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint had been written"
         if self.recipe.train.on_nonfinite == "stop":
@@ -158,49 +151,47 @@ class Trainer:
 
     def _fit(self) -> dict:
         plan, cfg, parts = self.plan, self.recipe.train, self.parts
-        spe, start_step, started = plan.steps_per_epoch, self.step, time.perf_counter()
+        start_step, started = self.step, time.perf_counter()
         zero = torch.zeros((), device=self.collective.device)
-        window_loss, window_steps, window_start = zero.clone(), 0, time.perf_counter()
+        window = {"loss": zero.clone(), "steps": 0, "images": 0, "start": time.perf_counter()}
         last_eval: dict = {}
         while self.step < plan.total_steps:
-            epoch = self.step // spe
+            epoch, in_epoch = plan.locate(self.step)
+            accum = plan.epoch_accumulation[epoch]
+            order = TrainOrder(seed=self.recipe.seed, num_examples=len(parts.data.train),
+                               batch_size=plan.per_worker_batch, world_size=self.collective.world_size,
+                               rank=self.collective.rank, accumulation_steps=accum)
             if hasattr(parts.data.train, "set_epoch"):
                 parts.data.train.set_epoch(epoch)
-            indices = parts.order.micro_batches(epoch, start_step=self.step % spe)
-            micro_batches = iter(iterate_batches(parts.data.train, indices, self.recipe.data.loader_workers,
+            micro_batches = iter(iterate_batches(parts.data.train, order.micro_batches(epoch, in_epoch),
+                                                 self.recipe.data.loader_workers,
                                                  pin_memory=self.collective.device.type == "cuda"))
-            epoch_end = min(plan.total_steps, (epoch + 1) * spe)
-            while self.step < epoch_end:
-                lr = self._lr(self.step)
-                loss = self._optimizer_step(micro_batches, lr)
+            epoch_end = plan.epoch_start(epoch + 1)
+            while self.step < min(epoch_end, plan.total_steps):
+                lr = plan.schedule(self.step)
+                loss = self._optimizer_step(micro_batches, lr, accum)
                 if loss is None:
                     self._nonfinite()
                 else:
-                    window_loss += loss
-                    window_steps += 1
+                    window["loss"] += loss
+                    window["steps"] += 1
+                window["images"] += order.global_batch
                 self.step += 1
                 if self.is_main and (self.step % cfg.log_every_steps == 0 or self.step == plan.total_steps):
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": self.step, "epoch": self.step / spe,
-                              "loss": (window_loss / max(1, window_steps)).item(), "lr": lr,
-                              "images_per_s": window_steps * plan.global_batch / max(elapsed, 1e-9)}
-                    self.metrics.write(record)
-                    self.console.step(self.step, {k: record[k] for k in ("loss", "lr", "images_per_s")})
-                    window_loss, window_steps, window_start = zero.clone(), 0, time.perf_counter()
+                    self._log_step(window, lr)
+                    window = {"loss": zero.clone(), "steps": 0, "images": 0, "start": time.perf_counter()}
                 elif self.is_main:
                     self.console.step(self.step)
                 if self._signal is not None:
                     break
                 if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0 \
-                        and self.step % spe != 0 and self.step != plan.total_steps:
+                        and self.step not in (epoch_end, plan.total_steps):
                     self._save()
             if self._signal is not None:
                 raise Interrupted(self._signal, self._save())
-            finished_epoch = self.step % spe == 0
-            done = self.step == plan.total_steps
-            epochs_done = self.step // spe
+            finished_epoch, done = self.step == epoch_end, self.step == plan.total_steps
             is_best = False
-            if done or (finished_epoch and cfg.eval_every_epochs and epochs_done % cfg.eval_every_epochs == 0):
+            if done or (finished_epoch and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0):
                 last_eval = self._evaluate()
                 is_best = last_eval["top1"] > self.best_top1
                 self.best_top1 = max(self.best_top1, last_eval["top1"])
@@ -208,12 +199,31 @@ class Trainer:
                 self._save(is_best=is_best)
         return self._finish(last_eval, start_step, time.perf_counter() - started)
 
+    def _epoch_progress(self) -> float:
+        epoch, in_epoch = self.plan.locate(self.step)
+        if self.step >= self.plan.epoch_start(epoch + 1):
+            return float(epoch + 1)
+        return epoch + in_epoch / self.plan.epoch_steps[epoch]
+
+    def _log_step(self, window: dict, lr: float) -> None:
+        elapsed = time.perf_counter() - window["start"]
+        record = {"step": self.step, "epoch": self._epoch_progress(),
+                  "loss": (window["loss"] / max(1, window["steps"])).item(), "lr": lr,
+                  "images_per_s": window["images"] / max(elapsed, 1e-9)}
+        ratios = getattr(self.optimizer, "last_trust_ratios", None)
+        if ratios is not None and ratios.numel():
+            r = ratios.float().cpu()
+            record.update(trust_ratio_min=r.min().item(), trust_ratio_median=r.median().item(),
+                          trust_ratio_max=r.max().item())
+        self.metrics.write(record)
+        self.console.step(self.step, {k: record[k] for k in ("loss", "lr", "images_per_s")})
+
     def _evaluate(self) -> dict:
         parts = self.parts
         result = evaluate(self.train_model, parts.data.val, self.collective,
                           self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
                           parts.autocast(self.collective.device), self.recipe.data.loader_workers)
-        result = {"step": self.step, "epoch": self.step / self.plan.steps_per_epoch, **result}
+        result = {"step": self.step, "epoch": self._epoch_progress(), **result}
         if self.is_main:
             self.metrics.write(result)
             self.console.say(f"epoch {result['epoch']:.2f} step {self.step}: top1 {result['top1']:.4f} "
@@ -230,15 +240,18 @@ class Trainer:
 
     def _finish(self, last_eval: dict, start_step: int, elapsed: float) -> dict:
         summary = {"status": "finished", "run_id": self.run_id, "step": self.step,
-                   "epoch": self.step / self.plan.steps_per_epoch, "top1": last_eval.get("top1"),
+                   "epoch": self._epoch_progress(), "top1": last_eval.get("top1"),
                    "top5": last_eval.get("top5"), "best_top1": self.best_top1,
                    "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
-                   "images_per_s": (self.step - start_step) * self.plan.global_batch / max(elapsed, 1e-9),
+                   "images_per_s": self._images_between(start_step, self.step) / max(elapsed, 1e-9),
                    "world_size": self.collective.world_size, "global_batch": self.plan.global_batch}
         if self.is_main:
             self.metrics.write({"event": "finish", **summary})
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+    def _images_between(self, first: int, last: int) -> int:
+        return sum(self.plan.global_batch_at(self.plan.locate(s)[0]) for s in range(first, last))
 
     # ---- signals ------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> dict:

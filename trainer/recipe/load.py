@@ -144,11 +144,27 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     """Checks that need more than one field or a registry lookup."""
     from trainer.models import registry
 
+    def fail(key: str, message: str) -> None:
+        raise RecipeError(f"{source_of(key, sources, default)}: {key}: {message}")
+
     problem = registry.check_name(recipe.model.name)
     if problem:
-        raise RecipeError(f"{source_of('model.name', sources, default)}: model.name: {problem}")
+        fail("model.name", problem)
     if recipe.data.name == "folder" and not recipe.data.root:
-        raise RecipeError(f"{source_of('data.name', sources, default)}: data.root: the folder data set needs data.root")
-    if recipe.optim.warmup_steps and recipe.optim.warmup_epochs:
-        raise RecipeError(f"{source_of('optim.warmup_steps', sources, default)}: optim.warmup_steps: "
-                          "set warmup_steps or warmup_epochs, not both")
+        fail("data.root", "the folder data set needs data.root")
+    opt, train = recipe.optim, recipe.train
+    if opt.warmup_steps and opt.warmup_epochs:
+        fail("optim.warmup_steps", "set warmup_steps or warmup_epochs, not both")
+    if opt.schedule == "multistep" and not opt.decay_epochs:
+        fail("optim.decay_epochs", "the multistep schedule needs a list of epochs, e.g. [30, 60, 80]")
+    if opt.decay_epochs != sorted(opt.decay_epochs) or any(e <= 0 for e in opt.decay_epochs):
+        fail("optim.decay_epochs", f"expected increasing positive epochs, got {opt.decay_epochs}")
+    if opt.schedule == "step" and opt.decay_every_epochs <= 0:
+        fail("optim.decay_every_epochs", "the step schedule needs decay_every_epochs > 0")
+    betas = opt.lamb.betas
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        fail("optim.lamb.betas", f"expected two values in [0, 1), got {betas}")
+    growth = train.batch_growth_epochs
+    if growth != sorted(set(growth)) or any(not 0 < e < train.epochs for e in growth):
+        fail("train.batch_growth_epochs", f"expected increasing epochs between 1 and train.epochs-1 "
+                                          f"({train.epochs - 1}), got {growth}")

@@ -1,8 +1,16 @@
-"""Values derived from a recipe and the real world size: the numbers `bigbatch show` prints."""
+"""Values derived from a recipe and the real world size: the numbers `bigbatch show` prints.
 
-from dataclasses import asdict, dataclass
+The global batch may grow during a run (`train.batch_growth_epochs`, Smith et
+al. 2018), so the plan keeps the accumulation steps and optimizer steps of every
+epoch and maps between epochs and global steps.
+"""
 
-from optim import scale_lr
+import bisect
+import math
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from optim import LRSchedule, noise_scale, scale_lr
 from trainer.errors import RecipeError
 from trainer.recipe.schema import Recipe
 
@@ -11,38 +19,92 @@ from trainer.recipe.schema import Recipe
 class Plan:
     world_size: int
     per_worker_batch: int
-    accumulation_steps: int
-    global_batch: int
+    accumulation_steps: int  # at epoch 0
+    global_batch: int  # at epoch 0
     train_examples: int
-    steps_per_epoch: int
+    steps_per_epoch: int  # at epoch 0
     scaled_lr: float
     warmup_start_lr: float
     warmup_steps: int
     schedule_steps: int  # the lr schedule spans every epoch
     total_steps: int  # optimizer steps this run performs (train.max_steps caps it)
+    noise_scale: float  # SGD noise scale at the peak lr and the first global batch
+    momentum: float = field(repr=False)
+    epoch_accumulation: tuple[int, ...] = field(repr=False)
+    epoch_steps: tuple[int, ...] = field(repr=False)
+    schedule: LRSchedule = field(repr=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in
+               ("momentum", "epoch_accumulation", "epoch_steps", "schedule")}
+        if len(set(self.epoch_accumulation)) > 1:
+            out["batch_phases"] = self.batch_phases()
+        return out
+
+    def batch_phases(self) -> list[dict]:
+        """Each stretch of epochs with one global batch: where it starts, its steps and noise scale."""
+        phases = []
+        for epoch, accum in enumerate(self.epoch_accumulation):
+            if phases and phases[-1]["accumulation_steps"] == accum:
+                continue
+            batch = self.world_size * self.per_worker_batch * accum
+            phases.append({"from_epoch": epoch, "accumulation_steps": accum, "global_batch": batch,
+                           "steps_per_epoch": self.epoch_steps[epoch], "first_step": self.epoch_start(epoch),
+                           "noise_scale": noise_scale(self.scaled_lr, self.momentum, self.train_examples, batch)})
+        return phases
+
+    def epoch_start(self, epoch: int) -> int:
+        return sum(self.epoch_steps[:epoch])
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, step within that epoch) of global optimizer step `step`."""
+        starts = list(accumulate(self.epoch_steps, initial=0))
+        epoch = min(bisect.bisect_right(starts, step) - 1, len(self.epoch_steps) - 1)
+        return epoch, step - starts[epoch]
+
+    def global_batch_at(self, epoch: int) -> int:
+        return self.world_size * self.per_worker_batch * self.epoch_accumulation[epoch]
+
+
+def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
+    """The global step at (possibly fractional) `epoch`."""
+    whole = int(epoch)
+    if whole >= len(epoch_steps):
+        return sum(epoch_steps)
+    return sum(epoch_steps[:whole]) + round((epoch - whole) * epoch_steps[whole])
 
 
 def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None) -> Plan:
     """Global batch = workers x per-worker batch x accumulation; lr scaled to it (Goyal et al. section 2.1)."""
     world = world_size or recipe.cluster.workers
-    global_batch = world * recipe.data.batch_size * recipe.train.accumulation_steps
-    steps_per_epoch = train_examples // global_batch
-    if steps_per_epoch == 0:
-        raise RecipeError(f"data.batch_size: global batch {global_batch} (= {world} workers x {recipe.data.batch_size} "
-                          f"x {recipe.train.accumulation_steps} accumulation steps) exceeds the "
-                          f"{train_examples} training examples")
-    opt = recipe.optim
+    train, opt = recipe.train, recipe.optim
+    per_micro = world * recipe.data.batch_size
+    growth = [bisect.bisect_right(sorted(train.batch_growth_epochs), e) for e in range(train.epochs)]
+    accumulation = [train.accumulation_steps * train.batch_growth_factor ** g for g in growth]
+    epoch_steps = [train_examples // (per_micro * a) for a in accumulation]
+    global_batch = per_micro * accumulation[0]
+    if min(epoch_steps) == 0:
+        worst = per_micro * max(accumulation)
+        raise RecipeError(f"data.batch_size: global batch {worst} (= {world} workers x {recipe.data.batch_size} "
+                          f"x {max(accumulation)} accumulation steps) exceeds the {train_examples} training examples")
     scaled = scale_lr(opt.base_lr, global_batch, opt.reference_batch, opt.lr_scaling)
-    warmup = opt.warmup_steps or round(opt.warmup_epochs * steps_per_epoch)
-    schedule_steps = recipe.train.epochs * steps_per_epoch
-    total = min(recipe.train.max_steps, schedule_steps) if recipe.train.max_steps else schedule_steps
-    return Plan(
-        world_size=world, per_worker_batch=recipe.data.batch_size,
-        accumulation_steps=recipe.train.accumulation_steps, global_batch=global_batch,
-        train_examples=train_examples, steps_per_epoch=steps_per_epoch, scaled_lr=scaled,
+    warmup = opt.warmup_steps or _epoch_to_step(opt.warmup_epochs, epoch_steps)
+    schedule_steps = sum(epoch_steps)
+    milestones = [float(e) for e in opt.decay_epochs]
+    if opt.schedule == "step":
+        milestones = [opt.decay_every_epochs * k for k in range(1, math.ceil(train.epochs / opt.decay_every_epochs))]
+    schedule = LRSchedule(
+        peak_lr=scaled, total_steps=schedule_steps, warmup_steps=warmup,
         warmup_start_lr=min(opt.base_lr, scaled) if opt.warmup_from == "base_lr" else 0.0,
-        warmup_steps=warmup, schedule_steps=schedule_steps, total_steps=total,
-    )
+        warmup=opt.warmup_mode, decay="multistep" if opt.schedule == "step" else opt.schedule,
+        end_lr=opt.end_lr, milestones=tuple(_epoch_to_step(e, epoch_steps) for e in milestones),
+        factor=opt.decay_factor, power=opt.poly_power)
+    total = min(train.max_steps, schedule_steps) if train.max_steps else schedule_steps
+    momentum = opt.momentum if opt.name != "lamb" else opt.lamb.betas[0]
+    return Plan(
+        world_size=world, per_worker_batch=recipe.data.batch_size, accumulation_steps=accumulation[0],
+        global_batch=global_batch, train_examples=train_examples, steps_per_epoch=epoch_steps[0],
+        scaled_lr=scaled, warmup_start_lr=schedule.warmup_start_lr, warmup_steps=warmup,
+        schedule_steps=schedule_steps, total_steps=total,
+        noise_scale=noise_scale(scaled, momentum, train_examples, global_batch), momentum=momentum,
+        epoch_accumulation=tuple(accumulation), epoch_steps=tuple(epoch_steps), schedule=schedule)

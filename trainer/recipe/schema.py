@@ -6,7 +6,7 @@ README's "Recipe keys" table is generated from these definitions
 
 from dataclasses import dataclass
 
-from optim import LR_SCALING_RULES, SCHEDULES
+from optim import DECAYS, LR_SCALING_RULES, OPTIMIZERS, WARMUPS
 from trainer.recipe.fields import REQUIRED, setting
 
 DATASETS = ("digits", "synthetic", "folder")
@@ -16,6 +16,8 @@ DATASETS = ("digits", "synthetic", "folder")
 class ModelConfig:
     name: str = setting(REQUIRED, help="registry name (`bigbatch models`), or torchvision:NAME / timm:NAME")
     kwargs: dict = setting({}, help="extra keyword arguments for the model builder")
+    zero_init_residual: bool = setting(False, help="zero the last BatchNorm gamma of each residual branch "
+                                              "(Goyal et al. section 5.1)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,23 +50,52 @@ class TrainConfig:
     on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="non-finite loss: stop the run, or skip the step")
     max_skipped_steps: int = setting(10, min=0, help="with on_nonfinite=skip: fail after this many skipped steps")
     progress_bar: bool = setting(True, help="console progress bar with ETA (only on a terminal)")
+    batch_growth_epochs: list[int] = setting([], help="epochs at which the global batch grows by "
+                                             "batch_growth_factor (more accumulation steps, same lr; Smith et al. 2018)")
+    batch_growth_factor: int = setting(2, min=2, help="factor for batch_growth_epochs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LarsConfig:
+    trust_coefficient: float = setting(0.001, min=1e-12, help="eta in local_lr = eta * ||w|| / (||g|| + wd * ||w|| + eps)")
+    eps: float = setting(0.0, min=0.0, help="added to the LARS denominator")
+    trust_clip: bool = setting(False, help="LARC: cap local_lr / lr at 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LambConfig:
+    betas: list[float] = setting([0.9, 0.999], help="Adam moment decay rates (two values in [0, 1))")
+    eps: float = setting(1e-6, min=0.0, help="added to sqrt(v_hat)")
+    bias_correction: bool = setting(True, help="Adam bias correction of the moments")
 
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    name: str = setting("sgd", choices=("sgd",), help="optimizer")
+    name: str = setting("sgd", choices=OPTIMIZERS, help="sgd (with momentum correction), lars or lamb")
     base_lr: float = setting(REQUIRED, min=0.0, help="lr at reference_batch; scaled to the global batch")
     reference_batch: int = setting(256, min=1, help="batch size base_lr was tuned for")
     lr_scaling: str = setting("linear", choices=LR_SCALING_RULES, help="how the lr grows with the global batch")
-    momentum: float = setting(0.9, min=0.0, below=1.0, help="SGD momentum")
-    nesterov: bool = setting(False, help="Nesterov momentum")
-    weight_decay: float = setting(1e-4, min=0.0, help="L2 weight decay")
+    momentum: float = setting(0.9, min=0.0, below=1.0, help="momentum (sgd, lars)")
+    nesterov: bool = setting(False, help="Nesterov momentum (sgd, lars)")
+    momentum_correction: bool = setting(True, help="sgd: rescale the momentum buffer when the lr changes "
+                                                   "(Goyal et al. section 2.4)")
+    weight_decay: float = setting(1e-4, min=0.0, help="weight decay (L2 for sgd/lars, decoupled for lamb)")
+    exclude_norm_and_bias: bool = setting(True, help="no weight decay / no layer adaptation for biases and "
+                                                     "parameters with ndim <= 1 (BatchNorm)")
+    exclude_patterns: list[str] = setting([], help="more parameter-name patterns (fnmatch) to exclude")
     warmup_epochs: float = setting(0.0, min=0.0, help="gradual warmup length in epochs")
     warmup_steps: int = setting(0, min=0, help="gradual warmup length in steps (instead of warmup_epochs)")
     warmup_from: str = setting("base_lr", choices=("base_lr", "zero"),
                                help="warmup starts at the unscaled base_lr (Goyal et al.; capped at the scaled lr) or at 0")
-    schedule: str = setting("cosine", choices=SCHEDULES, help="decay after warmup")
-    end_lr: float = setting(0.0, min=0.0, help="lr at the last step")
+    warmup_mode: str = setting("linear", choices=WARMUPS, help="linear ramp, or constant at the start value")
+    schedule: str = setting("cosine", choices=(*DECAYS, "step"), help="decay after warmup")
+    end_lr: float = setting(0.0, min=0.0, help="lr at the last step (cosine, poly, linear)")
+    poly_power: float = setting(2.0, min=0.0, help="poly: power of the decay (MLPerf ResNet-50: 2)")
+    decay_epochs: list[float] = setting([], help="multistep: epochs at which the lr is multiplied by decay_factor")
+    decay_every_epochs: float = setting(0.0, min=0.0, help="step: multiply the lr by decay_factor every N epochs")
+    decay_factor: float = setting(0.1, min=0.0, max=1.0, help="multistep / step factor")
+    lars: LarsConfig = None  # type: ignore[assignment]
+    lamb: LambConfig = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, kw_only=True)
