@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/optim_step.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -33,6 +33,12 @@ class Collective(Protocol):
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         """Context for accumulation micro-steps whose gradients must not be all-reduced yet."""
 
+    def subgroup(self, size: int) -> "Collective":
+        """The collective of this rank's block of `size` consecutive ranks (for grouped BatchNorm)."""
+
+    def sync_batchnorm(self, model: nn.Module) -> nn.Module:
+        """The model with its BatchNorm layers normalising over every replica of this collective."""
+
 
 class LocalCollective:
     """One process, world size 1: every collective is the identity."""
@@ -61,3 +67,11 @@ class LocalCollective:
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
+
+    def subgroup(self, size: int) -> "LocalCollective":
+        if size != 1:
+            raise ValueError(f"group size {size} does not divide world size 1")
+        return self
+
+    def sync_batchnorm(self, model: nn.Module) -> nn.Module:
+        return model

@@ -1,0 +1,1 @@
+"""Collective implementations for multi-process backends (torch.distributed; Horovod in its own issue)."""

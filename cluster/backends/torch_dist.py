@@ -1,0 +1,79 @@
+"""The Collective over torch.distributed: gloo on CPU, nccl on GPU.
+
+Gradients are made global by DistributedDataParallel (bucketed all-reduce
+overlapped with backward); accumulation micro-steps run under DDP's no_sync.
+"""
+
+import contextlib
+import datetime
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from trainer.sync_bn import convert_sync_batchnorm
+
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def init_process_group(backend: str, init_method: str, rank: int, world_size: int, timeout_s: float = 120) -> None:
+    """Join a process group (used by tests and by launchers that do not set one up themselves)."""
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+
+
+class TorchDistributedCollective:
+    """A Collective over the default process group, or over `group` (a subset of ranks)."""
+
+    def __init__(self, device: torch.device | str = "cpu", group: dist.ProcessGroup | None = None):
+        if not dist.is_initialized():
+            raise RuntimeError("torch.distributed is not initialised")
+        self.device = torch.device(device)
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world_size = dist.get_world_size(group)
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if op == "mean":
+            dist.all_reduce(tensor, dist.ReduceOp.SUM, group=self.group)
+            return tensor.div_(self.world_size)
+        if op not in _OPS:
+            raise ValueError(f"unknown reduce op {op!r}")
+        dist.all_reduce(tensor, _OPS[op], group=self.group)
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        global_src = dist.get_global_rank(self.group, src) if self.group is not None else src
+        dist.broadcast(tensor, global_src, group=self.group)
+        return tensor
+
+    def barrier(self) -> None:
+        dist.barrier(group=self.group)
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+        if self.world_size == 1:
+            return model, optimizer
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, process_group=self.group), optimizer
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+    def subgroup(self, size: int) -> "TorchDistributedCollective":
+        """The collective of this rank's block of `size` consecutive ranks (every rank must call this)."""
+        if size <= 0 or self.world_size % size:
+            raise ValueError(f"group size {size} does not divide world size {self.world_size}")
+        mine = None
+        for start in range(0, self.world_size, size):
+            ranks = list(range(start, start + size))
+            group = dist.new_group(ranks)
+            if self.rank in ranks:
+                mine = group
+        return TorchDistributedCollective(self.device, mine)
+
+    def sync_batchnorm(self, model: nn.Module) -> nn.Module:
+        """Cross-replica BatchNorm over this collective: CUDA kernels on nccl, bigbatch's own elsewhere."""
+        if self.device.type == "cuda" and dist.get_backend(self.group) == "nccl":
+            return nn.SyncBatchNorm.convert_sync_batchnorm(model, self.group)
+        return convert_sync_batchnorm(model, self)

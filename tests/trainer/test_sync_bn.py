@@ -1,0 +1,85 @@
+"""Cross-replica BatchNorm equals BatchNorm over the concatenated global batch (2 and 3 gloo processes)."""
+
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+from trainer.collective import LocalCollective
+from trainer.sync_bn import SyncBatchNorm, convert_sync_batchnorm
+
+BATCHES = {2: [3, 5], 3: [2, 4, 1]}  # unequal per-replica batch sizes
+
+
+def global_problem(world: int):
+    g = torch.Generator().manual_seed(0)
+    total = sum(BATCHES[world])
+    x = torch.randn(total, 4, 3, 3, generator=g) * 2 + 0.5
+    r = torch.randn(total, 4, 3, 3, generator=g)  # loss = sum(y * r): dL/dy = r everywhere
+    return x, r
+
+
+def reference(world: int):
+    x, r = global_problem(world)
+    bn = nn.BatchNorm2d(4, momentum=0.3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.linspace(0.5, 2.0, 4))
+        bn.bias.copy_(torch.linspace(-1.0, 1.0, 4))
+    x = x.clone().requires_grad_()
+    for _ in range(2):  # two steps: running statistics accumulate
+        y = bn(x)
+    (y * r).sum().backward()
+    return y.detach(), x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var
+
+
+def _worker(rank: int, world: int, init_file: str):
+    from cluster.backends.torch_dist import TorchDistributedCollective, init_process_group
+
+    init_process_group("gloo", f"file://{init_file}", rank, world)
+    collective = TorchDistributedCollective("cpu")
+    x, r = global_problem(world)
+    lo = sum(BATCHES[world][:rank])
+    hi = lo + BATCHES[world][rank]
+    bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(4, momentum=0.3)), collective)[0]
+    assert isinstance(bn, SyncBatchNorm)
+    with torch.no_grad():
+        bn.weight.copy_(torch.linspace(0.5, 2.0, 4))
+        bn.bias.copy_(torch.linspace(-1.0, 1.0, 4))
+    xs = x[lo:hi].clone().requires_grad_()
+    for _ in range(2):
+        y = bn(xs)
+    (y * r[lo:hi]).sum().backward()
+    ref_y, ref_dx, ref_dw, ref_db, ref_rm, ref_rv = reference(world)
+    dw, db = bn.weight.grad.clone(), bn.bias.grad.clone()
+    collective.all_reduce(dw)  # the data-parallel all-reduce sums local weight/bias gradients
+    collective.all_reduce(db)
+    torch.testing.assert_close(y.detach(), ref_y[lo:hi], rtol=0, atol=1e-5)
+    torch.testing.assert_close(xs.grad, ref_dx[lo:hi], rtol=0, atol=1e-5)
+    torch.testing.assert_close(dw, ref_dw, rtol=0, atol=1e-5)
+    torch.testing.assert_close(db, ref_db, rtol=0, atol=1e-5)
+    torch.testing.assert_close(bn.running_mean, ref_rm, rtol=0, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, ref_rv, rtol=0, atol=1e-5)
+    bn.eval()
+    torch.testing.assert_close(bn(x[lo:hi]), nn.functional.batch_norm(
+        x[lo:hi], ref_rm, ref_rv, bn.weight, bn.bias, False, 0.0, bn.eps), rtol=0, atol=1e-5)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("world", [2, 3])
+def test_sync_bn_equals_global_batchnorm(world):
+    fd, init_file = tempfile.mkstemp(prefix="bigbatch-pg-")
+    os.close(fd)
+    os.unlink(init_file)
+    mp.spawn(_worker, args=(world, init_file), nprocs=world, join=True)
+
+
+def test_single_replica_sync_bn_is_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 5, 5)
+    bn = nn.BatchNorm2d(3)
+    sync = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)), LocalCollective())[0]
+    torch.testing.assert_close(sync(x), bn(x), rtol=0, atol=1e-5)
+    torch.testing.assert_close(sync.running_var, bn.running_var, rtol=0, atol=1e-6)
