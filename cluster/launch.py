@@ -29,4 +29,8 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None) -> di
                               f"{recipe.cluster.workers}")
         collective = LocalCollective(resolve_device(recipe.train.device))
         return Trainer(recipe, run_dir, collective, resume=resume).fit()
+    if recipe.cluster.backend == "torch":
+        from cluster.ray_launch import launch_ray
+
+        return launch_ray(recipe, run_dir, resume)
     raise RecipeError(f"cluster.backend: unknown backend {recipe.cluster.backend!r}")

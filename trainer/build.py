@@ -68,6 +68,9 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
                          zero_init_residual=recipe.model.zero_init_residual,
                          **recipe.model.kwargs).to(collective.device)
+    if recipe.bn.sync != "none" and collective.world_size > 1:
+        group = collective if recipe.bn.sync == "all" else collective.subgroup(recipe.bn.group_size)
+        model = group.sync_batchnorm(model)
     optimizer = make_optimizer(recipe.optim, model, plan.scaled_lr)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
     scaler = torch.amp.GradScaler(collective.device.type, enabled=recipe.train.precision == "fp16")

@@ -49,9 +49,16 @@ class Trainer:
         self.plan = self.parts.plan
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
         self.step, self.best_top1, self.skipped_steps = 0, -1.0, 0
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = self._shared_run_id()
         self.resumed_from = self._resume(resume) if resume else None
         self._signal: int | None = None
+
+    def _shared_run_id(self) -> str:
+        """A fresh id, rank 0's on every rank."""
+        raw = torch.tensor(list(uuid.uuid4().bytes[:6]), dtype=torch.uint8, device=self.collective.device)
+        if self.collective.world_size > 1:
+            self.collective.broadcast(raw, src=0)
+        return bytes(raw.cpu().tolist()).hex()
 
     # ---- resume -------------------------------------------------------------------------------
     def _resume(self, resume: str) -> Path | None:

@@ -164,6 +164,8 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     betas = opt.lamb.betas
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         fail("optim.lamb.betas", f"expected two values in [0, 1), got {betas}")
+    if recipe.bn.sync == "group" and recipe.cluster.workers % recipe.bn.group_size:
+        fail("bn.group_size", f"must divide cluster.workers ({recipe.cluster.workers}), got {recipe.bn.group_size}")
     growth = train.batch_growth_epochs
     if growth != sorted(set(growth)) or any(not 0 < e < train.epochs for e in growth):
         fail("train.batch_growth_epochs", f"expected increasing epochs between 1 and train.epochs-1 "

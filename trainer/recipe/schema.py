@@ -101,7 +101,20 @@ class OptimConfig:
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     workers: int = setting(1, min=1, help="data-parallel workers (world size)")
-    backend: str = setting("local", choices=("local",), help="local = one plain process")
+    backend: str = setting("local", choices=("local", "torch"),
+                           help="local = one plain process; torch = Ray Train workers over torch.distributed")
+    cpus_per_worker: float = setting(1.0, min=0.0, help="CPUs Ray reserves per worker")
+    gpus_per_worker: float = setting(0.0, min=0.0, help="GPUs per worker (> 0: nccl and CUDA)")
+    address: str = setting("", help="Ray cluster address; empty = start Ray embedded on this machine")
+    max_failures: int = setting(0, min=0, help="worker-group restarts Ray Train may make (resuming from the "
+                                               "latest checkpoint)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNormConfig:
+    sync: str = setting("none", choices=("none", "all", "group"),
+                        help="cross-replica BatchNorm: none, over all workers, or over groups of bn.group_size")
+    group_size: int = setting(1, min=1, help="workers per BatchNorm group with sync: group")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,3 +126,4 @@ class Recipe:
     train: TrainConfig = None  # type: ignore[assignment]
     optim: OptimConfig = None  # type: ignore[assignment]
     cluster: ClusterConfig = None  # type: ignore[assignment]
+    bn: BatchNormConfig = None  # type: ignore[assignment]

@@ -1,0 +1,44 @@
+"""Multi-worker training through Ray Train on a real local Ray instance with gloo process groups."""
+
+import json
+
+import pytest
+import torch
+
+from cluster.launch import launch
+from trainer.collective import LocalCollective
+from trainer.loop import Trainer
+from trainer.recipe import load_recipe
+
+
+def final_model(run_dir) -> dict:
+    (path,) = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1:]
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_two_workers_with_sync_bn_equal_one_worker_with_the_double_batch(ray_cluster, tiny, tmp_path):
+    common = ["train.max_steps=6", "train.eval_every_epochs=0", "optim.warmup_epochs=0"]
+    summary = launch(load_recipe(tiny, [*common, "cluster.backend=torch", "cluster.workers=2", "bn.sync=all",
+                                        "data.batch_size=16"]), tmp_path / "two")
+    assert summary["world_size"] == 2 and summary["global_batch"] == 32 and summary["step"] == 6
+    Trainer(load_recipe(tiny, [*common, "data.batch_size=32"]), tmp_path / "one", LocalCollective()).fit()
+    two, one = final_model(tmp_path / "two"), final_model(tmp_path / "one")
+    assert two.keys() == one.keys()
+    for key in one:
+        torch.testing.assert_close(two[key].float(), one[key].float(), rtol=0, atol=1e-5, msg=key)
+    records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "start" and records[0]["world_size"] == 2
+    assert len({r["run_id"] for r in records if "run_id" in r}) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_path):
+    from trainer.errors import TrainingFailed
+
+    recipe = load_recipe(tiny, ["cluster.backend=torch", "cluster.workers=2", "optim.base_lr=1e30",
+                                "optim.warmup_epochs=0"])
+    with pytest.raises(TrainingFailed, match="non-finite loss at step"):
+        launch(recipe, tmp_path / "nf")
