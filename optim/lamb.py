@@ -11,10 +11,10 @@ direction with no trust ratio and no weight decay: w <- w - lr * m_hat / (sqrt(v
 
 import torch
 
-from optim._common import grouped_params, trust_ratios
+from optim._common import LayerwiseOptimizer, trust_ratios
 
 
-class LAMB(torch.optim.Optimizer):
+class LAMB(LayerwiseOptimizer):
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, bias_correction: bool = True):
         if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
@@ -22,43 +22,29 @@ class LAMB(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         bias_correction=bias_correction, lars_adapt=True)
         super().__init__(params, defaults)
-        self.last_trust_ratios: torch.Tensor | None = None
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        ratios_seen = []
-        for group in self.param_groups:
-            params, grads = grouped_params(group)
-            if not params:
-                continue
-            (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
-            exp_avg, exp_avg_sq, t = self._moments(params)
-            torch._foreach_lerp_(exp_avg, grads, 1 - b1)
-            torch._foreach_mul_(exp_avg_sq, b2)
-            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - b2)
-            c1, c2 = (1 - b1 ** t, 1 - b2 ** t) if group["bias_correction"] else (1.0, 1.0)
-            denom = torch._foreach_sqrt(exp_avg_sq)
-            torch._foreach_div_(denom, c2 ** 0.5)
-            torch._foreach_add_(denom, eps)
-            update = torch._foreach_div(exp_avg, denom)
-            torch._foreach_div_(update, c1)
-            if group["lars_adapt"]:
-                if group["weight_decay"]:
-                    torch._foreach_add_(update, params, alpha=group["weight_decay"])
-                w_norm = torch.stack(torch._foreach_norm(params))
-                u_norm = torch.stack(torch._foreach_norm(update))
-                ratio = trust_ratios(w_norm, u_norm, 1.0)
-                ratios_seen.append(ratio)
-                torch._foreach_mul_(update, list((ratio * lr).unbind()))
-            else:
-                torch._foreach_mul_(update, lr)
+    def _step_group(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor | None:
+        (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
+        exp_avg, exp_avg_sq, t = self._moments(params)
+        torch._foreach_lerp_(exp_avg, grads, 1 - b1)
+        torch._foreach_mul_(exp_avg_sq, b2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - b2)
+        c1, c2 = (1 - b1 ** t, 1 - b2 ** t) if group["bias_correction"] else (1.0, 1.0)
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, c2 ** 0.5)
+        torch._foreach_add_(denom, eps)
+        update = torch._foreach_div(exp_avg, denom)
+        torch._foreach_div_(update, c1)
+        if not group["lars_adapt"]:
+            torch._foreach_mul_(update, lr)
             torch._foreach_sub_(params, update)
-        self.last_trust_ratios = torch.cat(ratios_seen) if ratios_seen else None
-        return loss
+            return None
+        if group["weight_decay"]:
+            torch._foreach_add_(update, params, alpha=group["weight_decay"])
+        ratio = trust_ratios(torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(update)), 1.0)
+        torch._foreach_mul_(update, list((ratio * lr).unbind()))
+        torch._foreach_sub_(params, update)
+        return ratio
 
     def _moments(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
         avgs, sqs, step = [], [], 0

@@ -15,10 +15,10 @@ Norms are computed for all layers at once with torch._foreach_norm.
 
 import torch
 
-from optim._common import grouped_params, trust_ratios
+from optim._common import LayerwiseOptimizer, trust_ratios
 
 
-class LARS(torch.optim.Optimizer):
+class LARS(LayerwiseOptimizer):
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 0.001, eps: float = 0.0, nesterov: bool = False,
                  trust_clip: bool = False):
@@ -27,48 +27,29 @@ class LARS(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                         eps=eps, nesterov=nesterov, trust_clip=trust_clip, lars_adapt=True)
         super().__init__(params, defaults)
-        self.last_trust_ratios: torch.Tensor | None = None  # local lr of each adapted layer at the last step
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        ratios_seen = []
-        for group in self.param_groups:
-            params, grads = grouped_params(group)
-            if not params:
-                continue
-            lr, m = group["lr"], group["momentum"]
-            if group["lars_adapt"]:
-                wd = group["weight_decay"]
-                w_norm = torch.stack(torch._foreach_norm(params))
-                g_norm = torch.stack(torch._foreach_norm(grads))
-                local = trust_ratios(w_norm, g_norm, group["trust_coefficient"], g_norm + wd * w_norm, group["eps"])
-                if group["trust_clip"]:
-                    local = torch.clamp(local / lr, max=1.0) if lr > 0 else torch.ones_like(local)
-                ratios_seen.append(local)
-                d = torch._foreach_add(grads, params, alpha=wd) if wd else torch._foreach_mul(grads, 1.0)
-                torch._foreach_mul_(d, list((local * lr).unbind()))
-            else:
-                d = torch._foreach_mul(grads, lr)
-            if m == 0:
-                torch._foreach_sub_(params, d)
-                continue
-            bufs = [self._buffer(p) for p in params]
-            torch._foreach_mul_(bufs, m)
-            torch._foreach_add_(bufs, d)
-            if group["nesterov"]:
-                torch._foreach_add_(params, bufs, alpha=-m)
-                torch._foreach_sub_(params, d)
-            else:
-                torch._foreach_sub_(params, bufs)
-        self.last_trust_ratios = torch.cat(ratios_seen) if ratios_seen else None
-        return loss
-
-    def _buffer(self, p: torch.Tensor) -> torch.Tensor:
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        return state["momentum_buffer"]
+    def _step_group(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor | None:
+        lr, m, local = group["lr"], group["momentum"], None
+        if group["lars_adapt"]:
+            wd = group["weight_decay"]
+            w_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            local = trust_ratios(w_norm, g_norm, group["trust_coefficient"], g_norm + wd * w_norm, group["eps"])
+            if group["trust_clip"]:
+                local = torch.clamp(local / lr, max=1.0) if lr > 0 else torch.ones_like(local)
+            d = torch._foreach_add(grads, params, alpha=wd) if wd else torch._foreach_mul(grads, 1.0)
+            torch._foreach_mul_(d, list((local * lr).unbind()))
+        else:
+            d = torch._foreach_mul(grads, lr)
+        if m == 0:
+            torch._foreach_sub_(params, d)
+            return local
+        bufs = self.momentum_buffers(params)
+        torch._foreach_mul_(bufs, m)
+        torch._foreach_add_(bufs, d)
+        if group["nesterov"]:
+            torch._foreach_add_(params, bufs, alpha=-m)
+            torch._foreach_sub_(params, d)
+        else:
+            torch._foreach_sub_(params, bufs)
+        return local

@@ -12,10 +12,10 @@ corrected (the buffer holds nothing to rescale).
 
 import torch
 
-from optim._common import grouped_params
+from optim._common import LayerwiseOptimizer
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(LayerwiseOptimizer):
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, momentum_correction: bool = True):
         if lr < 0 or momentum < 0 or weight_decay < 0:
@@ -26,37 +26,21 @@ class SGD(torch.optim.Optimizer):
                         momentum_correction=momentum_correction)
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = grouped_params(group)
-            if not params:
-                continue
-            lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
-            d = torch._foreach_add(grads, params, alpha=wd) if wd else grads
-            if m == 0:
+    def _step_group(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+        d = torch._foreach_add(grads, params, alpha=wd) if wd else grads
+        if m == 0:
+            torch._foreach_add_(params, d, alpha=-lr)
+        else:
+            bufs = self.momentum_buffers(params)
+            last_lr = group.get("last_lr")
+            if group["momentum_correction"] and last_lr and lr != last_lr:
+                torch._foreach_mul_(bufs, lr / last_lr)
+            torch._foreach_mul_(bufs, m)
+            torch._foreach_add_(bufs, d, alpha=lr)
+            if group["nesterov"]:
+                torch._foreach_add_(params, bufs, alpha=-m)
                 torch._foreach_add_(params, d, alpha=-lr)
             else:
-                bufs = [self._buffer(p) for p in params]
-                last_lr = group.get("last_lr")
-                if group["momentum_correction"] and last_lr and lr != last_lr:
-                    torch._foreach_mul_(bufs, lr / last_lr)
-                torch._foreach_mul_(bufs, m)
-                torch._foreach_add_(bufs, d, alpha=lr)
-                if group["nesterov"]:
-                    torch._foreach_add_(params, bufs, alpha=-m)
-                    torch._foreach_add_(params, d, alpha=-lr)
-                else:
-                    torch._foreach_add_(params, bufs, alpha=-1.0)
-            group["last_lr"] = lr
-        return loss
-
-    def _buffer(self, p: torch.Tensor) -> torch.Tensor:
-        state = self.state[p]
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        return state["momentum_buffer"]
+                torch._foreach_add_(params, bufs, alpha=-1.0)
+        group["last_lr"] = lr
