@@ -15,7 +15,7 @@ Norms are computed for all layers at once with torch._foreach_norm.
 
 import torch
 
-from optim._common import LayerwiseOptimizer, trust_ratios
+from optim._common import LayerwiseOptimizer, momentum_update, trust_ratios
 
 
 class LARS(LayerwiseOptimizer):
@@ -29,27 +29,17 @@ class LARS(LayerwiseOptimizer):
         super().__init__(params, defaults)
 
     def _step_group(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor | None:
-        lr, m, local = group["lr"], group["momentum"], None
-        if group["lars_adapt"]:
-            wd = group["weight_decay"]
-            w_norm = torch.stack(torch._foreach_norm(params))
-            g_norm = torch.stack(torch._foreach_norm(grads))
-            local = trust_ratios(w_norm, g_norm, group["trust_coefficient"], g_norm + wd * w_norm, group["eps"])
-            if group["trust_clip"]:
-                local = torch.clamp(local / lr, max=1.0) if lr > 0 else torch.ones_like(local)
-            d = torch._foreach_add(grads, params, alpha=wd) if wd else torch._foreach_mul(grads, 1.0)
-            torch._foreach_mul_(d, list((local * lr).unbind()))
-        else:
-            d = torch._foreach_mul(grads, lr)
-        if m == 0:
-            torch._foreach_sub_(params, d)
-            return local
-        bufs = self.momentum_buffers(params)
-        torch._foreach_mul_(bufs, m)
-        torch._foreach_add_(bufs, d)
-        if group["nesterov"]:
-            torch._foreach_add_(params, bufs, alpha=-m)
-            torch._foreach_sub_(params, d)
-        else:
-            torch._foreach_sub_(params, bufs)
+        lr, wd = group["lr"], group["weight_decay"]
+        bufs = self.momentum_buffers(params) if group["momentum"] else None
+        if not group["lars_adapt"]:
+            momentum_update(params, grads, bufs, group["momentum"], lr, 0.0, group["nesterov"])
+            return None
+        w_norm = torch.stack(torch._foreach_norm(params))
+        g_norm = torch.stack(torch._foreach_norm(grads))
+        local = trust_ratios(w_norm, g_norm, group["trust_coefficient"], g_norm + wd * w_norm, group["eps"])
+        if group["trust_clip"]:
+            local = torch.clamp(local / lr, max=1.0) if lr > 0 else torch.ones_like(local)
+        g_scale = local * lr  # d = lr * local_lr * (g + wd * w)
+        momentum_update(params, grads, bufs, group["momentum"], list(g_scale.unbind()),
+                        list((g_scale * wd).unbind()) if wd else 0.0, group["nesterov"])
         return local

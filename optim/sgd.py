@@ -12,7 +12,7 @@ corrected (the buffer holds nothing to rescale).
 
 import torch
 
-from optim._common import LayerwiseOptimizer
+from optim._common import LayerwiseOptimizer, momentum_update
 
 
 class SGD(LayerwiseOptimizer):
@@ -28,19 +28,9 @@ class SGD(LayerwiseOptimizer):
 
     def _step_group(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
-        d = torch._foreach_add(grads, params, alpha=wd) if wd else grads
-        if m == 0:
-            torch._foreach_add_(params, d, alpha=-lr)
-        else:
-            bufs = self.momentum_buffers(params)
-            last_lr = group.get("last_lr")
-            if group["momentum_correction"] and last_lr and lr != last_lr:
-                torch._foreach_mul_(bufs, lr / last_lr)
-            torch._foreach_mul_(bufs, m)
-            torch._foreach_add_(bufs, d, alpha=lr)
-            if group["nesterov"]:
-                torch._foreach_add_(params, bufs, alpha=-m)
-                torch._foreach_add_(params, d, alpha=-lr)
-            else:
-                torch._foreach_add_(params, bufs, alpha=-1.0)
+        last_lr, decay = group.get("last_lr"), m
+        if group["momentum_correction"] and last_lr and lr != last_lr:
+            decay = m * lr / last_lr  # v <- m * (lr_t / lr_t-1) * v + d: the correction folded into this step
+        bufs = self.momentum_buffers(params) if m else None
+        momentum_update(params, grads, bufs, m, lr, lr * wd, group["nesterov"], buffer_decay=decay)
         group["last_lr"] = lr
