@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -73,9 +74,22 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        self.step, self.best_top1 = state["step"], state["best_top1"]
-        self.skipped_steps, self.run_id = state["skipped_steps"], state["run_id"]
+        self.step = self._step_at(state["sampler"]["epoch"], state["sampler"]["offset"], state["step"])
+        self.best_top1, self.skipped_steps, self.run_id = state["best_top1"], state["skipped_steps"], state["run_id"]
         return path
+
+    def _step_at(self, epoch: int, offset: int, saved_step: int) -> int:
+        """The data position is kept in examples of the epoch, so a run may resume with another world size
+        or per-worker batch. If the new global batch does not divide the offset, the position is rounded
+        down to a step boundary (fewer than one global batch of the epoch is seen again)."""
+        if epoch >= len(self.plan.epoch_steps):
+            return self.plan.schedule_steps
+        batch = self.plan.global_batch_at(epoch)
+        step = self.plan.epoch_start(epoch) + min(offset // batch, self.plan.epoch_steps[epoch])
+        if step != saved_step and self.is_main:
+            print(f"bigbatch: the global batch changed since the checkpoint; epoch {epoch}, example {offset} of "
+                  f"the epoch -> step {step} (was step {saved_step})", file=sys.stderr)
+        return step
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly; only tensors and plain types (weights_only loading)."""

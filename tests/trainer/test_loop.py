@@ -93,3 +93,15 @@ def test_checkpoint_contents(tiny, tmp_path):
         assert key in ckpt, key
     assert ckpt["step"] == 4 and ckpt["sampler"]["offset"] == 4 * 32
     assert ckpt["recipe"]["optim"]["base_lr"] == 0.2
+
+
+def test_resume_with_another_global_batch_continues_at_the_same_example(tiny, tmp_path, capsys):
+    common = ["train.eval_every_epochs=0", "model.name=mlp", "model.kwargs={}"]
+    run(tiny, tmp_path / "r", [*common, "train.max_steps=5", "data.batch_size=32"])  # 5 x 32 = 160 examples
+    before = torch.load(tmp_path / "r" / "checkpoints" / "step_00000005.pt", weights_only=True)
+    assert before["sampler"] == {"seed": 0, "epoch": 0, "offset": 160}
+    summary = run(tiny, tmp_path / "r", [*common, "train.max_steps=12", "data.batch_size=16"], resume="auto")
+    assert "example 160 of the epoch -> step 10 (was step 5)" in capsys.readouterr().err
+    assert summary["step"] == 12
+    after = torch.load(tmp_path / "r" / "checkpoints" / "step_00000012.pt", weights_only=True)
+    assert after["sampler"]["offset"] == 12 * 16 and after["global_batch"] == 16
