@@ -272,7 +272,12 @@ class Trainer:
         return summary
 
     def _images_between(self, first: int, last: int) -> int:
-        return sum(self.plan.global_batch_at(self.plan.locate(s)[0]) for s in range(first, last))
+        """Training examples consumed by steps [first, last): epochs may differ in global batch."""
+        plan, total = self.plan, 0
+        for epoch in range(len(plan.epoch_steps)):
+            lo, hi = max(first, plan.epoch_start(epoch)), min(last, plan.epoch_start(epoch + 1))
+            total += max(0, hi - lo) * plan.global_batch_at(epoch)
+        return total
 
     # ---- signals ------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> dict:
