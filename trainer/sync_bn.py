@@ -2,7 +2,8 @@
 
 torch.nn.SyncBatchNorm and Horovod's refuse CPU tensors. Here the forward pass
 all-reduces, per channel, the sum, the sum of squares and the count (one
-all_reduce), so every replica normalises with the statistics of the global batch
+all_reduce, from one fused var_mean pass), then normalises with the fused
+F.batch_norm kernel, so every replica uses the statistics of the global batch
 and updates identical running statistics; unequal per-replica batch sizes are
 handled by the counts. The backward pass all-reduces the two gradient sums
 (sum of dy, sum of dy * x_hat) so the input gradient is that of BatchNorm over
@@ -21,25 +22,24 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, collective):
         dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x.float()
-        count = torch.full((1,), x.numel() / max(1, x.shape[1]), dtype=torch.float32, device=x.device)
-        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        collective.all_reduce(stats, op="sum")
         channels = x.shape[1]
+        local_var, local_mean = torch.var_mean(xf, dims, correction=0)  # one fused pass
+        count = torch.full((1,), x.numel() / max(1, channels), dtype=torch.float32, device=x.device)
+        stats = torch.cat([local_mean * count, (local_var + local_mean * local_mean) * count, count])
+        collective.all_reduce(stats, op="sum")  # per-channel sum, sum of squares, and the count
         n = stats[-1]
         mean = stats[:channels] / n
         var = (stats[channels:2 * channels] / n - mean * mean).clamp_min(0)
-        invstd = torch.rsqrt(var + eps)
         if running_mean is not None:
             with torch.no_grad():
                 unbiased = var * (n / (n - 1).clamp_min(1))
                 running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
                 running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
-        scale = invstd if weight is None else invstd * weight.float()
-        y = (xf - mean.view(shape)) * scale.view(shape)
-        if bias is not None:
-            y = y + bias.float().view(shape)
+        w = None if weight is None else weight.float()
+        b = None if bias is None else bias.float()
+        y = F.batch_norm(xf, mean, var, w, b, False, 0.0, eps)  # normalise with the global statistics, fused
+        invstd = torch.rsqrt(var + eps)
         ctx.save_for_backward(x, weight, mean, invstd, n)
         ctx.collective = collective
         return y.to(x.dtype)
@@ -49,10 +49,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         x, weight, mean, invstd, n = ctx.saved_tensors
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        dy = grad_out.float()
-        xhat = (x.float() - mean.view(shape)) * invstd.view(shape)
+        dy, xf = grad_out.float(), x.float()
         sum_dy = dy.sum(dims)
-        sum_dy_xhat = (dy * xhat).sum(dims)
+        sum_dy_xhat = invstd * ((dy * xf).sum(dims) - mean * sum_dy)  # sum(dy * (x - mean) * invstd)
         grad_weight = sum_dy_xhat.to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
         grad_bias = sum_dy.to(grad_out.dtype) if ctx.needs_input_grad[2] else None
         grad_input = None
@@ -61,7 +60,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             channels = x.shape[1]
             g_dy, g_dy_xhat = totals[:channels] / n, totals[channels:] / n
             scale = invstd if weight is None else invstd * weight.float()
-            grad_input = ((dy - g_dy.view(shape) - xhat * g_dy_xhat.view(shape)) * scale.view(shape)).to(x.dtype)
+            # dx = scale * (dy - g_dy - x_hat * g_dy_xhat), written as a per-channel A * dy + B * x + C
+            coef_x = -scale * invstd * g_dy_xhat
+            const = scale * (invstd * g_dy_xhat * mean - g_dy)
+            grad_input = (xf * coef_x.view(shape)).add_(const.view(shape)).addcmul_(dy, scale.view(shape))
+            grad_input = grad_input.to(x.dtype)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
