@@ -59,18 +59,14 @@ def check_name(name: str) -> str | None:
     """None when `name` can be built, else a message listing close matches."""
     if name in _REGISTRY:
         return None
-    if name.startswith("torchvision:"):
-        known, short = _torchvision_names(), name.split(":", 1)[1]
-        if short in known:
-            return None
-        close = difflib.get_close_matches(short, known, n=3, cutoff=0.5)
-        return f"unknown torchvision model {short!r}" + (f"; close matches: {', '.join('torchvision:' + c for c in close)}" if close else "")
-    if name.startswith("timm:"):
-        known, short = _timm_names(), name.split(":", 1)[1]
-        if short in known:
-            return None
-        close = difflib.get_close_matches(short, known, n=3, cutoff=0.5)
-        return f"unknown timm model {short!r}" + (f"; close matches: {', '.join('timm:' + c for c in close)}" if close else "")
+    for prefix, list_names in (("torchvision:", _torchvision_names), ("timm:", _timm_names)):
+        if name.startswith(prefix):
+            known, short = list_names(), name[len(prefix):]
+            if short in known:
+                return None
+            close = difflib.get_close_matches(short, known, n=3, cutoff=0.5)
+            hint = f"; close matches: {', '.join(prefix + c for c in close)}" if close else ""
+            return f"unknown {prefix[:-1]} model {short!r}{hint}"
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
     return f"unknown model {name!r}{hint} (or use torchvision:NAME / timm:NAME)"
