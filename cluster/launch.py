@@ -1,6 +1,10 @@
-"""Start a run on the backend the recipe names. Today: `local`, one plain process."""
+"""Start a run on the backend the recipe names: `local` (one plain process) or `torch` (Ray Train workers)."""
 
+import dataclasses
+import sys
 from pathlib import Path
+
+import yaml
 
 from trainer.build import resolve_device
 from trainer.checkpoint import CheckpointDir
@@ -8,21 +12,29 @@ from trainer.collective import LocalCollective
 from trainer.errors import RecipeError
 from trainer.loop import Trainer
 from trainer.recipe.schema import Recipe
+from trainer.stop import clear_stop
 
 
-def check_run_dir(run_dir: Path, resume: str | None) -> None:
-    """A run directory with checkpoints is only continued on purpose (--resume), never overwritten."""
-    if resume is None and CheckpointDir(run_dir / "checkpoints").step_files():
-        raise RecipeError(f"{run_dir}: --out: the run directory already holds checkpoints; "
-                          "pass --resume auto to continue it, or choose another --out")
+def check_run_dir(recipe: Recipe, run_dir: Path, resume: str | None) -> str | None:
+    """The resume mode to use. A run directory with checkpoints is never overwritten: the same recipe
+    continues it (re-running a command after a crash resumes), a different recipe needs --resume auto."""
     if resume not in (None, "auto") and not Path(resume).is_file():
         raise RecipeError(f"{resume}: --resume: checkpoint file not found (expected 'auto' or a checkpoint path)")
+    if resume is not None or not CheckpointDir(run_dir / "checkpoints").step_files():
+        return resume
+    saved = run_dir / "recipe.yaml"
+    if saved.is_file() and yaml.safe_load(saved.read_text()) == dataclasses.asdict(recipe):
+        print(f"bigbatch: {run_dir} holds checkpoints of this recipe: continuing it", file=sys.stderr)
+        return "auto"
+    raise RecipeError(f"{run_dir}: --out: the run directory holds checkpoints of a different recipe; "
+                      "pass --resume auto to continue it with this one, or choose another --out")
 
 
 def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None) -> dict:
-    """Train `recipe` into `run_dir`; return the run summary."""
+    """Train `recipe` into `run_dir`; return the run summary (raises Interrupted when stopped by a signal)."""
     run_dir = Path(run_dir)
-    check_run_dir(run_dir, resume)
+    resume = check_run_dir(recipe, run_dir, resume)
+    clear_stop(run_dir)
     if recipe.cluster.backend == "local":
         if recipe.cluster.workers != 1:
             raise RecipeError(f"cluster.workers: the 'local' backend runs exactly 1 worker, got "

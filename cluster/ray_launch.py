@@ -3,17 +3,59 @@
 With no `cluster.address`, Ray starts embedded on this machine (dashboard off).
 Each worker builds the same Trainer over a TorchDistributedCollective; Ray Train
 has already joined them in a torch.distributed group (gloo on CPU, nccl on GPU).
-Rank 0 writes the run directory, which every worker must see (a local path for
-one machine, shared storage on a cluster). On a worker-group restart
-(`cluster.max_failures`) the workers resume from the newest valid checkpoint.
+
+Checkpoints: rank 0 writes each one atomically into the run directory and
+reports it to Ray's storage (`cluster.storage_path`, default <run dir>/ray),
+which keeps `train.keep_checkpoints` of them. A worker group that Ray restarts
+after a failure (`cluster.max_failures`) resumes from `ray.train.get_checkpoint()`,
+the newest reported one, so a restarted rank 0 on another node needs nothing
+from the old node's disk.
+
+Stopping: SIGINT/SIGTERM to the driver (spot preemption, `ray job stop`) writes
+the run directory's STOP file; the workers finish their step, checkpoint and
+return, and the driver exits 128+N. A second signal stops at once.
 """
 
 import json
 import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
+from trainer.checkpoint import STEP_FILE
 from trainer.errors import RecipeError, TrainingFailed
-from trainer.recipe.schema import Recipe
+from trainer.recipe.schema import ClusterConfig, Recipe
+from trainer.stop import StopRequests, request_stop
+
+
+def _report_checkpoint(path: Path | None, metrics: dict) -> None:
+    """Collective (every rank calls it): rank 0 hands its checkpoint file and checksum to Ray's storage."""
+    import ray.train
+
+    if path is None:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".report-") as staging:
+        for source in (path, path.with_name(path.name + ".sha256")):
+            os.link(source, Path(staging) / source.name)  # same directory: a link, not a copy
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(staging))
+
+
+@contextmanager
+def _restored_checkpoint(resume: str | None) -> Iterator[str | None]:
+    """What this worker resumes from: Ray's newest reported checkpoint after a restart, else `resume`."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        yield resume
+        return
+    with checkpoint.as_directory() as directory:
+        files = sorted(p for p in Path(directory).iterdir() if STEP_FILE.match(p.name))
+        yield str(files[-1]) if files else resume
 
 
 def _worker_loop(config: dict) -> None:
@@ -21,56 +63,128 @@ def _worker_loop(config: dict) -> None:
     import ray.train.torch
 
     from cluster.backends.torch_dist import TorchDistributedCollective
-    from trainer.loop import Trainer
+    from trainer.loop import Interrupted, Trainer
 
     recipe: Recipe = config["recipe"]
     device = ray.train.torch.get_device() if recipe.cluster.gpus_per_worker > 0 else "cpu"
     collective = TorchDistributedCollective(device)
-    # launch() refused a run directory holding checkpoints unless resuming, so "auto" starts the first
-    # attempt fresh and makes a restarted worker group continue from the newest valid checkpoint.
-    summary = Trainer(recipe, config["run_dir"], collective, resume=config["resume"] or "auto").fit()
+    _write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
+    with _restored_checkpoint(config["resume"]) as resume:
+        trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=_report_checkpoint)
+    try:
+        summary = trainer.fit()
+    except Interrupted:
+        return  # the checkpoint is reported and summary.json says "interrupted": not a failure to retry
     # report() is collective in Ray Train V2: every worker calls it; rank 0's metrics become the result's.
     ray.train.report({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
 
 
+def _write_worker_info(run_dir: Path, rank: int, device: str) -> None:
+    """workers/rank_N.json: which process and node hold rank N (for operators, and the fault tests)."""
+    directory = run_dir / "workers"
+    directory.mkdir(parents=True, exist_ok=True)
+    info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "device": device}
+    tmp = directory / f".rank_{rank}.json.tmp"
+    tmp.write_text(json.dumps(info) + "\n")
+    tmp.replace(directory / f"rank_{rank}.json")
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Fail fast with a clear error instead of Ray's endless reconnect loop on a wrong address."""
+    if address in ("", "auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise RecipeError(f"cluster.address: expected HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise RecipeError(f"cluster.address: cannot reach {host}:{port} within cluster.connect_timeout_s="
+                          f"{timeout_s:g} s ({e.strerror or e})") from None
+
+
+def _connect(cfg: ClusterConfig) -> bool:
+    """Join the recipe's cluster or start an embedded one; True if this call started Ray."""
+    import ray
+
+    if cfg.address:
+        check_reachable(cfg.address, cfg.connect_timeout_s)
+    if ray.is_initialized():
+        return False
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=max(int(cfg.workers * cfg.cpus_per_worker + 0.999), 1), include_dashboard=False,
+                 log_to_driver=True)
+    return True
+
+
 def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cfg = recipe.cluster
+    # Bounded start: Ray Train otherwise waits for resources (and retries the wait) forever.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.start_timeout_s)
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    cfg = recipe.cluster
-    started_here = False
-    if not ray.is_initialized():
-        if cfg.address:
-            ray.init(address=cfg.address, log_to_driver=True)
-        else:
-            ray.init(num_cpus=max(int(cfg.workers * cfg.cpus_per_worker + 0.999), 1), include_dashboard=False,
-                     log_to_driver=True)
-        started_here = True
+    started_here = _connect(cfg)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     use_gpu = cfg.gpus_per_worker > 0
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume},
+        train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto"},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir / "ray"),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+        run_config=RunConfig(name=run_dir.name, storage_path=cfg.storage_path or str(run_dir / "ray"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures,
+                                                          controller_failure_limit=cfg.max_failures)),
     )
+    stops = _DriverStops(run_dir)
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps worker errors; surface ours with their exit codes
-        cause = _root_cause(e)
-        if isinstance(cause, (RecipeError, TrainingFailed)):
-            raise cause from None
-        raise TrainingFailed(f"Ray Train run failed: {cause.__class__.__name__}: {cause}") from None
+        raise _explain(e, cfg) from None
     finally:
+        stops.restore()
         if started_here:
             ray.shutdown()
-    return json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if summary["status"] == "interrupted":
+        from trainer.loop import Interrupted
+
+        raise Interrupted(summary["signal"], Path(summary["checkpoint"]))
+    return summary
+
+
+class _DriverStops(StopRequests):
+    """The driver's SIGINT/SIGTERM become the run's STOP file; a second signal stops the driver at once."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+        self.install()
+
+    def _on_signal(self, signum, frame) -> None:
+        super()._on_signal(signum, frame)
+        request_stop(self.run_dir, signum)
+        print(f"bigbatch: signal {signum}: the workers checkpoint after this step and stop "
+              "(send it again to stop at once)", flush=True)
+
+
+def _explain(error: Exception, cfg: ClusterConfig) -> Exception:
+    cause = _root_cause(error)
+    if isinstance(cause, (RecipeError, TrainingFailed)):
+        return cause
+    if "startup timed out" in str(cause):
+        return TrainingFailed(f"cluster: the {cfg.workers} workers ({cfg.cpus_per_worker:g} CPU, "
+                              f"{cfg.gpus_per_worker:g} GPU each) did not start within cluster.start_timeout_s="
+                              f"{cfg.start_timeout_s:g} s: the cluster lacks free resources or nodes")
+    return TrainingFailed(f"Ray Train run failed: {cause.__class__.__name__}: {str(cause).splitlines()[0]}")
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -80,8 +194,7 @@ def _root_cause(error: BaseException) -> BaseException:
         if nxt is None:
             break
         seen = nxt
-    for attr in ("worker_failures",):
-        failures = getattr(seen, attr, None)
-        if failures:
-            return next(iter(failures.values()))
+    failures = getattr(seen, "worker_failures", None)
+    if failures:
+        return next(iter(failures.values()))
     return seen

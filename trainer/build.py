@@ -68,6 +68,8 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
                          zero_init_residual=recipe.model.zero_init_residual,
                          **recipe.model.kwargs).to(collective.device)
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if recipe.bn.sync != "none" and collective.world_size > 1:
         group = collective if recipe.bn.sync == "all" else collective.subgroup(recipe.bn.group_size)
         model = group.sync_batchnorm(model)

@@ -151,3 +151,9 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Seed torch's generators from (seed, step, rank): dropout and other random layers differ between
+    ranks, and a run resumed at any step, with any world size, draws what an uninterrupted run draws."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> 1))

@@ -7,25 +7,29 @@ process (LocalCollective) and in Ray / torch.distributed / Horovod workers.
 import contextlib
 import dataclasses
 import json
-import signal
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from signal import SIGTERM
 
 import torch
 import yaml
 
 from trainer.build import build
-from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, set_rng_state
+from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, seed_step, set_rng_state
 from trainer.collective import Collective
 from trainer.data import TrainOrder, iterate_batches
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.recipe.schema import Recipe
+from trainer.stop import STOP_FILE, StopRequests
 from trainer.track import Console, MetricsFile
+from trainer.worker_times import WorkerTimes
+
+# Called on every rank after rank 0 wrote a checkpoint (path on rank 0, None elsewhere); collective.
+CheckpointHook = Callable[[Path | None, dict], None]
 
 CHECKPOINT_FORMAT = 1
 
@@ -40,19 +44,29 @@ class Interrupted(Exception):
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, run_dir: str | Path, collective: Collective, resume: str | None = None):
+    """One worker's share of a run. `on_checkpoint` replaces the barrier after each checkpoint (Ray reports
+    the checkpoint to its storage there); a STOP file in the run directory or SIGINT/SIGTERM on any rank
+    makes every rank stop after the same step with a checkpoint."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, collective: Collective, resume: str | None = None,
+                 on_checkpoint: CheckpointHook | None = None):
         self.recipe, self.collective = recipe, collective
         self.run_dir = Path(run_dir)
         self.is_main = collective.rank == 0
         self.parts = build(recipe, collective)
         self.model = self.parts.model
         self.train_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer)
+        if recipe.train.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
         self.plan = self.parts.plan
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
+        self.on_checkpoint = on_checkpoint
         self.step, self.best_top1, self.skipped_steps = 0, -1.0, 0
         self.run_id = self._shared_run_id()
         self.resumed_from = self._resume(resume) if resume else None
-        self._signal: int | None = None
+        self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
+        self.times = WorkerTimes(collective)
 
     def _shared_run_id(self) -> str:
         """A fresh id, rank 0's on every rank."""
@@ -108,29 +122,40 @@ class Trainer:
         }
 
     # ---- one optimizer step -------------------------------------------------------------------
-    def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int) -> torch.Tensor | None:
-        """Accumulate over micro-steps (all-reduce only on the last), then step; None if the loss is not finite."""
+    def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int) -> tuple[torch.Tensor | None, int]:
+        """Accumulate over micro-steps (all-reduce only on the last), then step.
+
+        Returns the global mean loss (None if it is not finite: the step is not taken) and the signal number
+        of a stop request seen by any rank (0 if none), both from one all-reduce."""
         model, device = self.train_model, self.collective.device
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        seed_step(self.recipe.seed, self.step, self.collective.rank)
         loss_sum = torch.zeros((), device=device)
         for micro in range(accum):
             x, y = next(micro_batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True, memory_format=self.memory_format) if x.dim() == 4 \
+                else x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
             sync = contextlib.nullcontext() if micro == accum - 1 else self.collective.no_sync(model)
             with sync:
                 with self.parts.autocast(device):
                     loss = self.parts.criterion(model(x), y) / accum
                 self.parts.scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
-        global_loss = self.collective.all_reduce(loss_sum.clone(), op="mean")
+        waited = time.perf_counter()
+        shared = torch.stack([loss_sum, torch.tensor(float(self.stop.pending()), device=device)])
+        loss_and_stop = self.collective.all_reduce(shared, op="sum").tolist()
+        self.times.add_step(time.perf_counter() - waited)
+        stop = int(self.stop.signum or SIGTERM) if loss_and_stop[1] else 0
+        global_loss = torch.tensor(loss_and_stop[0] / self.collective.world_size)
         if not torch.isfinite(global_loss):
             self.optimizer.zero_grad(set_to_none=True)
-            return None
+            return None, stop
         self.parts.scaler.step(self.optimizer)
         self.parts.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return global_loss
+        return global_loss, stop
 
     def _nonfinite(self) -> None:
         where = f"step {self.step + 1} (epoch {self.plan.locate(self.step)[0]})"
@@ -148,12 +173,11 @@ class Trainer:
         """Train to plan.total_steps, evaluating and checkpointing as the recipe says; return the summary."""
         if self.is_main:
             self._start_run_dir()
-        previous_handlers = self._install_signal_handlers()
+        self.stop.install()
         try:
             return self._fit()
         finally:
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
+            self.stop.restore()
             if self.is_main:
                 self.metrics.close()
                 self.console.close()
@@ -173,9 +197,9 @@ class Trainer:
     def _fit(self) -> dict:
         plan, cfg, parts = self.plan, self.recipe.train, self.parts
         start_step, started = self.step, time.perf_counter()
-        zero = torch.zeros((), device=self.collective.device)
-        window = {"loss": zero.clone(), "steps": 0, "images": 0, "start": time.perf_counter()}
+        window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
         last_eval: dict = {}
+        stop = 0
         while self.step < plan.total_steps:
             epoch, in_epoch = plan.locate(self.step)
             accum = plan.epoch_accumulation[epoch]
@@ -190,26 +214,28 @@ class Trainer:
             epoch_end = plan.epoch_start(epoch + 1)
             while self.step < min(epoch_end, plan.total_steps):
                 lr = plan.schedule(self.step)
-                loss = self._optimizer_step(micro_batches, lr, accum)
+                loss, stop = self._optimizer_step(micro_batches, lr, accum)
                 if loss is None:
                     self._nonfinite()
                 else:
-                    window["loss"] += loss
+                    window["loss"] += loss.item()
                     window["steps"] += 1
                 window["images"] += order.global_batch
                 self.step += 1
-                if self.is_main and (self.step % cfg.log_every_steps == 0 or self.step == plan.total_steps):
-                    self._log_step(window, lr)
-                    window = {"loss": zero.clone(), "steps": 0, "images": 0, "start": time.perf_counter()}
+                if self.step % cfg.log_every_steps == 0 or self.step == plan.total_steps:
+                    workers = self.times.gather() if self.collective.world_size > 1 else {}
+                    if self.is_main:
+                        self._log_step(window, lr, workers)
+                    window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
                 elif self.is_main:
                     self.console.step(self.step)
-                if self._signal is not None:
+                if stop:
                     break
                 if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0 \
                         and self.step not in (epoch_end, plan.total_steps):
                     self._save()
-            if self._signal is not None:
-                raise Interrupted(self._signal, self._save())
+            if stop:
+                self._interrupted(stop, self._save())
             finished_epoch, done = self.step == epoch_end, self.step == plan.total_steps
             is_best = False
             if done or (finished_epoch and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0):
@@ -226,11 +252,11 @@ class Trainer:
             return float(epoch + 1)
         return epoch + in_epoch / self.plan.epoch_steps[epoch]
 
-    def _log_step(self, window: dict, lr: float) -> None:
+    def _log_step(self, window: dict, lr: float, workers: dict) -> None:
         elapsed = time.perf_counter() - window["start"]
         record = {"step": self.step, "epoch": self._epoch_progress(),
-                  "loss": (window["loss"] / max(1, window["steps"])).item(), "lr": lr,
-                  "images_per_s": window["images"] / max(elapsed, 1e-9)}
+                  "loss": window["loss"] / max(1, window["steps"]), "lr": lr,
+                  "images_per_s": window["images"] / max(elapsed, 1e-9), **workers}
         ratios = getattr(self.optimizer, "last_trust_ratios", None)
         if ratios is not None and ratios.numel():
             r = ratios.float().cpu()
@@ -256,7 +282,10 @@ class Trainer:
         path = None
         if self.is_main:
             path = self.checkpoints.save(self.state_dict(), self.step, is_best=is_best)
-        self.collective.barrier()
+        if self.on_checkpoint is None:
+            self.collective.barrier()
+        else:
+            self.on_checkpoint(path, {"step": self.step, "epoch": self._epoch_progress()})
         return path
 
     def _finish(self, last_eval: dict, start_step: int, elapsed: float) -> dict:
@@ -268,8 +297,23 @@ class Trainer:
                    "world_size": self.collective.world_size, "global_batch": self.plan.global_batch}
         if self.is_main:
             self.metrics.write({"event": "finish", **summary})
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self._write_summary(summary)
         return summary
+
+    def _interrupted(self, signum: int, checkpoint: Path | None) -> None:
+        """Record the stop (a Ray driver reads it from summary.json) and raise Interrupted."""
+        if self.is_main:
+            summary = {"status": "interrupted", "run_id": self.run_id, "step": self.step, "signal": signum,
+                       "checkpoint": str(checkpoint)}
+            self.metrics.write({"event": "interrupted", **summary})
+            self._write_summary(summary)
+        raise Interrupted(signum, checkpoint)
+
+    def _write_summary(self, summary: dict) -> None:
+        path = self.run_dir / "summary.json"
+        tmp = path.with_name(".summary.json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(path)
 
     def _images_between(self, first: int, last: int) -> int:
         """Training examples consumed by steps [first, last): epochs may differ in global batch."""
@@ -278,19 +322,3 @@ class Trainer:
             lo, hi = max(first, plan.epoch_start(epoch)), min(last, plan.epoch_start(epoch + 1))
             total += max(0, hi - lo) * plan.global_batch_at(epoch)
         return total
-
-    # ---- signals ------------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> dict:
-        """SIGINT/SIGTERM finish the current step, write a checkpoint and raise Interrupted."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._on_signal)
-        return previous
-
-    def _on_signal(self, signum, frame) -> None:
-        if self._signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self._signal = signum

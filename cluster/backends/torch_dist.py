@@ -2,10 +2,14 @@
 
 Gradients are made global by DistributedDataParallel (bucketed all-reduce
 overlapped with backward); accumulation micro-steps run under DDP's no_sync.
+`comm_seconds` adds up the time this rank's collectives were in flight (on
+gloo DDP buckets are timed by a comm hook; on nccl they run on the GPU stream
+and only the host-side collectives are counted).
 """
 
 import contextlib
 import datetime
+import time
 
 import torch
 import torch.distributed as dist
@@ -33,15 +37,15 @@ class TorchDistributedCollective:
         self.group = group
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+        self.comm_seconds = 0.0
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        if op == "mean":
-            dist.all_reduce(tensor, dist.ReduceOp.SUM, group=self.group)
-            return tensor.div_(self.world_size)
-        if op not in _OPS:
+        if op not in _OPS and op != "mean":
             raise ValueError(f"unknown reduce op {op!r}")
-        dist.all_reduce(tensor, _OPS[op], group=self.group)
-        return tensor
+        started = time.perf_counter()
+        dist.all_reduce(tensor, _OPS.get(op, dist.ReduceOp.SUM), group=self.group)
+        self.comm_seconds += time.perf_counter() - started
+        return tensor.div_(self.world_size) if op == "mean" else tensor
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         global_src = dist.get_global_rank(self.group, src) if self.group is not None else src
@@ -55,7 +59,22 @@ class TorchDistributedCollective:
         if self.world_size == 1:
             return model, optimizer
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, process_group=self.group), optimizer
+        ddp = DistributedDataParallel(model, device_ids=ids, process_group=self.group)
+        if self.device.type == "cpu":
+            ddp.register_comm_hook(None, self._timed_mean_hook)
+        return ddp, optimizer
+
+    def _timed_mean_hook(self, state, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        """DDP's default all-reduce-then-average, with its time in flight added to comm_seconds."""
+        started = time.perf_counter()
+        buffer = bucket.buffer().div_(self.world_size)
+        future = dist.all_reduce(buffer, group=self.group, async_op=True).get_future()
+
+        def done(fut: torch.futures.Future) -> torch.Tensor:
+            self.comm_seconds += time.perf_counter() - started
+            return fut.value()[0]
+
+        return future.then(done)
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()

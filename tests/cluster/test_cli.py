@@ -56,13 +56,20 @@ def test_recipes_and_models_and_keys(cli):
     assert code == 0 and "resnet_small" in out
     code, out, _ = cli("keys")
     assert code == 0 and "| `optim.base_lr` | required |" in out and "`train.max_steps`" in out
+    assert out.strip() in (REPO / "README.md").read_text(), "README's key table is stale: paste `bigbatch keys`"
 
 
-def test_existing_run_dir_needs_resume(cli, tiny, tmp_path):
+def test_rerunning_the_same_command_continues_and_another_recipe_needs_resume(cli, tiny, tmp_path):
     out = tmp_path / "run"
     assert cli("train", tiny, "--out", out, "--set", "train.max_steps=2")[0] == 0
-    code, _, err = cli("train", tiny, "--out", out, "--set", "train.max_steps=2")
-    assert code == 2 and "--resume auto" in err
+    (out / "checkpoints" / "step_00000002.pt").rename(out / "checkpoints" / "step_00000001.pt")
+    (out / "checkpoints" / "step_00000002.pt.sha256").rename(out / "checkpoints" / "step_00000001.pt.sha256")
+    code, stdout, err = cli("train", tiny, "--out", out, "--set", "train.max_steps=2")
+    assert code == 0 and "continuing it" in err and "at step 2" in stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "finish" and any(r.get("resumed_from") for r in records)
+    code, _, err = cli("train", tiny, "--out", out, "--set", "train.max_steps=3")
+    assert code == 2 and "different recipe" in err and "--resume auto" in err
     code, stdout, _ = cli("train", tiny, "--out", out, "--set", "train.max_steps=4", "--resume", "auto")
     assert code == 0 and "at step 4" in stdout
 
@@ -117,3 +124,17 @@ def test_sigterm_writes_a_checkpoint_then_resume_finishes(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"at step {stopped_at + 5}" in proc.stdout
     assert os.path.exists(out / "checkpoints" / f"step_{stopped_at + 5:08d}.pt")
+
+
+def test_an_unreachable_cluster_address_is_a_one_line_error_not_a_hang(cli, tiny, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        started = time.time()
+        code, _, err = cli("train", tiny, "--out", tmp_path / "run", "--set", "cluster.backend=torch",
+                           "--set", "cluster.workers=2", "--set", f"cluster.address=127.0.0.1:{port}",
+                           "--set", "cluster.connect_timeout_s=2")
+    assert code == 2 and time.time() - started < 30
+    assert err.count("\n") == 1 and f"cluster.address: cannot reach 127.0.0.1:{port}" in err

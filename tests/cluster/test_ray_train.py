@@ -31,6 +31,11 @@ def test_two_workers_with_sync_bn_equal_one_worker_with_the_double_batch(ray_clu
     records = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["event"] == "start" and records[0]["world_size"] == 2
     assert len({r["run_id"] for r in records if "run_id" in r}) == 1
+    steps = [r for r in records if "loss" in r]
+    assert steps and all(len(r["worker_step_s"]) == len(r["worker_comm_s"]) == 2 for r in steps)
+    assert all(0 < r["worker_wait_s"][k] <= r["worker_step_s"][k] and r["worker_comm_s"][k] > 0
+               for r in steps for k in (0, 1))
+    assert all(r["slowest_rank"] in (0, 1) for r in steps)
 
 
 @pytest.mark.slow

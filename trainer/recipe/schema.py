@@ -50,6 +50,9 @@ class TrainConfig:
     on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="non-finite loss: stop the run, or skip the step")
     max_skipped_steps: int = setting(10, min=0, help="with on_nonfinite=skip: fail after this many skipped steps")
     progress_bar: bool = setting(True, help="console progress bar with ETA (only on a terminal)")
+    channels_last: bool = setting(False, help="NHWC memory format for model and images (faster convolutions on "
+                                  "GPUs with tensor cores)")
+    compile: bool = setting(False, help="torch.compile the model (inductor; needs a C++ compiler on CPU)")
     batch_growth_epochs: list[int] = setting([], help="epochs at which the global batch grows by "
                                              "batch_growth_factor (more accumulation steps, same lr; Smith et al. 2018)")
     batch_growth_factor: int = setting(2, min=2, help="factor for batch_growth_epochs")
@@ -108,6 +111,12 @@ class ClusterConfig:
     address: str = setting("", help="Ray cluster address; empty = start Ray embedded on this machine")
     max_failures: int = setting(0, min=0, help="worker-group restarts Ray Train may make (resuming from the "
                                                "latest checkpoint)")
+    storage_path: str = setting("", help="where Ray Train keeps reported checkpoints; must be seen by every node "
+                                "(shared directory or s3:// / gs:// URI); empty = <run dir>/ray")
+    start_timeout_s: float = setting(300.0, min=1.0, help="fail if the worker group cannot start (no free or "
+                                     "replacement node) within this many seconds")
+    connect_timeout_s: float = setting(15.0, min=1.0, help="fail if cluster.address does not answer within this "
+                                       "many seconds")
 
 
 @dataclass(frozen=True, kw_only=True)

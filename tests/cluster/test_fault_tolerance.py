@@ -1,0 +1,101 @@
+"""Failures a multi-worker run must survive or report: a killed worker, a signalled driver, no resources."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cluster.launch import launch
+from tests.cluster.conftest import RAY_TEST_ENV
+from trainer.errors import TrainingFailed
+from trainer.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+TWO_WORKERS = ["cluster.backend=torch", "cluster.workers=2", "bn.sync=all", "train.eval_every_epochs=0",
+               "train.log_every_steps=1"]
+
+
+def records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def wait_for_step(run_dir: Path, step: int, timeout_s: float = 90) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if any(r.get("step", 0) >= step and "loss" in r for r in records(run_dir)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"run in {run_dir} did not reach step {step} in {timeout_s} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoint(ray_cluster, tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    recipe = load_recipe(tiny, [*TWO_WORKERS, "train.max_steps=30", "train.checkpoint_every_steps=3",
+                                "cluster.max_failures=1"])
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=launch(recipe, run_dir)), daemon=True)
+    thread.start()
+    wait_for_step(run_dir, 7)
+    victim = json.loads((run_dir / "workers" / "rank_1.json").read_text())
+    os.kill(victim["pid"], signal.SIGKILL)
+    thread.join(timeout=150)
+    assert outcome["summary"]["step"] == 30 and outcome["summary"]["status"] == "finished"
+    starts = [r for r in records(run_dir) if r.get("event") == "start"]
+    assert len(starts) == 2 and starts[1]["resumed_from"]  # the restarted group resumed, not from scratch
+    assert 3 <= starts[1]["step"] <= 30 and starts[1]["run_id"] == starts[0]["run_id"]
+    restarted = json.loads((run_dir / "workers" / "rank_1.json").read_text())
+    assert restarted["pid"] != victim["pid"]
+    final = torch.load(run_dir / "checkpoints" / "step_00000030.pt", weights_only=True)
+    assert final["step"] == 30
+    # Ray's storage holds the reported checkpoints too (what a restarted group on another node reads)
+    reported = sorted((run_dir / "ray").rglob("step_00000030.pt"))
+    assert reported and reported[0].read_bytes() == (run_dir / "checkpoints" / "step_00000030.pt").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigterm_to_the_driver_checkpoints_the_workers_and_resume_continues(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    sets = [a for s in [*TWO_WORKERS, "train.epochs=50"] for a in ("--set", s)]
+    env = {**os.environ, **RAY_TEST_ENV}
+    driver = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", str(tiny), "--out", str(run_dir), *sets],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(run_dir, 3, timeout_s=120)
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=90)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "--resume auto" in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == signal.SIGTERM
+    stopped = torch.load(summary["checkpoint"], weights_only=True)
+    assert stopped["step"] == summary["step"] >= 3 and stopped["world_size"] == 2
+    # continue on one local process with the same global batch: the data position carries over
+    summary = launch(load_recipe(tiny, ["train.epochs=50", "train.eval_every_epochs=0", "data.batch_size=64",
+                                        f"train.max_steps={stopped['step'] + 2}"]), run_dir, resume="auto")
+    assert summary["status"] == "finished" and summary["step"] == stopped["step"] + 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_group_that_cannot_be_placed_fails_within_the_start_timeout(ray_cluster, tiny, tmp_path):
+    recipe = load_recipe(tiny, ["cluster.backend=torch", "cluster.workers=3", "cluster.start_timeout_s=3"])
+    started = time.time()
+    with pytest.raises(TrainingFailed, match=r"3 workers .* did not start within cluster.start_timeout_s=3 s"):
+        launch(recipe, tmp_path / "run")
+    assert time.time() - started < 60
