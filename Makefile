@@ -26,6 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/optim_step.py
+	$(BIN)/python bench/scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

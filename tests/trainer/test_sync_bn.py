@@ -1,13 +1,10 @@
 """Cross-replica BatchNorm equals BatchNorm over the concatenated global batch (2 and 3 gloo processes)."""
 
-import os
-import tempfile
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn as nn
 
+from tests.gloo import spawn_gloo
 from trainer.collective import LocalCollective
 from trainer.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
@@ -35,10 +32,9 @@ def reference(world: int):
     return y.detach(), x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var
 
 
-def _worker(rank: int, world: int, init_file: str):
-    from cluster.backends.torch_dist import TorchDistributedCollective, init_process_group
+def _worker(rank: int, world: int):
+    from cluster.backends.torch_dist import TorchDistributedCollective
 
-    init_process_group("gloo", f"file://{init_file}", rank, world)
     collective = TorchDistributedCollective("cpu")
     x, r = global_problem(world)
     lo = sum(BATCHES[world][:rank])
@@ -70,10 +66,7 @@ def _worker(rank: int, world: int, init_file: str):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("world", [2, 3])
 def test_sync_bn_equals_global_batchnorm(world):
-    fd, init_file = tempfile.mkstemp(prefix="bigbatch-pg-")
-    os.close(fd)
-    os.unlink(init_file)
-    mp.spawn(_worker, args=(world, init_file), nprocs=world, join=True)
+    spawn_gloo(_worker, world)
 
 
 def test_single_replica_sync_bn_is_batchnorm():
