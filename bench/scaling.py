@@ -10,8 +10,9 @@ How: one embedded Ray instance; runs of the same synthetic recipe (resnet_small,
 (1 worker, 2 workers, 2 workers + SyncBN, repeated). A run's throughput is the
 median images/s of its metrics.jsonl step records after the first. Scaling
 efficiency = images/s(2 workers) / (2 x images/s(1 worker)); SyncBN overhead =
-step time with SyncBN / step time with local BN - 1. Results go to
-bench/results/scaling.txt.
+step time with SyncBN / step time with local BN - 1. On a machine with a GPU
+it also measures one GPU worker (bf16 autocast, channels_last) against one CPU
+worker in the same run. Results go to bench/results/scaling.txt.
 """
 
 import argparse
@@ -61,7 +62,13 @@ def main() -> None:
                                                      "steps": args.steps}))
     variants = {"1 worker": ["cluster.workers=1"], "2 workers": ["cluster.workers=2"],
                 "2 workers + SyncBN": ["cluster.workers=2", "bn.sync=all"]}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus:
+        variants["1 GPU worker (bf16, NHWC)"] = ["cluster.workers=1", "cluster.gpus_per_worker=1",
+                                                 "train.precision=bf16", "train.channels_last=true"]
+    ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
     rates: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for repeat in range(args.repeats):
@@ -80,6 +87,9 @@ def main() -> None:
     lines += [f"{name:22} {med[name]:10.1f}   {', '.join(f'{r:.0f}' for r in rates[name])}" for name in variants]
     lines += ["", f"scaling efficiency 2 workers / (2 x 1 worker): {efficiency:.3f} (target >= 0.85)",
               f"SyncBN overhead (step time, 2 workers): {syncbn_overhead * 100:.1f}% (target <= 15%)"]
+    if gpus:
+        lines.append(f"1 GPU worker / 1 CPU worker: {med['1 GPU worker (bf16, NHWC)'] / med['1 worker']:.1f}x "
+                     f"({torch.cuda.get_device_name(0)})")
     text = "\n".join(lines)
     print(text)
     out = REPO / "bench" / "results" / "scaling.txt"
