@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from cluster.cli_jobs import add_commands
 from trainer.errors import RecipeError, TrainingFailed
 
 
@@ -40,6 +41,7 @@ def make_parser() -> argparse.ArgumentParser:
     recipes.add_argument("directory", nargs="?", default="recipes")
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("keys", help="print every recipe key as a markdown table")
+    COMMANDS.update(add_commands(sub, _recipe_args))
     return parser
 
 

@@ -80,28 +80,34 @@ def _worker_loop(config: dict) -> None:
 
 
 def _write_worker_info(run_dir: Path, rank: int, device: str) -> None:
-    """workers/rank_N.json: which process and node hold rank N (for operators, and the fault tests)."""
+    """workers/rank_N.json: which process and Ray node hold rank N (for operators, and the fault tests)."""
     directory = run_dir / "workers"
     directory.mkdir(parents=True, exist_ok=True)
-    info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "device": device}
+    import ray
+
+    info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "device": device,
+            "node_id": ray.get_runtime_context().get_node_id()}
     tmp = directory / f".rank_{rank}.json.tmp"
     tmp.write_text(json.dumps(info) + "\n")
     tmp.replace(directory / f"rank_{rank}.json")
 
 
-def check_reachable(address: str, timeout_s: float) -> None:
+def check_reachable(address: str, timeout_s: float, key: str = "cluster.address") -> None:
     """Fail fast with a clear error instead of Ray's endless reconnect loop on a wrong address."""
     if address in ("", "auto", "local"):
         return
     parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host = port = None
     if not host or not port:
-        raise RecipeError(f"cluster.address: expected HOST:PORT or ray://HOST:PORT, got {address!r}")
+        raise RecipeError(f"{key}: expected HOST:PORT or SCHEME://HOST:PORT, got {address!r}")
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as e:
-        raise RecipeError(f"cluster.address: cannot reach {host}:{port} within cluster.connect_timeout_s="
-                          f"{timeout_s:g} s ({e.strerror or e})") from None
+        raise RecipeError(f"{key}: cannot reach {host}:{port} within {timeout_s:g} s "
+                          f"({e.strerror or e.__class__.__name__})") from None
 
 
 def _connect(cfg: ClusterConfig) -> bool:
@@ -114,6 +120,8 @@ def _connect(cfg: ClusterConfig) -> bool:
         return False
     if cfg.address:
         ray.init(address=cfg.address, log_to_driver=True)
+    elif os.environ.get("RAY_ADDRESS"):  # a submitted job's driver: join the cluster it runs on
+        ray.init(log_to_driver=True)
     else:
         ray.init(num_cpus=max(int(cfg.workers * cfg.cpus_per_worker + 0.999), 1), include_dashboard=False,
                  log_to_driver=True)

@@ -1,0 +1,79 @@
+"""Submission end to end on a real 2-node Ray cluster started on this machine, with token auth on."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_submit_follow_resubmit_and_job_commands_on_a_local_two_node_cluster(cli, tmp_path):
+    state = tmp_path / "cluster"
+    code, out, err = cli("cluster", "up", "--local", "--nodes", "2", "--cpus-per-node", "1", "--state-dir", state)
+    assert code == 0, err
+    recorded = json.loads((state / "cluster.json").read_text())
+    assert len(recorded["process_groups"]) == 2 and recorded["dashboard_url"].startswith("http://127.0.0.1:")
+    assert oct((state / "auth_token").stat().st_mode & 0o777) == "0o600"
+    try:
+        code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state, "--follow")
+        assert code == 0, err[-3000:]
+        job_id = out.splitlines()[0]
+        assert job_id.startswith("bigbatch-smoke-") and f"job {job_id} SUCCEEDED" in err
+        run = Path(recorded["storage"]) / "smoke"
+        assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+        assert torch.load(run / "checkpoints" / "step_00000012.pt", weights_only=True)["world_size"] == 2
+        assert list((run / "ray").rglob("step_00000012.pt"))  # reported to Ray's storage too
+        nodes = {json.loads((run / "workers" / f"rank_{r}.json").read_text())["node_id"] for r in (0, 1)}
+        assert len(nodes) == 2  # one worker per node
+
+        # the same name again continues the run from its newest checkpoint
+        code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state, "--follow",
+                             "--set", "train.max_steps=16")
+        assert code == 0, err[-3000:]
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        starts = [r for r in records if r.get("event") == "start"]
+        assert len(starts) == 2 and starts[1]["step"] == 12 and starts[1]["resumed_from"]
+        assert records[-1]["event"] == "finish" and records[-1]["step"] == 16
+
+        code, out, _ = cli("jobs", "list", "--state-dir", state)
+        assert code == 0 and job_id in out and out.count("SUCCEEDED") == 2
+        code, out, _ = cli("jobs", "status", job_id, "--state-dir", state)
+        assert code == 0 and out.startswith(f"{job_id}: SUCCEEDED")
+        code, out, _ = cli("jobs", "logs", job_id, "--state-dir", state)
+        assert code == 0 and "finished" in out
+        code, _, err = cli("jobs", "status", "bigbatch-nope", "--state-dir", state)
+        assert code == 2 and "bigbatch-nope: no such job" in err
+        bad = tmp_path / "bad_token"
+        bad.write_text("0" * 64)
+        code, _, err = cli("jobs", "list", "--state-dir", state, "--token-file", bad)
+        assert code == 2 and "refused the token" in err and err.count("\n") == 1
+    finally:
+        code, _, err = cli("cluster", "down", "--state-dir", state)
+    assert code == 0, err
+    assert not any(group_alive(pgid) for pgid in recorded["process_groups"])
+    assert not (state / "cluster.json").exists()
+
+
+def test_a_recipe_error_never_reaches_the_cluster(cli, tmp_path):
+    # the address is unreachable on purpose: the recipe must be rejected before anything is contacted
+    code, _, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--address", "http://127.0.0.1:1",
+                       "--set", "optim.base_lr=fast")
+    assert code == 2 and "optim.base_lr" in err and "cannot reach" not in err
+
+
+def test_an_unreachable_jobs_address_fails_fast(cli):
+    code, _, err = cli("jobs", "list", "--address", "http://127.0.0.1:1")
+    assert code == 2 and "--address: cannot reach 127.0.0.1:1" in err
