@@ -94,6 +94,10 @@ def submit(recipe_path: str, overrides: list[str], endpoint: Endpoint, name: str
     if not storage:
         raise RecipeError("--storage: no storage path (a directory every node sees, e.g. a shared file system); "
                           "pass --storage or set cluster.storage_path")
+    if "://" in storage:
+        raise RecipeError(f"--storage: expected a directory every node mounts (the run directory is written with "
+                          f"plain file I/O), got {storage!r}; put object-store URIs in cluster.storage_path, where "
+                          "Ray keeps its checkpoint copies")
     if recipe.cluster.address:
         raise RecipeError(f"{recipe_path}: cluster.address: a submitted run uses the cluster it is submitted to; "
                           "leave cluster.address empty")

@@ -14,28 +14,13 @@ import torch
 
 from cluster.launch import launch
 from tests.cluster.conftest import RAY_TEST_ENV
+from tests.run_files import records, wait_for_step
 from trainer.errors import TrainingFailed
 from trainer.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 TWO_WORKERS = ["cluster.backend=torch", "cluster.workers=2", "bn.sync=all", "train.eval_every_epochs=0",
                "train.log_every_steps=1"]
-
-
-def records(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
-def wait_for_step(run_dir: Path, step: int, timeout_s: float = 90) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if any(r.get("step", 0) >= step and "loss" in r for r in records(run_dir)):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"run in {run_dir} did not reach step {step} in {timeout_s} s")
 
 
 @pytest.mark.slow

@@ -54,8 +54,11 @@ def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_
 def test_checkpoint_of_two_workers_resumes_on_one(ray_cluster, tiny, tmp_path):
     common = ["train.eval_every_epochs=0", "optim.warmup_epochs=0"]
     launch(load_recipe(tiny, [*common, "cluster.backend=torch", "cluster.workers=2", "bn.sync=all",
-                              "data.batch_size=8", "train.max_steps=3"]), tmp_path / "run")
+                              "data.batch_size=8", "train.max_steps=3",
+                              f"cluster.storage_path={tmp_path / 'shared'}"]), tmp_path / "run")
     saved = torch.load(tmp_path / "run" / "checkpoints" / "step_00000003.pt", weights_only=True)
+    (reported,) = (tmp_path / "shared").rglob("step_00000003.pt")  # Ray's copy went to cluster.storage_path
+    assert reported.read_bytes() == (tmp_path / "run" / "checkpoints" / "step_00000003.pt").read_bytes()
     assert saved["world_size"] == 2 and saved["sampler"]["offset"] == 3 * 16
     summary = launch(load_recipe(tiny, [*common, "data.batch_size=16", "train.max_steps=5"]), tmp_path / "run",
                      resume="auto")

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.run_files import wait_for_step
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -48,8 +50,21 @@ def test_submit_follow_resubmit_and_job_commands_on_a_local_two_node_cluster(cli
         assert len(starts) == 2 and starts[1]["step"] == 12 and starts[1]["resumed_from"]
         assert records[-1]["event"] == "finish" and records[-1]["step"] == 16
 
+        # `jobs stop`: the driver gets SIGTERM, the workers checkpoint, the job ends STOPPED
+        code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state, "--name", "long",
+                             "--set", "train.epochs=100", "--set", "train.max_steps=5000")
+        assert code == 0, err
+        long_id = out.splitlines()[0]
+        wait_for_step(Path(recorded["storage"]) / "long", 3)
+        code, out, _ = cli("jobs", "stop", long_id, "--state-dir", state)
+        assert code == 0 and "stop requested" in out
+        code, _, _ = cli("jobs", "logs", long_id, "--state-dir", state, "--follow")
+        assert code == 143
+        stopped = json.loads((Path(recorded["storage"]) / "long" / "summary.json").read_text())
+        assert stopped["status"] == "interrupted" and Path(stopped["checkpoint"]).is_file()
+
         code, out, _ = cli("jobs", "list", "--state-dir", state)
-        assert code == 0 and job_id in out and out.count("SUCCEEDED") == 2
+        assert code == 0 and job_id in out and out.count("SUCCEEDED") == 2 and "STOPPED" in out
         code, out, _ = cli("jobs", "status", job_id, "--state-dir", state)
         assert code == 0 and out.startswith(f"{job_id}: SUCCEEDED")
         code, out, _ = cli("jobs", "logs", job_id, "--state-dir", state)
@@ -77,3 +92,9 @@ def test_a_recipe_error_never_reaches_the_cluster(cli, tmp_path):
 def test_an_unreachable_jobs_address_fails_fast(cli):
     code, _, err = cli("jobs", "list", "--address", "http://127.0.0.1:1")
     assert code == 2 and "--address: cannot reach 127.0.0.1:1" in err
+
+
+def test_object_store_uris_are_refused_as_run_storage(cli, tmp_path):
+    code, _, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--address", "http://127.0.0.1:1",
+                       "--storage", "s3://bucket/runs")
+    assert code == 2 and "--storage: expected a directory every node mounts" in err
