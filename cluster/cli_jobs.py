@@ -63,8 +63,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(job_id, flush=True)
     if not args.follow:
         return 0
-    final = jobs.logs(jobs.client(endpoint), job_id, follow=True)
-    print(f"bigbatch: job {job_id} {final}", file=sys.stderr)
+    client = jobs.client(endpoint)
+    final = jobs.logs(client, job_id, follow=True)
+    _, lines = jobs.status(client, job_id, log_lines=0)
+    print(f"bigbatch: job {lines[0]}", file=sys.stderr)
     return jobs.exit_code(final)
 
 

@@ -135,7 +135,7 @@ def status(jobs, job_id: str, log_lines: int = 20) -> tuple[str, list[str]]:
     """The job's status and what to print: its message, and the tail of its log when it failed."""
     info = _known(jobs, job_id)
     lines = [f"{job_id}: {info.status.value}" + (f" ({info.message})" if info.message else "")]
-    if info.status.value == "FAILED":
+    if info.status.value == "FAILED" and log_lines:
         tail = jobs.get_job_logs(job_id).rstrip().splitlines()[-log_lines:]
         lines += [f"last {len(tail)} log lines:", *("  " + line for line in tail)]
     return info.status.value, lines

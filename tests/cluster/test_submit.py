@@ -33,7 +33,7 @@ def test_submit_follow_resubmit_and_job_commands_on_a_local_two_node_cluster(cli
         code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state, "--follow")
         assert code == 0, err[-3000:]
         job_id = out.splitlines()[0]
-        assert job_id.startswith("bigbatch-smoke-") and f"job {job_id} SUCCEEDED" in err
+        assert job_id.startswith("bigbatch-smoke-") and f"job {job_id}: SUCCEEDED" in err
         run = Path(recorded["storage"]) / "smoke"
         assert json.loads((run / "summary.json").read_text())["status"] == "finished"
         assert torch.load(run / "checkpoints" / "step_00000012.pt", weights_only=True)["world_size"] == 2
@@ -63,6 +63,13 @@ def test_submit_follow_resubmit_and_job_commands_on_a_local_two_node_cluster(cli
         stopped = json.loads((Path(recorded["storage"]) / "long" / "summary.json").read_text())
         assert stopped["status"] == "interrupted" and Path(stopped["checkpoint"]).is_file()
 
+        # a run that fails on the cluster: exit 1, and `jobs status` shows why with the log's tail
+        code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state, "--name", "bad",
+                             "--set", "optim.base_lr=1e30", "--set", "optim.warmup_epochs=0", "--follow")
+        assert code == 1 and "FAILED" in err
+        code, out, _ = cli("jobs", "status", out.splitlines()[0], "--state-dir", state)
+        assert code == 0 and ": FAILED" in out.splitlines()[0] and "non-finite loss at step" in out
+
         code, out, _ = cli("jobs", "list", "--state-dir", state)
         assert code == 0 and job_id in out and out.count("SUCCEEDED") == 2 and "STOPPED" in out
         code, out, _ = cli("jobs", "status", job_id, "--state-dir", state)
@@ -75,6 +82,8 @@ def test_submit_follow_resubmit_and_job_commands_on_a_local_two_node_cluster(cli
         bad.write_text("0" * 64)
         code, _, err = cli("jobs", "list", "--state-dir", state, "--token-file", bad)
         assert code == 2 and "refused the token" in err and err.count("\n") == 1
+        code, _, err = cli("jobs", "list", "--address", recorded["dashboard_url"], "--state-dir", tmp_path / "none")
+        assert code == 2 and "requires a token and none was given" in err
     finally:
         code, _, err = cli("cluster", "down", "--state-dir", state)
     assert code == 0, err
