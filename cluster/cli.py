@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 training failure, 2 bad input (one line, no traceback),
 import argparse
 import dataclasses
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,12 +94,27 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+FAMILY_ORDER = {"classic": 0, "efficient": 1, "nas": 2}
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from trainer.models import entries
+    from trainer.models.complexity import measure
 
-    for entry in entries():
-        print(f"{entry.name:20} {entry.family:10} {entry.description}")
-    print("any torchvision:NAME or timm:NAME model (no pretrained weights)")
+    print(f"{'name':22} {'family':9} {'params M':>9} {'MACs M':>9} {'px':>4}   {'published':>17}   description")
+    warnings.simplefilter("ignore")  # timm's deprecation notes for old model names
+    for entry in sorted(entries(), key=lambda e: (FAMILY_ORDER.get(e.family, len(FAMILY_ORDER)), e.name)):
+        p = entry.published
+        if p is None:
+            print(f"{entry.name:22} {entry.family:9} {'':>9} {'':>9} {'':>4}   {'':>17}   {entry.description}")
+            continue
+        params, macs = measure(entry.builder, p.classes, 3, p.resolution)
+        published = f"{p.params_m:g} / " + ("-" if p.macs_m is None else f"{p.macs_m:g}")
+        print(f"{entry.name:22} {entry.family:9} {params / 1e6:9.2f} {macs / 1e6:9.0f} {p.resolution:4d}   "
+              f"{published:>17}   {entry.description}")
+    print("\nparams and multiply-adds (MACs) counted here at the entry's resolution (1000 classes unless its "
+          "source says otherwise);\npublished = params M / MACs M as the source states them (see "
+          "trainer/models/catalogue.py).\nAlso: any torchvision:NAME or timm:NAME model (no pretrained weights).")
     return 0
 
 

@@ -16,27 +16,47 @@ from trainer.errors import RecipeError
 
 
 @dataclass(frozen=True)
+class Published:
+    """A model's figures as its source publishes them, to check the built model against."""
+
+    params_m: float  # parameters, millions (at 1000 classes unless `classes` says otherwise)
+    macs_m: float | None = None  # multiply-adds per image at `resolution`, millions; None where not published
+    resolution: int = 224
+    classes: int = 1000
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     family: str
     builder: Callable[..., nn.Module]
     description: str
+    published: Published | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _PREFIXES = ("torchvision:", "timm:")
 
 
-def register(name: str, family: str, description: str = "") -> Callable:
+def register(name: str, family: str, description: str = "", published: Published | None = None) -> Callable:
     """Decorator: `builder(num_classes=, in_chans=, image_size=, **kwargs) -> nn.Module` becomes model `name`."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, builder, description or (builder.__doc__ or "").strip())
+        _REGISTRY[name] = ModelEntry(name, family, builder, description or (builder.__doc__ or "").strip(),
+                                     published)
         return builder
 
     return wrap
+
+
+def get_entry(name: str) -> ModelEntry:
+    problem = check_name(name)
+    if problem or name not in _REGISTRY:
+        raise RecipeError(f"model.name: {problem or f'{name!r} is not a catalogue entry'}")
+    return _REGISTRY[name]
 
 
 def entries() -> list[ModelEntry]:

@@ -1,0 +1,72 @@
+"""The catalogue builds the published networks: counts against the published figures, forward/backward on all."""
+
+import warnings
+from decimal import Decimal
+
+import pytest
+import torch
+import torch.nn as nn
+
+from trainer.errors import RecipeError
+from trainer.models import create_model, entries
+from trainer.models.complexity import count_macs, count_params, measure
+
+PUBLISHED = [e for e in entries() if e.published is not None]
+
+
+def tolerance(published: float, relative: float) -> float:
+    """`relative` of the figure, but never tighter than its printed precision (a published "2.5M" is 2.45-2.55)."""
+    half_unit = 0.5 * 10 ** Decimal(str(published)).as_tuple().exponent
+    return max(relative * published, float(half_unit))
+
+
+def test_the_counter_counts_multiply_adds_by_their_definition():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, groups=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 5))
+    conv = 16 * 16 * 8 * (3 * 3 * 3)  # output positions x output channels x (kernel x input channels)
+    depthwise = 8 * 8 * 8 * (3 * 3 * 1)  # stride 2 -> 8x8 outputs; groups=8 -> one input channel each
+    linear = 8 * 5
+    assert count_macs(model, 3, 16) == conv + depthwise + linear
+    assert count_params(model) == 3 * 8 * 9 + 2 * 8 + (8 * 9 + 8) + (8 * 5 + 5)
+
+
+def test_exact_counts_of_two_well_known_builds():
+    with torch.device("meta"):
+        resnet50 = create_model("resnet50", 1000)
+        mobilenet_v2 = create_model("mobilenet_v2", 1000)
+    assert count_params(resnet50) == 25_557_032 and count_params(mobilenet_v2) == 3_504_872
+
+
+@pytest.mark.parametrize("entry", PUBLISHED, ids=[e.name for e in PUBLISHED])
+def test_counts_match_the_published_figures(entry):
+    p = entry.published
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params, macs = measure(entry.builder, p.classes, 3, p.resolution)
+    assert abs(params / 1e6 - p.params_m) <= tolerance(p.params_m, 0.01), (params, p.source)
+    if p.macs_m is not None:
+        assert abs(macs / 1e6 - p.macs_m) <= tolerance(p.macs_m, 0.03), (macs, p.source)
+
+
+SMALL_RESOLUTION = {"inception_v3": 75, "inception_v4": 75, "xception": 71}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", entries(), ids=[e.name for e in entries()])
+def test_every_entry_trains_a_step_on_a_small_batch(entry):
+    size = SMALL_RESOLUTION.get(entry.name, 32 if entry.family in ("resnet", "mlp") else 64)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_model(entry.name, num_classes=7, in_chans=3, image_size=size)
+    out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 7)
+    nn.functional.cross_entropy(out, torch.tensor([1, 5])).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_an_unknown_name_lists_close_matches():
+    with pytest.raises(RecipeError, match=r"unknown model 'resnet05'.*close matches: .*resnet50"):
+        create_model("resnet05", 10)
