@@ -38,15 +38,35 @@ def test_exact_counts_of_two_well_known_builds():
     assert count_params(resnet50) == 25_557_032 and count_params(mobilenet_v2) == 3_504_872
 
 
-@pytest.mark.parametrize("entry", PUBLISHED, ids=[e.name for e in PUBLISHED])
-def test_counts_match_the_published_figures(entry):
+# Published figures our faithful builds do not reproduce, and why (each checked against the authors' code).
+KNOWN_GAPS = {
+    "darts_v2_imagenet": "the authors' own model.py gives the same 530M multiply-adds, 7.7% under the paper's "
+                         "574M (quark0/darts issue 46); parameters match",
+}
+
+
+def _counted(entry) -> tuple[float, float]:
     p = entry.published
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         params, macs = measure(entry.builder, p.classes, 3, p.resolution)
-    assert abs(params / 1e6 - p.params_m) <= tolerance(p.params_m, 0.01), (params, p.source)
-    if p.macs_m is not None:
-        assert abs(macs / 1e6 - p.macs_m) <= tolerance(p.macs_m, 0.03), (macs, p.source)
+    return params / 1e6, macs / 1e6
+
+
+@pytest.mark.parametrize("entry", PUBLISHED, ids=[e.name for e in PUBLISHED])
+def test_parameters_match_the_published_figures(entry):
+    params, _ = _counted(entry)
+    assert abs(params - entry.published.params_m) <= tolerance(entry.published.params_m, 0.01), entry.published
+
+
+WITH_MACS = [pytest.param(e, id=e.name, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[e.name])]
+                          if e.name in KNOWN_GAPS else []) for e in PUBLISHED if e.published.macs_m is not None]
+
+
+@pytest.mark.parametrize("entry", WITH_MACS)
+def test_multiply_adds_match_the_published_figures(entry):
+    _, macs = _counted(entry)
+    assert abs(macs - entry.published.macs_m) <= tolerance(entry.published.macs_m, 0.03), entry.published
 
 
 SMALL_RESOLUTION = {"inception_v3": 75, "inception_v4": 75, "xception": 71}

@@ -1,0 +1,429 @@
+"""DARTS evaluation networks (Liu et al. 2019, "DARTS: Differentiable Architecture Search") built from a
+cell genotype given as data, so a recipe can train any searched cell without new code.
+
+A genotype lists, for the normal and the reduction cell, two (op, input) pairs per intermediate node:
+input 0 and 1 are the outputs of the two previous cells, input k >= 2 is intermediate node k - 2 of the
+same cell. A node is the sum of its two edges; the cell's output concatenates the nodes in `*_concat`.
+
+Recipe forms of `model.kwargs.genotype` (see `parse_genotype`):
+  - a dict, as in the authors' genotypes file:
+      {normal: [[sep_conv_3x3, 0], [sep_conv_3x3, 1], ...], normal_concat: [2, 3, 4, 5],
+       reduce: [[max_pool_3x3, 0], ...], reduce_concat: [2, 3, 4, 5]}
+    `normal` / `reduce` may also be compact strings "sep_conv_3x3:0 sep_conv_3x3:1 ...";
+    a missing `*_concat` means every intermediate node (what all DARTS genotypes use);
+  - a compact string "<normal pairs> | <reduce pairs>", e.g. "sep_conv_3x3:0 sep_conv_3x3:1 ... | max_pool_3x3:0 ...",
+    concatenating every intermediate node;
+  - a published name: "darts_v2".
+
+Ops follow the evaluation network of the paper and its public code, which differs from the search network:
+  - sep_conv_kxk: (ReLU, depthwise kxk conv, 1x1 conv, BN) twice, the stride in the first depthwise conv;
+  - dil_conv_kxk: ReLU, depthwise kxk conv with dilation 2, 1x1 conv, BN (receptive field 5x5 / 9x9);
+  - max_pool_3x3 / avg_pool_3x3: plain pooling (padding 1; average excludes the padding) with NO BatchNorm.
+    The search network appends a non-affine BN to pools only so that they compete fairly with the
+    BN-ended convs in the mixed op; the evaluation network drops it;
+  - skip_connect: identity, or in a reduction cell (stride 2) a factorized reduce: two stride-2 1x1 convs,
+    the second on the input shifted by one pixel, concatenated, then BN;
+  - none (the zero op) exists only during search and is rejected in a final genotype.
+All BatchNorms of the evaluation network are affine.
+
+Drop-path (stochastic depth per edge, as in the paper's CIFAR training) zeroes a whole edge per sample
+with probability `drop_path_prob` during training; identity edges are never dropped. The paper ramps the
+probability linearly from 0 over training; here it is the constant `drop_path_prob` attribute (a schedule
+can assign it between epochs).
+
+The auxiliary head (optional, off by default) is built only with `auxiliary=True` and only runs through
+`forward_with_aux`: `forward` returns the main logits alone, so the training loop and DDP see a plain
+classifier (the loop does not add the paper's 0.4-weighted auxiliary loss). Published counts exclude it.
+
+Counts against the paper (trainer.models.complexity: conv + FC multiply-adds; FC layer included, no aux head):
+  - darts_v2_cifar: 3,349,342 parameters vs "3.3M" (+1.5%, inside the printed precision); the authors' code,
+    whose count also skips the auxiliary head, builds the same number. 528.4M multiply-adds at 32 (unpublished).
+  - darts_v2_imagenet: 4,718,752 parameters (769k of them the 1000-way FC) vs 4.7M (+0.4%); 529.9M multiply-adds
+    at 224 vs the published 574M (-7.7%). The authors' code gives the same 529.9M; BN, ReLU, pooling and the
+    node additions add only ~12M more, so the paper's 574M follows some other, unpublished, counting
+    (others report the same gap: quark0/darts issue #46, 523M conv+FC, 544.6M with ptflops).
+"""
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainer.errors import RecipeError
+from trainer.models.registry import Published, register
+
+# --------------------------------------------------------------------------------------------- genotypes
+
+OP_NAMES = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+            "dil_conv_5x5")
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A validated pair of cells: (op, input) pairs, two per intermediate node, and the nodes to concatenate."""
+
+    normal: tuple[tuple[str, int], ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[tuple[str, int], ...]
+    reduce_concat: tuple[int, ...]
+
+    def compact(self) -> str:
+        """The one-line string form (concat lists omitted when they are every intermediate node)."""
+        def cell(pairs: tuple[tuple[str, int], ...]) -> str:
+            return " ".join(f"{op}:{i}" for op, i in pairs)
+
+        text = f"{cell(self.normal)} | {cell(self.reduce)}"
+        if (self.normal_concat != _all_nodes(self.normal)) or (self.reduce_concat != _all_nodes(self.reduce)):
+            text += f" (concat {list(self.normal_concat)} / {list(self.reduce_concat)})"
+        return text
+
+
+def _all_nodes(pairs: tuple[tuple[str, int], ...]) -> tuple[int, ...]:
+    return tuple(range(2, 2 + len(pairs) // 2))
+
+
+# DARTS (second order), the cell of the paper's Figures 4-5 and Tables 1/3, transcribed from the authors'
+# genotypes file (`DARTS_V2`).
+DARTS_V2: dict = {
+    "normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 1],
+               ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]],
+    "normal_concat": [2, 3, 4, 5],
+    "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
+               ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
+    "reduce_concat": [2, 3, 4, 5],
+}
+NAMED_GENOTYPES: dict[str, dict] = {"darts_v2": DARTS_V2}
+
+_PAIR = re.compile(r"^([A-Za-z0-9_]+):(-?\d+)$")
+
+
+def _parse_pairs(data: object, where: str) -> tuple[tuple[str, int], ...]:
+    if isinstance(data, str):
+        items: list[object] = []
+        for k, token in enumerate(data.split()):
+            m = _PAIR.match(token)
+            if not m:
+                raise RecipeError(f"{where}[{k}]: cannot read {token!r} (expected op:input, e.g. 'sep_conv_3x3:0')")
+            items.append([m.group(1), int(m.group(2))])
+    elif isinstance(data, (list, tuple)):
+        items = list(data)
+    else:
+        raise RecipeError(f"{where}: expected a list of [op, input] pairs or a string 'op:input ...', "
+                          f"got {type(data).__name__}")
+    if not items:
+        raise RecipeError(f"{where}: empty cell (expected two [op, input] pairs per intermediate node)")
+    if len(items) % 2:
+        raise RecipeError(f"{where}: {len(items)} entries, an odd number "
+                          "(expected two [op, input] pairs per intermediate node)")
+    pairs = []
+    for k, item in enumerate(items):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2):
+            raise RecipeError(f"{where}[{k}]: expected an [op, input] pair, got {item!r}")
+        op, index = item
+        if op == "none":
+            raise RecipeError(f"{where}[{k}]: op 'none' (the zero op) exists only during search and is not "
+                              "allowed in a final genotype")
+        if op not in OP_NAMES:
+            raise RecipeError(f"{where}[{k}]: unknown op {op!r} (expected one of {', '.join(OP_NAMES)})")
+        node = k // 2
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 2 + node:
+            raise RecipeError(f"{where}[{k}]: input {index!r} of node {node} must be an int in [0, {1 + node}] "
+                              "(0, 1: the previous cells; k >= 2: an earlier node of this cell)")
+        pairs.append((op, index))
+    return tuple(pairs)
+
+
+def _parse_concat(data: object, pairs: tuple[tuple[str, int], ...], where: str) -> tuple[int, ...]:
+    if data is None:
+        return _all_nodes(pairs)
+    if not isinstance(data, (list, tuple)) or not data:
+        raise RecipeError(f"{where}: expected a non-empty list of node indices, got {data!r}")
+    last = 1 + len(pairs) // 2
+    for k, index in enumerate(data):
+        if isinstance(index, bool) or not isinstance(index, int) or not 2 <= index <= last:
+            raise RecipeError(f"{where}[{k}]: {index!r} is not an intermediate node (expected an int in [2, {last}])")
+    if len(set(data)) != len(data):
+        raise RecipeError(f"{where}: repeated node in {list(data)}")
+    return tuple(data)
+
+
+def parse_genotype(data: object, where: str) -> Genotype:
+    """Validate a genotype given as data (dict, compact string or published name; see the module docstring).
+
+    `where` is the recipe path of `data` (e.g. "model.kwargs.genotype"); a problem raises RecipeError with one
+    line naming the bad entry, e.g. "model.kwargs.genotype.normal[3]: unknown op 'sep_conv_4x4' (...)".
+    """
+    if isinstance(data, Genotype):
+        return data
+    if isinstance(data, str):
+        if data.strip().lower() in NAMED_GENOTYPES:
+            return parse_genotype(NAMED_GENOTYPES[data.strip().lower()], where)
+        parts = data.split("|")
+        if len(parts) != 2:
+            raise RecipeError(f"{where}: expected a published name ({', '.join(NAMED_GENOTYPES)}) or "
+                              f"'<normal pairs> | <reduce pairs>', got {data!r}")
+        data = {"normal": parts[0], "reduce": parts[1]}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping with normal/reduce (+ normal_concat/reduce_concat), "
+                          f"a string or a published name, got {type(data).__name__}")
+    keys = ("normal", "normal_concat", "reduce", "reduce_concat")
+    unknown = sorted(set(data) - set(keys), key=str)
+    if unknown:
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(keys)})")
+    for key in ("normal", "reduce"):
+        if key not in data:
+            raise RecipeError(f"{where}: missing {key!r}")
+    normal = _parse_pairs(data["normal"], f"{where}.normal")
+    reduce = _parse_pairs(data["reduce"], f"{where}.reduce")
+    return Genotype(normal, _parse_concat(data.get("normal_concat"), normal, f"{where}.normal_concat"),
+                    reduce, _parse_concat(data.get("reduce_concat"), reduce, f"{where}.reduce_concat"))
+
+
+# --------------------------------------------------------------------------------------------- ops
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int):
+        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False),
+                         nn.BatchNorm2d(c_out))
+
+
+class DilConv(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int):
+        super().__init__(nn.ReLU(inplace=False),
+                         nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
+                         nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+
+class SepConv(nn.Sequential):
+    """Two stacked dilation-1 DilConvs; only the first one strides."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int):
+        super().__init__(DilConv(c_in, c_in, kernel, stride, padding, 1), DilConv(c_in, c_out, kernel, 1, padding, 1))
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution without discarding 3/4 of the pixels: two stride-2 1x1 convs, the second on the
+    input shifted by one pixel, each giving half the output channels."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        if c_out % 2:
+            raise RecipeError(f"model.kwargs: factorized reduce needs an even channel count, got {c_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        # Pad the shifted copy back to the input size: same output as the reference code on even sizes
+        # (the padded pixel is never sampled) and matching sizes (ceil(n/2)) on odd ones.
+        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+def make_op(name: str, c: int, stride: int) -> nn.Module:
+    """Edge op `name` on `c` channels; stride 2 on the edges of a reduction cell that read a previous cell."""
+    if name == "max_pool_3x3":
+        return nn.MaxPool2d(3, stride, padding=1)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride, padding=1, count_include_pad=False)
+    if name == "skip_connect":
+        return nn.Identity() if stride == 1 else FactorizedReduce(c, c)
+    if name in ("sep_conv_3x3", "sep_conv_5x5"):
+        k = int(name[-1])
+        return SepConv(c, c, k, stride, k // 2)
+    if name in ("dil_conv_3x3", "dil_conv_5x5"):
+        k = int(name[-1])
+        return DilConv(c, c, k, stride, 2 * (k // 2), dilation=2)
+    raise ValueError(f"unknown op {name!r}")
+
+
+def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:
+    """Zero whole samples with probability `prob`, rescaling the kept ones so the expectation is unchanged."""
+    keep = 1.0 - prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+# --------------------------------------------------------------------------------------------- cells, networks
+
+class Cell(nn.Module):
+    def __init__(self, genotype: Genotype, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        # The cell two back is at twice this resolution when the previous cell reduced.
+        self.preprocess0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        pairs = genotype.reduce if reduction else genotype.normal
+        self.concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        self.inputs = [index for _, index in pairs]
+        self.ops = nn.ModuleList(make_op(op, c, 2 if reduction and index < 2 else 1) for op, index in pairs)
+        self.reduction = reduction
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in range(len(self.ops) // 2):
+            total = None
+            for k in (2 * node, 2 * node + 1):
+                h = self.ops[k](states[self.inputs[k]])
+                if self.training and drop_prob > 0 and not isinstance(self.ops[k], nn.Identity):
+                    h = drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """Classifier on the output of the 2/3-depth reduction cell (8x8 on CIFAR, 7x7 on ImageNet-224).
+
+    The ImageNet head of the paper's experiments lacks the BN after its 2x2 conv (`final_bn=False`): the
+    authors' code notes the omission as a typo kept for consistency with the published runs."""
+
+    def __init__(self, c: int, num_classes: int, pool_stride: int, final_bn: bool):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False), nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False),
+            nn.Conv2d(c, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), *([nn.BatchNorm2d(768)] if final_bn else []), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class _Network(nn.Module):
+    """Stem, `layers` cells (reductions at 1/3 and 2/3 of the depth), global pool, linear classifier."""
+
+    def _build_cells(self, genotype: Genotype, c_stem_pp: int, c_stem_p: int, c: int, layers: int,
+                     reduction_prev: bool, num_classes: int, auxiliary: bool, aux_stride: int,
+                     aux_final_bn: bool) -> None:
+        if layers < 1:
+            raise RecipeError(f"model.kwargs.layers: expected at least 1 cell, got {layers}")
+        c_pp, c_p, c_curr = c_stem_pp, c_stem_p, c
+        self.reduction_at = sorted({layers // 3, 2 * layers // 3})
+        self.aux_at = 2 * layers // 3
+        self.cells = nn.ModuleList()
+        c_aux = c_p
+        for i in range(layers):
+            reduction = i in self.reduction_at
+            if reduction:
+                c_curr *= 2
+            cell = Cell(genotype, c_pp, c_p, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == self.aux_at:
+                c_aux = c_p
+        self.auxiliary_head = AuxiliaryHead(c_aux, num_classes, aux_stride, aux_final_bn) if auxiliary else None
+        self.classifier = nn.Linear(c_p, num_classes)
+        self.num_features = c_p
+
+    def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, auxiliary logits): the auxiliary ones only in training with the head built, else None."""
+        s0, s1 = self._stem(x)
+        aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_at and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1)), aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]
+
+
+def _check_channels(init_channels: int) -> None:
+    if init_channels < 2 or init_channels % 2:
+        raise RecipeError(f"model.kwargs.init_channels: expected an even count >= 2, got {init_channels}")
+
+
+def _check_drop_path(drop_path_prob: float) -> None:
+    if not 0.0 <= drop_path_prob < 1.0:
+        raise RecipeError(f"model.kwargs.drop_path: expected a probability in [0, 1), got {drop_path_prob}")
+
+
+class NetworkCIFAR(_Network):
+    """CIFAR setting: 3x3 conv stem to 3*C channels at full resolution, then the cells."""
+
+    def __init__(self, genotype: Genotype, num_classes: int = 10, init_channels: int = 36, layers: int = 20,
+                 auxiliary: bool = False, drop_path: float = 0.0, in_chans: int = 3, stem_multiplier: int = 3):
+        super().__init__()
+        _check_channels(init_channels)
+        _check_drop_path(drop_path)
+        self.drop_path_prob = drop_path
+        c_stem = stem_multiplier * init_channels
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        self._build_cells(genotype, c_stem, c_stem, init_channels, layers, False, num_classes, auxiliary, 3, True)
+
+    def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.stem(x)
+        return s, s
+
+
+class NetworkImageNet(_Network):
+    """Mobile ImageNet setting: two stride-2 stems and a third stride-2 conv, so the cells start at 1/8 of the
+    input (28x28 at 224); the first cell reads the 1/4-resolution stem output through a factorized reduce."""
+
+    def __init__(self, genotype: Genotype, num_classes: int = 1000, init_channels: int = 48, layers: int = 14,
+                 auxiliary: bool = False, drop_path: float = 0.0, in_chans: int = 3):
+        super().__init__()
+        _check_channels(init_channels)
+        _check_drop_path(drop_path)
+        self.drop_path_prob = drop_path
+        c = init_channels
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_chans, c // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=True), nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+                                   nn.BatchNorm2d(c))
+        self._build_cells(genotype, c, c, c, layers, True, num_classes, auxiliary, 2, False)
+
+    def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+@register("darts_v2_cifar", family="nas",
+          description="DARTS (second order) cell, CIFAR network: C=36, 20 cells (Liu et al. 2019)",
+          published=Published(params_m=3.3, macs_m=None, resolution=32, classes=10,
+                              source="Liu et al. 2019, Table 1 (DARTS second order, CIFAR-10)"))
+def darts_v2_cifar(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
+                   drop_path: float = 0.0) -> nn.Module:
+    """The published CIFAR-10 model; `image_size` is not needed (global pooling)."""
+    return NetworkCIFAR(parse_genotype(DARTS_V2, "darts_v2"), num_classes, 36, 20, drop_path=drop_path,
+                        in_chans=in_chans)
+
+
+@register("darts_v2_imagenet", family="nas",
+          description="DARTS (second order) cell, mobile ImageNet network: C=48, 14 cells (Liu et al. 2019)",
+          published=Published(params_m=4.7, macs_m=574, resolution=224, classes=1000,
+                              source="Liu et al. 2019, Table 3"))
+def darts_v2_imagenet(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
+                      drop_path: float = 0.0) -> nn.Module:
+    """The published ImageNet mobile-setting model."""
+    return NetworkImageNet(parse_genotype(DARTS_V2, "darts_v2"), num_classes, 48, 14, drop_path=drop_path,
+                           in_chans=in_chans)
+
+
+@register("darts", family="nas", description="DARTS evaluation network from any genotype given in the recipe")
+def darts(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, genotype: object = "darts_v2",
+          setting: str = "cifar", layers: int | None = None, init_channels: int | None = None,
+          drop_path: float = 0.0) -> nn.Module:
+    """`genotype`: dict, compact string or published name; `setting`: cifar (default C=36, 20 cells) or
+    imagenet (C=48, 14 cells)."""
+    parsed = parse_genotype(genotype, "model.kwargs.genotype")
+    if setting == "cifar":
+        return NetworkCIFAR(parsed, num_classes, 36 if init_channels is None else init_channels,
+                            20 if layers is None else layers, drop_path=drop_path, in_chans=in_chans)
+    if setting == "imagenet":
+        return NetworkImageNet(parsed, num_classes, 48 if init_channels is None else init_channels,
+                               14 if layers is None else layers, drop_path=drop_path, in_chans=in_chans)
+    raise RecipeError(f"model.kwargs.setting: expected 'cifar' or 'imagenet', got {setting!r}")
