@@ -71,8 +71,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     from trainer.recipe.plan import make_plan
 
     recipe = load_recipe(args.recipe, args.overrides)
-    data = load_data(recipe.data, recipe.seed)
-    plan = make_plan(recipe, len(data.train))
+    if recipe.data.name == "folder" and not Path(recipe.data.root).is_dir():
+        # the data lives on the cluster (e.g. ImageNet): plan from the size the recipe declares
+        print(f"bigbatch: {recipe.data.root or 'data.root'} is not on this machine; derived values use "
+              f"data.train_examples = {recipe.data.train_examples}", file=sys.stderr)
+        examples = recipe.data.train_examples
+    else:
+        examples = len(load_data(recipe.data, recipe.seed).train)
+    plan = make_plan(recipe, examples)
     text = yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)
     print(text, end="")

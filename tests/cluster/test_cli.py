@@ -138,3 +138,13 @@ def test_an_unreachable_cluster_address_is_a_one_line_error_not_a_hang(cli, tiny
                            "--set", "cluster.connect_timeout_s=2")
     assert code == 2 and time.time() - started < 30
     assert err.count("\n") == 1 and f"cluster.address: cannot reach 127.0.0.1:{port}" in err
+
+
+@pytest.mark.parametrize("recipe", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml")
+                                          if not p.name.startswith("_")))
+def test_every_shipped_recipe_resolves(cli, recipe):
+    code, out, err = cli("show", REPO / recipe)
+    assert code == 0, err
+    derived = yaml.safe_load(out)["derived"]
+    assert derived["global_batch"] == derived["world_size"] * derived["per_worker_batch"] * derived[
+        "accumulation_steps"]

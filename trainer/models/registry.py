@@ -95,11 +95,19 @@ def check_name(name: str) -> str | None:
 def zero_init_last_bn(model: nn.Module, name: str) -> None:
     """Zero the last BatchNorm gamma of every residual branch (Goyal et al. section 5.1): each block starts as
     the identity. Blocks declare it with a `zero_init_last()` method (timm's convention; ours follow it)."""
-    blocks = [m for m in model.modules() if hasattr(m, "zero_init_last")]
-    if not blocks:
+    from torchvision.models.resnet import BasicBlock, Bottleneck  # torchvision's blocks end in bn2 / bn3
+
+    found = False
+    for block in model.modules():
+        if hasattr(block, "zero_init_last"):
+            block.zero_init_last()
+        elif isinstance(block, (BasicBlock, Bottleneck)):
+            nn.init.zeros_((block.bn3 if isinstance(block, Bottleneck) else block.bn2).weight)
+        else:
+            continue
+        found = True
+    if not found:
         raise RecipeError(f"model.zero_init_residual: model {name!r} has no residual blocks that support it")
-    for block in blocks:
-        block.zero_init_last()
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, image_size: int = 224,
@@ -107,22 +115,8 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, image_size: int
     """Build model `name` with fresh weights for `num_classes` classes, `in_chans` channels, `image_size` input."""
     model = _build(name, num_classes, in_chans, image_size, **kwargs)
     if zero_init_residual:
-        if name.startswith("torchvision:"):
-            _zero_torchvision_resnet(model, name)
-        else:
-            zero_init_last_bn(model, name)
+        zero_init_last_bn(model, name)
     return model
-
-
-def _zero_torchvision_resnet(model: nn.Module, name: str) -> None:
-    """torchvision's ResNet blocks end in bn2 (BasicBlock) or bn3 (Bottleneck)."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
-    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]
-    if not blocks:
-        raise RecipeError(f"model.zero_init_residual: model {name!r} has no residual blocks that support it")
-    for block in blocks:
-        nn.init.zeros_((block.bn3 if isinstance(block, Bottleneck) else block.bn2).weight)
 
 
 def _build(name: str, num_classes: int, in_chans: int, image_size: int, **kwargs) -> nn.Module:
