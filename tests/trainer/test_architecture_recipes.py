@@ -28,3 +28,14 @@ def test_the_darts_recipe_trains_the_published_v2_cells_from_data(tmp_path):
     assert len(steps) == 12 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
     assert sum(s["loss"] for s in steps[-3:]) < sum(s["loss"] for s in steps[:3])  # it learns
     assert (tmp_path / "darts" / "checkpoints" / "step_00000012.pt").is_file()
+
+
+def test_the_block_string_recipe_trains_a_network_written_as_data(tmp_path):
+    from trainer.models import create_model
+
+    recipe = yaml.safe_load((RECIPES / "digits_blocks.yaml").read_text())
+    model = create_model("blocks", 10, 1, 8, **recipe["model"]["kwargs"])
+    expansions = [m for m in model.modules() if type(m).__name__ == "InvertedResidual"]
+    assert len(expansions) == 2 + 2 + 1  # the repeats the strings ask for
+    steps = train_briefly(RECIPES / "digits_blocks.yaml", tmp_path / "blocks", 12)
+    assert len(steps) == 12 and sum(s["loss"] for s in steps[-3:]) < sum(s["loss"] for s in steps[:3])

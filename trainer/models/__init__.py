@@ -1,6 +1,13 @@
 """Model catalogue. Importing the package registers every built-in builder."""
 
-from trainer.models import catalogue, darts, shufflenet_v1, small_resnet  # noqa: F401  (registers builders)
+from trainer.models import (  # noqa: F401  (importing registers the builders)
+    block_string,
+    catalogue,
+    darts,
+    shufflenet_v1,
+    small_resnet,
+    spos,
+)
 from trainer.models.registry import create_model, entries, register
 
 __all__ = ["create_model", "entries", "register"]
