@@ -3,7 +3,10 @@
 from trainer.models import (  # noqa: F401  (importing registers the builders)
     block_string,
     catalogue,
+    condensenet,
     darts,
+    nasnet,
+    proxylessnas,
     shufflenet_v1,
     small_resnet,
     spos,
