@@ -8,6 +8,7 @@ from trainer.models import (  # noqa: F401  (importing registers the builders)
     nasnet,
     proxylessnas,
     shufflenet_v1,
+    small_images,
     small_resnet,
     spos,
 )

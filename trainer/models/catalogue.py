@@ -74,9 +74,9 @@ _add("seresnet50", "classic", "timm", "seresnet50", "SE-ResNet-50 (Hu et al. 201
      P(28.1, 4100, source="Hu et al. 2018, Table 2 (params); " + TIMM_CARD + " (multiply-adds)"))
 _add("xception", "classic", "timm", "legacy_xception", "Xception (Chollet 2017), 299 px",
      P(22.9, 8400, resolution=299, source="Chollet 2017, Table 3 (22,855,952 params); " + TIMM_CARD))
-_add("resnet50_dilated", "classic", "torchvision", "resnet50", "dilated ResNet-50 (Yu et al. 2017 idea, "
-     "DeepLab form): stages 4-5 dilated instead of strided, output stride 8",
-     P(25.6, None, source="same weights as ResNet-50 (dilation adds no parameters)"),
+_add("resnet50_dilated", "classic", "torchvision", "resnet50", "dilated ResNet: DRN-A-50 (Yu et al. 2017), "
+     "ResNet-50 with stages 4-5 dilated (2, 4) instead of strided, output stride 8",
+     P(25.6, None, source="Yu et al. 2017, Table 1 (DRN-A-50: 25.6M, as ResNet-50)"),
      replace_stride_with_dilation=[False, True, True])
 
 # ---- efficient -------------------------------------------------------------------------------------------

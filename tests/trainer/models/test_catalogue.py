@@ -82,7 +82,7 @@ SMALL_RESOLUTION = {"inception_v3": 75, "inception_v4": 75, "xception": 71}
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", entries(), ids=[e.name for e in entries()])
 def test_every_entry_trains_a_step_on_a_small_batch(entry):
-    size = SMALL_RESOLUTION.get(entry.name, 32 if entry.family in ("resnet", "mlp") else 64)
+    size = SMALL_RESOLUTION.get(entry.name, 32 if entry.family in ("resnet", "mlp", "small") else 64)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,3 +97,15 @@ def test_every_entry_trains_a_step_on_a_small_batch(entry):
 def test_an_unknown_name_lists_close_matches():
     with pytest.raises(RecipeError, match=r"unknown model 'resnet05'.*close matches: .*resnet50"):
         create_model("resnet05", 10)
+
+
+@pytest.mark.parametrize("name, imagenet", [("mobilenet_v2_small", "mobilenet_v2"),
+                                            ("shufflenet_v2_small", "shufflenet_v2_x1_0")])
+def test_small_image_variants_keep_the_blocks_and_end_at_4x4_on_32_px(name, imagenet):
+    small, full = create_model(name, 10, 3, 32), create_model(imagenet, 10, 3, 224)
+    assert count_params(small) == count_params(full)
+    features = {}
+    last = [m for m in small.modules() if isinstance(m, nn.Conv2d)][-1]
+    last.register_forward_hook(lambda module, args, out: features.update(shape=out.shape))
+    small(torch.randn(2, 3, 32, 32))
+    assert features["shape"][-2:] == (4, 4)
