@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup train test lint bench clean
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup train test lint bench clean fashion-mnist
 
 setup: $(STAMP)
 
@@ -14,10 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# Debian's dataset-fashion-mnist holds the Fashion-MNIST IDX files (tests and the Fashion-MNIST recipes use them).
+fashion-mnist: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist)
+
 train: $(STAMP)
 	$(BIN)/bigbatch train recipes/quickstart.yaml --out $(RUN)
 
-test: $(STAMP)
+test: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -3,6 +3,7 @@
 from trainer.data.base import DataSplits, InMemoryDataset
 from trainer.data.loader import iterate_batches
 from trainer.data.order import TrainOrder, eval_shard
+from trainer.errors import RecipeError
 from trainer.recipe.schema import DataConfig
 
 
@@ -17,6 +18,13 @@ def load_data(cfg: DataConfig, seed: int) -> DataSplits:
 
         return load_synthetic_splits(seed, cfg.num_classes, cfg.train_examples, cfg.val_examples,
                                      cfg.image_size, cfg.channels)
+    if cfg.name in ("fashion_mnist", "mnist"):
+        from trainer.data.idx import FASHION_CLASSES, FASHION_MNIST_ROOT, load_idx_splits
+
+        if cfg.name == "mnist" and not cfg.root:
+            raise RecipeError("data.root: the mnist data set needs data.root, the directory of its IDX files")
+        classes = FASHION_CLASSES if cfg.name == "fashion_mnist" else [str(c) for c in range(10)]
+        return load_idx_splits(cfg.root or FASHION_MNIST_ROOT, classes, cfg.image_size, cfg.channels)
     if cfg.name == "folder":
         from trainer.data.folder import load_folder_splits
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from optim import DECAYS, LR_SCALING_RULES, OPTIMIZERS, WARMUPS
 from trainer.recipe.fields import REQUIRED, setting
 
-DATASETS = ("digits", "synthetic", "folder")
+DATASETS = ("digits", "fashion_mnist", "mnist", "synthetic", "folder")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,10 +22,12 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    name: str = setting(REQUIRED, choices=DATASETS, help="digits (bundled, 8x8), synthetic, or folder")
+    name: str = setting(REQUIRED, choices=DATASETS, help="digits (bundled, 8x8), fashion_mnist (Debian's package, "
+                        "28x28), mnist (IDX files in data.root), synthetic, or folder")
     batch_size: int = setting(REQUIRED, min=1, help="examples per worker per micro-step")
     eval_batch_size: int = setting(0, min=0, help="examples per worker per evaluation batch; 0 = batch_size")
-    root: str = setting("", help="folder data set: directory holding train/CLASS/* and val/CLASS/*")
+    root: str = setting("", help="folder: directory holding train/CLASS/* and val/CLASS/*; mnist / fashion_mnist: "
+                        "directory of the IDX files (fashion_mnist default: Debian's /usr/share/datasets/fashion-mnist)")
     image_size: int = setting(0, min=0, help="training/eval crop size; 0 = the data set's native size")
     channels: int = setting(0, choices=(0, 1, 3), help="0 = native; 3 repeats grayscale to RGB")
     num_classes: int = setting(10, min=2, help="synthetic: number of classes")
