@@ -8,21 +8,31 @@ from torch.utils.data import Dataset
 
 from trainer.collective import Collective
 from trainer.data import eval_shard, iterate_batches
+from trainer.data.loader import Skipped, report_skipped, to_model_input
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_size: int,
-             autocast: contextlib.AbstractContextManager | None = None, loader_workers: int = 0) -> dict:
-    """Each rank scores a disjoint contiguous shard; the counts (not averages) are summed."""
+             autocast: contextlib.AbstractContextManager | None = None, loader_workers: int = 0,
+             normalize=None, memory_format: torch.memory_format = torch.contiguous_format) -> dict:
+    """Each rank scores a disjoint contiguous shard; the counts (not averages) are summed. Unreadable images
+    are reported and left out (`skipped`); every other example counts exactly once."""
     shard = eval_shard(len(dataset), collective.world_size, collective.rank)
     indices = torch.arange(shard.start, shard.stop)
     device = collective.device
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # top1 hits, top5 hits, loss sum, count
+    totals = torch.zeros(5, dtype=torch.float64, device=device)  # top1, top5 hits, loss sum, count, skipped
+
+    def skip(bad: Skipped) -> None:
+        report_skipped(bad)
+        totals[4] += 1
+
     was_training = model.training
     model.eval()
     try:
-        for x, y in iterate_batches(dataset, indices.split(batch_size), loader_workers):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for x, y in iterate_batches(dataset, indices.split(batch_size), loader_workers, on_skip=skip):
+            if not len(y):
+                continue
+            x, y = to_model_input(x, device, memory_format, normalize), y.to(device, non_blocking=True)
             with autocast or contextlib.nullcontext():
                 logits = model(x)
             logits = logits.float()
@@ -35,8 +45,8 @@ def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_s
     finally:
         model.train(was_training)
     collective.all_reduce(totals, op="sum")
-    count = int(totals[3].item())
-    if count != len(dataset):
-        raise RuntimeError(f"evaluation covered {count} of {len(dataset)} examples")
+    count, skipped = int(totals[3].item()), int(totals[4].item())
+    if count + skipped != len(dataset) or not count:
+        raise RuntimeError(f"evaluation covered {count} (+{skipped} unreadable) of {len(dataset)} examples")
     return {"top1": totals[0].item() / count, "top5": totals[1].item() / count,
-            "val_loss": totals[2].item() / count, "examples": count}
+            "val_loss": totals[2].item() / count, "examples": count, "skipped": skipped}

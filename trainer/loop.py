@@ -21,6 +21,7 @@ from trainer.build import build
 from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, seed_step, set_rng_state
 from trainer.collective import Collective
 from trainer.data import TrainOrder, iterate_batches
+from trainer.data.loader import Skipped, report_skipped, to_model_input
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.recipe.schema import Recipe
@@ -62,7 +63,7 @@ class Trainer:
         self.plan = self.parts.plan
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
         self.on_checkpoint = on_checkpoint
-        self.step, self.best_top1, self.skipped_steps = 0, -1.0, 0
+        self.step, self.best_top1, self.skipped_steps, self.bad_images = 0, -1.0, 0, 0
         self.run_id = self._shared_run_id()
         self.resumed_from = self._resume(resume) if resume else None
         self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
@@ -134,8 +135,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         for micro in range(accum):
             x, y = next(micro_batches)
-            x = x.to(device, non_blocking=True, memory_format=self.memory_format) if x.dim() == 4 \
-                else x.to(device, non_blocking=True)
+            if not len(y):
+                raise TrainingFailed(f"step {self.step + 1}: every image of a micro-batch was unreadable")
+            x = to_model_input(x, device, self.memory_format, self.parts.data.normalize)
             y = y.to(device, non_blocking=True)
             sync = contextlib.nullcontext() if micro == accum - 1 else self.collective.no_sync(model)
             with sync:
@@ -156,6 +158,14 @@ class Trainer:
         self.parts.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return global_loss, stop
+
+    def _unreadable(self, bad: Skipped) -> None:
+        """A corrupt image: reported by name and skipped, until more than data.max_bad_images on this rank."""
+        report_skipped(bad)
+        self.bad_images += 1
+        if self.bad_images > self.recipe.data.max_bad_images:
+            raise TrainingFailed(f"{bad.name}: {self.bad_images} unreadable images on rank {self.collective.rank}, "
+                                 f"more than data.max_bad_images={self.recipe.data.max_bad_images}")
 
     def _nonfinite(self) -> None:
         where = f"step {self.step + 1} (epoch {self.plan.locate(self.step)[0]})"
@@ -210,7 +220,8 @@ class Trainer:
                 parts.data.train.set_epoch(epoch)
             micro_batches = iter(iterate_batches(parts.data.train, order.micro_batches(epoch, in_epoch),
                                                  self.recipe.data.loader_workers,
-                                                 pin_memory=self.collective.device.type == "cuda"))
+                                                 pin_memory=self.collective.device.type == "cuda",
+                                                 on_skip=self._unreadable))
             epoch_end = plan.epoch_start(epoch + 1)
             while self.step < min(epoch_end, plan.total_steps):
                 lr = plan.schedule(self.step)
@@ -269,7 +280,8 @@ class Trainer:
         parts = self.parts
         result = evaluate(self.train_model, parts.data.val, self.collective,
                           self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
-                          parts.autocast(self.collective.device), self.recipe.data.loader_workers)
+                          parts.autocast(self.collective.device), self.recipe.data.loader_workers,
+                          parts.data.normalize, self.memory_format)
         result = {"step": self.step, "epoch": self._epoch_progress(), **result}
         if self.is_main:
             self.metrics.write(result)

@@ -1,5 +1,6 @@
 """What the trainer needs of a data set: train and held-out splits plus their shape."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ class DataSplits:
     channels: int
     image_size: int
     classes: list[str]
+    # uint8 batches (decoded images) are made float and standardised on the device by this
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def resize_channels(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:

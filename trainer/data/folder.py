@@ -1,11 +1,14 @@
 """Image folders in the ImageNet layout: ROOT/train/CLASS/*.jpg and ROOT/val/CLASS/*.jpg.
 
 Augmentation follows torchvision's reference recipe (RandomResizedCrop + flip
-for training; resize to size*256/224 and centre crop for evaluation). Each
-example's random crop is seeded from (seed, epoch, index), so the data order and
-the augmentation are the same with any number of loader workers and after resume.
+for training; resize to size*256/224 and centre crop for evaluation), decoded by
+`trainer/data/decode.py` into uint8 tensors that are normalised on the device.
+Each example's random crop is seeded from (seed, epoch, index), so the data
+order and the augmentation are the same with any number of loader workers and
+after resume. Unreadable images are skipped, counted and reported by name.
 """
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +16,11 @@ import torch
 from torch.utils.data import Dataset
 
 from trainer.data.base import DataSplits
+from trainer.data.decode import CorruptImage, decode_eval, decode_train, normalize_batch
+from trainer.data.loader import Skipped
 from trainer.errors import RecipeError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
@@ -37,16 +41,12 @@ def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[
 
 
 class ImageFolderDataset(Dataset):
-    def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int):
-        from torchvision.transforms import v2
+    """Encoded images decoded per example (simplejpeg, DCT-downscaled) into uint8 CHW tensors; an unreadable
+    file becomes a `Skipped` marker that the loader drops and reports."""
 
-        self.samples, self.train, self.seed, self.epoch = samples, train, seed, 0
-        self.mode = "L" if channels == 1 else "RGB"
-        mean, std = (MEAN[:1], STD[:1]) if channels == 1 else (MEAN, STD)
-        resize = (v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()) if train else \
-            (v2.Resize(round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size))
-        self.transform = v2.Compose([v2.PILToTensor(), *resize, v2.ToDtype(torch.float32, scale=True),
-                                     v2.Normalize(mean, std)])
+    def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int):
+        self.samples, self.size, self.train, self.seed, self.epoch = samples, image_size, train, seed, 0
+        self.channels = channels
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -54,18 +54,21 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | Skipped, int]:
         path, label = self.samples[index]
-        with Image.open(path) as im:
-            image = im.convert(self.mode)
-        if not self.train:
-            return self.transform(image), label
-        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(image), label
+        try:
+            data = Path(path).read_bytes()
+            if self.train:
+                rng = random.Random(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
+                image = decode_train(data, self.size, rng)
+            else:
+                image = decode_eval(data, self.size)
+        except (CorruptImage, OSError) as e:
+            return Skipped(path, str(e)), label
+        if self.channels == 1:  # ITU-R 601 luma, as PIL's "L" mode
+            gray = image.float().mul_(torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+            image = gray.round_().clamp_(0, 255).to(torch.uint8)
+        return image, label
 
 
 def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int = 0) -> DataSplits:
@@ -78,5 +81,5 @@ def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int 
     return DataSplits(
         train=ImageFolderDataset(train_samples, size, True, seed, chans),
         val=ImageFolderDataset(val_samples, size, False, seed, chans),
-        num_classes=len(classes), channels=chans, image_size=size, classes=classes,
+        num_classes=len(classes), channels=chans, image_size=size, classes=classes, normalize=normalize_batch,
     )

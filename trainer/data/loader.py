@@ -1,6 +1,7 @@
-"""Turn lists of example indices into (images, labels) batches."""
+"""Turn lists of example indices into (images, labels) batches, and batches into model inputs."""
 
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -8,9 +9,33 @@ from torch.utils.data import DataLoader, Dataset
 from trainer.data.base import InMemoryDataset
 
 
+class Skipped:
+    """What a data set returns for an example it could not read (corrupt image); `collate` drops it."""
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+
+
+def collate(samples: list) -> tuple[torch.Tensor, torch.Tensor, list[Skipped]]:
+    """Stack the good samples; hand back the skipped ones so the main process can count and report them."""
+    good = [s for s in samples if not isinstance(s[0], Skipped)]
+    skipped = [s[0] for s in samples if isinstance(s[0], Skipped)]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    images = torch.stack([s[0] for s in good])
+    labels = torch.as_tensor([int(s[1]) for s in good], dtype=torch.long)
+    return images, labels, skipped
+
+
+def report_skipped(skipped: Skipped) -> None:
+    print(f"bigbatch: warning: skipping {skipped.name}: {skipped.reason}", file=sys.stderr)
+
+
 def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loader_workers: int = 0,
-                    pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """In-memory data sets are gathered directly; others go through a DataLoader with this exact order."""
+                    pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """In-memory data sets are gathered directly; others go through a DataLoader with this exact order.
+    Unreadable examples are dropped from their batch and passed to `on_skip`."""
     if isinstance(dataset, InMemoryDataset):
         for idx in index_batches:
             yield dataset.images[idx], dataset.labels[idx]
@@ -18,5 +43,18 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
     batches = [idx.tolist() if isinstance(idx, torch.Tensor) else list(idx) for idx in index_batches]
     if not batches:
         return
-    yield from DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers, pin_memory=pin_memory,
-                          persistent_workers=False)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers, pin_memory=pin_memory,
+                        persistent_workers=False, collate_fn=collate)
+    for images, labels, skipped in loader:
+        for bad in skipped:
+            on_skip(bad)
+        yield images, labels  # possibly short; empty only if every image of the batch was unreadable
+
+
+def to_model_input(x: torch.Tensor, device: torch.device, memory_format: torch.memory_format,
+                   normalize: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """Move a batch to the device (uint8 when decoded images: 4x less to copy), then standardise it there."""
+    x = x.to(device, non_blocking=True)
+    if x.dtype == torch.uint8 and normalize is not None:
+        x = normalize(x)
+    return x.contiguous(memory_format=memory_format) if x.dim() == 4 else x

@@ -31,6 +31,8 @@ class DataConfig:
     image_size: int = setting(0, min=0, help="training/eval crop size; 0 = the data set's native size")
     channels: int = setting(0, choices=(0, 1, 3), help="0 = native; 3 repeats grayscale to RGB")
     num_classes: int = setting(10, min=2, help="synthetic: number of classes")
+    max_bad_images: int = setting(100, min=0, help="unreadable (corrupt) images a worker skips, each reported "
+                                  "by name, before the run fails")
     train_examples: int = setting(1024, min=1, help="synthetic: training examples; folder: the expected count, "
                                   "used by `bigbatch show` where the folder is not on this machine")
     val_examples: int = setting(256, min=1, help="synthetic: held-out examples")

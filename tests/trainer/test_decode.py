@@ -1,0 +1,85 @@
+"""Decoding and augmentation of real JPEGs against references written from their definitions (PIL, full size)."""
+
+import io
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.images import sample_photos, write_jpeg_folder
+from trainer.collective import LocalCollective
+from trainer.data.decode import decode_eval, decode_train, normalize_batch, random_resized_crop_box
+from trainer.errors import TrainingFailed
+from trainer.loop import Trainer
+from trainer.recipe import load_recipe
+
+
+def jpeg(array: np.ndarray, quality: int = 92) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_random_resized_crop_boxes_follow_their_definition():
+    rng = random.Random(0)
+    for _ in range(300):
+        top, left, h, w = random_resized_crop_box(375, 500, rng)
+        assert 0 <= top and top + h <= 375 and 0 <= left and left + w <= 500
+        area = h * w / (375 * 500)
+        assert 0.08 * 0.9 <= area <= 1.0 and 3 / 4 * 0.95 <= w / h <= 4 / 3 * 1.05
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_train_decode_matches_a_full_size_pil_reference(seed):
+    photo = sample_photos()[0]
+    data = jpeg(photo)
+    out = decode_train(data, 64, random.Random(seed))
+    rng = random.Random(seed)  # replay the same draws for the reference
+    top, left, h, w = random_resized_crop_box(*photo.shape[:2], rng)
+    flip = rng.random() < 0.5
+    with Image.open(io.BytesIO(data)) as im:
+        reference = im.convert("RGB").crop((left, top, left + w, top + h)).resize((64, 64), Image.BILINEAR,
+                                                                                  reducing_gap=None)
+    ref = torch.from_numpy(np.array(reference)).permute(2, 0, 1)
+    ref = ref.flip(-1) if flip else ref
+    assert out.dtype == torch.uint8 and out.shape == (3, 64, 64)
+    # DCT-domain downscaling and a different resampler differ by a few levels, not by content
+    assert (out.float() - ref.float()).abs().mean() < 8
+
+
+def test_eval_decode_is_resize_256_over_224_then_centre_crop():
+    photo = sample_photos()[1]
+    data = jpeg(photo)
+    out = decode_eval(data, 56)
+    short = round(56 * 256 / 224)
+    scale = short / min(photo.shape[:2])
+    new_h, new_w = max(short, round(photo.shape[0] * scale)), max(short, round(photo.shape[1] * scale))
+    with Image.open(io.BytesIO(data)) as im:
+        resized = np.asarray(im.convert("RGB").resize((new_w, new_h), Image.BILINEAR))
+    top, left = (new_h - 56) // 2, (new_w - 56) // 2
+    ref = torch.from_numpy(resized[top:top + 56, left:left + 56].copy()).permute(2, 0, 1)
+    assert out.shape == (3, 56, 56) and (out.float() - ref.float()).abs().mean() < 8
+    assert torch.equal(out, decode_eval(data, 56))
+
+
+def test_normalisation_on_the_device_is_the_definition():
+    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = torch.stack([(x[:, c].float() / 255 - mean[c]) / std[c] for c in range(3)], dim=1)
+    torch.testing.assert_close(normalize_batch(x), expected)
+
+
+def test_a_corrupt_jpeg_is_skipped_by_name_and_too_many_fail_the_run(tiny, tmp_path, capfd):
+    root = write_jpeg_folder(tmp_path / "data")
+    bad = root / "train" / "c1" / "bad.jpg"
+    bad.write_bytes((root / "train" / "c1" / "000.jpg").read_bytes()[:300])  # truncated
+    common = ["data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4",
+              "model.name=resnet_small", "train.eval_every_epochs=0", "train.epochs=2"]
+    summary = Trainer(load_recipe(tiny, common), tmp_path / "ok", LocalCollective()).fit()
+    assert summary["step"] == 2 * math.floor(13 / 4) and summary["top1"] is not None
+    assert f"skipping {bad}" in capfd.readouterr().err
+    with pytest.raises(TrainingFailed, match=f"{bad}: 1 unreadable images .* data.max_bad_images=0"):
+        Trainer(load_recipe(tiny, [*common, "data.max_bad_images=0"]), tmp_path / "strict", LocalCollective()).fit()
