@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/optim_step.py
 	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/data.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

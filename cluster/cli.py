@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from cluster.cli_data import add_commands as add_data_commands
 from cluster.cli_jobs import add_commands
 from trainer.errors import RecipeError, TrainingFailed
 
@@ -43,6 +44,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("keys", help="print every recipe key as a markdown table")
     COMMANDS.update(add_commands(sub, _recipe_args))
+    COMMANDS.update(add_data_commands(sub, _recipe_args))
     return parser
 
 

@@ -59,7 +59,7 @@ def _decode(data: bytes, min_height: int = 0, min_width: int = 0) -> np.ndarray:
         from PIL import Image
 
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except Exception as e:  # libjpeg-turbo and PIL raise several types for broken data
         raise CorruptImage(str(e) or e.__class__.__name__) from None
 
