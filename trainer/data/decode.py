@@ -15,11 +15,12 @@ import io
 import math
 import random
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+cv2.setNumThreads(1)  # parallelism comes from loader workers; OpenCV's own threads would oversubscribe
 
 
 class CorruptImage(ValueError):
@@ -79,13 +80,13 @@ def _header(data: bytes) -> tuple[int, int]:
         raise CorruptImage(str(e) or e.__class__.__name__) from None
 
 
-def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 CHW -> uint8 CHW at (height, width), bilinear with antialiasing when shrinking."""
-    if image.shape[-2:] == (height, width):
-        return image
-    out = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", align_corners=False,
-                        antialias=True)[0]
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 HWC -> uint8 HWC at (height, width): OpenCV's bilinear, ~6x faster than PIL's or torch's
+    antialiased resize here. Without antialiasing; the DCT-domain decode keeps shrink factors below 2 in the
+    common case, where bilinear aliasing is small (FFCV and DALI make the same trade)."""
+    if image.shape[:2] == (height, width):
+        return np.ascontiguousarray(image)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def decode_train(data: bytes, size: int, rng: random.Random) -> torch.Tensor:
@@ -98,9 +99,10 @@ def decode_train(data: bytes, size: int, rng: random.Random) -> torch.Tensor:
     sy, sx = image.shape[0] / height, image.shape[1] / width
     y0, x0 = int(top * sy), int(left * sx)
     y1, x1 = max(y0 + 1, round((top + h) * sy)), max(x0 + 1, round((left + w) * sx))
-    crop = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1)
-    crop = _resize(crop, size, size)
-    return crop.flip(-1) if flip else crop
+    crop = _resize(image[y0:y1, x0:x1], size, size)  # OpenCV reads the strided view, no copy
+    if flip:
+        crop = cv2.flip(crop, 1)
+    return torch.from_numpy(crop).permute(2, 0, 1)
 
 
 def decode_eval(data: bytes, size: int) -> torch.Tensor:
@@ -110,9 +112,9 @@ def decode_eval(data: bytes, size: int) -> torch.Tensor:
     scale = short / min(height, width)
     new_h, new_w = max(short, round(height * scale)), max(short, round(width * scale))
     image = _decode(data, min_height=new_h, min_width=new_w)
-    resized = _resize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), new_h, new_w)
+    resized = _resize(image, new_h, new_w)
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return resized[:, top:top + size, left:left + size].contiguous()
+    return torch.from_numpy(np.ascontiguousarray(resized[top:top + size, left:left + size])).permute(2, 0, 1)
 
 
 def normalize_batch(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
@@ -120,4 +122,4 @@ def normalize_batch(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) 
     channels = images.shape[1]
     m = torch.tensor(mean[:channels], device=images.device).view(1, -1, 1, 1)
     s = torch.tensor(std[:channels], device=images.device).view(1, -1, 1, 1)
-    return (images.float().div_(255) - m).div_(s)
+    return images.float().mul_(1 / (255 * s)).sub_(m / s)  # (x / 255 - m) / s in two in-place passes
