@@ -3,6 +3,7 @@
 import torch
 
 from trainer.data import TrainOrder, eval_shard, load_data
+from trainer.data.order import epoch_permutation
 from trainer.recipe.schema import DataConfig
 
 
@@ -41,3 +42,29 @@ def test_eval_shards_cover_each_example_once():
         for world in (1, 2, 3, 7):
             covered = [i for r in range(world) for i in eval_shard(n, world, r)]
             assert covered == list(range(n))
+
+
+def global_sequence(orders: list[TrainOrder], epoch: int, start_step: int) -> list[int]:
+    """The examples all ranks take from `start_step` on, in global order: step by step, micro by micro, rank
+    by rank (the [micro][rank][example] layout the module docstring defines)."""
+    streams = [list(o.micro_batches(epoch, start_step)) for o in orders]
+    out = []
+    for k in range(len(streams[0])):
+        for stream in streams:
+            out += stream[k].tolist()
+    return out
+
+
+def test_resuming_with_another_world_size_continues_with_exactly_the_remaining_examples():
+    n, seed, epoch = 1000, 3, 2
+    perm = epoch_permutation(seed, epoch, n).tolist()
+    before = [TrainOrder(seed=seed, num_examples=n, batch_size=8, world_size=2, rank=r) for r in range(2)]
+    consumed = 7 * 16  # 7 steps of global batch 16 done, then the job restarts on 4 workers
+    assert global_sequence(before, epoch, 0)[:consumed] == perm[:consumed]
+    after = [TrainOrder(seed=seed, num_examples=n, batch_size=4, world_size=4, rank=r) for r in range(4)]
+    assert global_sequence(after, epoch, consumed // 16) == perm[consumed:(n // 16) * 16]
+    # another global batch (3 x 8 = 24): the position rounds down to its step boundary, as the loop reports
+    third = [TrainOrder(seed=seed, num_examples=n, batch_size=8, world_size=3, rank=r) for r in range(3)]
+    start = consumed // 24
+    assert global_sequence(third, epoch, start) == perm[start * 24:(n // 24) * 24]
+    assert consumed - start * 24 < 24  # fewer than one global batch is seen again
