@@ -79,7 +79,8 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"data.train_examples = {recipe.data.train_examples}", file=sys.stderr)
         examples = recipe.data.train_examples
     else:
-        examples = len(load_data(recipe.data, recipe.seed).train)
+        data = load_data(recipe.data, recipe.seed, recipe.cluster.workers, 0)
+        examples = data.plan_examples or len(data.train)
     plan = make_plan(recipe, examples)
     text = yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)

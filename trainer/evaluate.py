@@ -4,11 +4,11 @@ import contextlib
 
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from trainer.collective import Collective
 from trainer.data import eval_shard, iterate_batches
-from trainer.data.loader import Skipped, report_skipped, to_model_input
+from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 
 
 @torch.no_grad()
@@ -17,8 +17,6 @@ def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_s
              normalize=None, memory_format: torch.memory_format = torch.contiguous_format) -> dict:
     """Each rank scores a disjoint contiguous shard; the counts (not averages) are summed. Unreadable images
     are reported and left out (`skipped`); every other example counts exactly once."""
-    shard = eval_shard(len(dataset), collective.world_size, collective.rank)
-    indices = torch.arange(shard.start, shard.stop)
     device = collective.device
     totals = torch.zeros(5, dtype=torch.float64, device=device)  # top1, top5 hits, loss sum, count, skipped
 
@@ -29,7 +27,13 @@ def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_s
     was_training = model.training
     model.eval()
     try:
-        for x, y in iterate_batches(dataset, indices.split(batch_size), loader_workers, on_skip=skip):
+        if isinstance(dataset, IterableDataset):  # streamed shards: each validation shard on one rank
+            batches = iterate_stream(dataset, 0, 0, batch_size, loader_workers, on_skip=skip)
+        else:
+            shard = eval_shard(len(dataset), collective.world_size, collective.rank)
+            batches = iterate_batches(dataset, torch.arange(shard.start, shard.stop).split(batch_size),
+                                      loader_workers, on_skip=skip)
+        for x, y in batches:
             if not len(y):
                 continue
             x, y = to_model_input(x, device, memory_format, normalize), y.to(device, non_blocking=True)

@@ -16,12 +16,13 @@ from signal import SIGTERM
 
 import torch
 import yaml
+from torch.utils.data import IterableDataset
 
 from trainer.build import build
 from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, seed_step, set_rng_state
 from trainer.collective import Collective
 from trainer.data import TrainOrder, iterate_batches
-from trainer.data.loader import Skipped, report_skipped, to_model_input
+from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.recipe.schema import Recipe
@@ -218,10 +219,14 @@ class Trainer:
                                rank=self.collective.rank, accumulation_steps=accum)
             if hasattr(parts.data.train, "set_epoch"):
                 parts.data.train.set_epoch(epoch)
-            micro_batches = iter(iterate_batches(parts.data.train, order.micro_batches(epoch, in_epoch),
-                                                 self.recipe.data.loader_workers,
-                                                 pin_memory=self.collective.device.type == "cuda",
-                                                 on_skip=self._unreadable))
+            pin = self.collective.device.type == "cuda"
+            if isinstance(parts.data.train, IterableDataset):  # streamed shards: this rank's own stream
+                micro_batches = iter(iterate_stream(parts.data.train, epoch, in_epoch * plan.per_worker_batch * accum,
+                                                    plan.per_worker_batch, self.recipe.data.loader_workers, pin,
+                                                    self._unreadable))
+            else:
+                micro_batches = iter(iterate_batches(parts.data.train, order.micro_batches(epoch, in_epoch),
+                                                     self.recipe.data.loader_workers, pin, self._unreadable))
             epoch_end = plan.epoch_start(epoch + 1)
             while self.step < min(epoch_end, plan.total_steps):
                 lr = plan.schedule(self.step)

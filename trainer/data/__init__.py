@@ -7,8 +7,9 @@ from trainer.errors import RecipeError
 from trainer.recipe.schema import DataConfig
 
 
-def load_data(cfg: DataConfig, seed: int) -> DataSplits:
-    """Build the train and held-out splits the recipe's `data:` section names."""
+def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0) -> DataSplits:
+    """Build the train and held-out splits the recipe's `data:` section names (streamed shards need this
+    worker's rank and the world size)."""
     if cfg.name == "digits":
         from trainer.data.digits import load_digits_splits
 
@@ -25,6 +26,11 @@ def load_data(cfg: DataConfig, seed: int) -> DataSplits:
             raise RecipeError("data.root: the mnist data set needs data.root, the directory of its IDX files")
         classes = FASHION_CLASSES if cfg.name == "fashion_mnist" else [str(c) for c in range(10)]
         return load_idx_splits(cfg.root or FASHION_MNIST_ROOT, classes, cfg.image_size, cfg.channels)
+    if cfg.name == "shards":
+        from trainer.data.shards import load_shard_splits
+
+        return load_shard_splits(cfg.root, seed, cfg.image_size or 224, cfg.batch_size, cfg.shuffle_buffer,
+                                 world_size, rank)
     if cfg.name == "folder":
         from trainer.data.folder import load_folder_splits
 

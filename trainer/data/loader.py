@@ -4,7 +4,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from trainer.data.base import InMemoryDataset
 
@@ -49,6 +49,19 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
         for bad in skipped:
             on_skip(bad)
         yield images, labels  # possibly short; empty only if every image of the batch was unreadable
+
+
+def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_size: int, loader_workers: int = 0,
+                   pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of a streamed data set (shards) for `epoch`, after the `consumed` samples this rank already took."""
+    dataset.set_epoch(epoch, consumed)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
+                        collate_fn=collate)
+    for images, labels, skipped in loader:
+        for bad in skipped:
+            on_skip(bad)
+        yield images, labels
 
 
 def to_model_input(x: torch.Tensor, device: torch.device, memory_format: torch.memory_format,

@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from trainer.data.base import DataSplits
 from trainer.data.decode import CorruptImage, decode_eval, decode_train
 from trainer.data.folder import scan
 from trainer.data.order import epoch_permutation
@@ -719,3 +720,22 @@ def format_inspect(report: dict) -> str:
                     lines.append(f"  PROBLEM {r['name']}: {r['problem']}")
     return "\n".join(lines)
 
+
+
+def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, shuffle_buffer: int,
+                      world_size: int, rank: int) -> DataSplits:
+    """Train and validation streams of a packed directory for one rank. The plan counts, per epoch, world size
+    x the fewest samples any rank can be dealt (the floor(shards / world) smallest shards), so every rank has
+    that many steps in every epoch whatever the shard shuffle gives it."""
+    from trainer.data.decode import normalize_batch
+
+    if not root:
+        raise RecipeError("data.root: the shards data set needs data.root, the directory or URI of index.json")
+    train = ShardedDataset(root, "train", image_size, train=True, seed=seed, world_size=world_size, rank=rank,
+                           shuffle_buffer=shuffle_buffer, batch_size=batch_size, mark_skipped=True)
+    val = ShardedDataset(root, "val", image_size, train=False, seed=seed, world_size=world_size, rank=rank,
+                         batch_size=batch_size, mark_skipped=True, verify=False)
+    counts = sorted(s["samples"] for s in train.shards)
+    per_rank = sum(counts[:len(counts) // world_size])
+    return DataSplits(train=train, val=val, num_classes=len(train.classes), channels=3, image_size=image_size,
+                      classes=train.classes, normalize=normalize_batch, plan_examples=per_rank * world_size)

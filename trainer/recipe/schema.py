@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from optim import DECAYS, LR_SCALING_RULES, OPTIMIZERS, WARMUPS
 from trainer.recipe.fields import REQUIRED, setting
 
-DATASETS = ("digits", "fashion_mnist", "mnist", "synthetic", "folder")
+DATASETS = ("digits", "fashion_mnist", "mnist", "synthetic", "folder", "shards")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +31,7 @@ class DataConfig:
     image_size: int = setting(0, min=0, help="training/eval crop size; 0 = the data set's native size")
     channels: int = setting(0, choices=(0, 1, 3), help="0 = native; 3 repeats grayscale to RGB")
     num_classes: int = setting(10, min=2, help="synthetic: number of classes")
+    shuffle_buffer: int = setting(1000, min=1, help="shards: samples each loader worker shuffles among")
     max_bad_images: int = setting(100, min=0, help="unreadable (corrupt) images a worker skips, each reported "
                                   "by name, before the run fails")
     train_examples: int = setting(1024, min=1, help="synthetic: training examples; folder: the expected count, "
