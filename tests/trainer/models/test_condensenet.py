@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 import trainer.models.condensenet as cn
+from tests.model_checks import assert_trains
 from trainer.errors import RecipeError
 from trainer.models.complexity import count_macs, count_params
 from trainer.models.registry import create_model, get_entry
@@ -143,22 +144,12 @@ def test_condensed_conv_reads_only_its_selected_channels() -> None:
     assert not torch.allclose(conv(x), conv(y))
 
 
-def _forward_backward(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
-    model.train()
-    out = model(x)
-    assert out.shape == (x.shape[0], num_classes)
-    nn.functional.cross_entropy(out, torch.tensor([1, 5])).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-
-
 def test_forward_backward_small_input_64px() -> None:
     torch.manual_seed(0)
     model = create_model("condensenet_74_c4_g4", num_classes=7, in_chans=3, image_size=64)
     assert model.stem.stride == (1, 1)
     assert sum(isinstance(m, nn.AvgPool2d) for m in model.features) == 3  # first transition dropped
-    _forward_backward(model, torch.randn(2, 3, 64, 64), 7)
+    assert_trains(model, torch.randn(2, 3, 64, 64), 7)
 
 
 def test_forward_backward_paper_layout_64px_g8_dense_fc() -> None:
@@ -166,7 +157,7 @@ def test_forward_backward_paper_layout_64px_g8_dense_fc() -> None:
     model = create_model("condensenet_74_c8_g8", num_classes=7, in_chans=1, image_size=64, small_input=False,
                          condense_fc=False)
     assert model.stem.stride == (2, 2) and sum(isinstance(m, nn.AvgPool2d) for m in model.features) == 4
-    _forward_backward(model, torch.randn(2, 1, 64, 64), 7)
+    assert_trains(model, torch.randn(2, 1, 64, 64), 7)
 
 
 @pytest.mark.parametrize(("kwargs", "needle"), [

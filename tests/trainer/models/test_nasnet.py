@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 import trainer.models.nasnet as nas
+from tests.model_checks import assert_trains
 from trainer.errors import RecipeError
 from trainer.models.complexity import count_macs, count_params
 from trainer.models.darts import FactorizedReduce
@@ -92,27 +93,17 @@ def test_cell_check_rejects_bad_data(blocks: tuple, concat: tuple, needle: str) 
         nas.CellSpec(blocks, concat).check()
 
 
-def _forward_backward(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
-    model.train()
-    out = model(x)
-    assert out.shape == (x.shape[0], num_classes)
-    out.logsumexp(1).mean().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-
-
 def test_forward_backward_96px() -> None:
     torch.manual_seed(0)
     model = create_model("nasnet_a_mobile", num_classes=10, image_size=96)
-    _forward_backward(model, torch.randn(2, 3, 96, 96), 10)
+    assert_trains(model, torch.randn(2, 3, 96, 96), 10)
 
 
 def test_forward_backward_32px_one_channel_with_drop_path() -> None:
     torch.manual_seed(0)
     model = nas.nasnet_a_mobile(num_classes=5, in_chans=1, image_size=32, drop_path=0.3, dropout=0.0)
     assert model.drop_path_prob == 0.3
-    _forward_backward(model, torch.randn(2, 1, 32, 32), 5)
+    assert_trains(model, torch.randn(2, 1, 32, 32), 5)
     model.eval()
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():

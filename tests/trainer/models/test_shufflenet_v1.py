@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 import trainer.models.shufflenet_v1 as sn
+from tests.model_checks import assert_trains
 from trainer.errors import RecipeError
 from trainer.models.complexity import count_macs, count_params
 from trainer.models.registry import create_model, get_entry
@@ -66,21 +67,11 @@ def test_channel_shuffle_matches_definition() -> None:
         assert torch.equal(sn.channel_shuffle(x, groups), x[:, order])
 
 
-def _forward_backward(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
-    model.train()
-    out = model(x)
-    assert out.shape == (x.shape[0], num_classes)
-    out.logsumexp(1).mean().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-
-
 def test_forward_backward_paper_stem_64px() -> None:
     torch.manual_seed(0)
     model = sn.shufflenet_v1_g3(num_classes=7, image_size=64, small_input=False)
     assert model.stem[0].stride == (2, 2) and isinstance(model.pool, nn.MaxPool2d)
-    _forward_backward(model, torch.randn(2, 3, 64, 64), 7)
+    assert_trains(model, torch.randn(2, 3, 64, 64), 7)
 
 
 @pytest.mark.parametrize("groups", GROUPS)
@@ -88,7 +79,7 @@ def test_forward_backward_small_input_32px(groups: int) -> None:
     torch.manual_seed(0)
     model = create_model(f"shufflenet_v1_g{groups}", num_classes=10, in_chans=1, image_size=32, width=0.5)
     assert model.stem[0].stride == (1, 1) and isinstance(model.pool, nn.Identity)
-    _forward_backward(model, torch.randn(2, 1, 32, 32), 10)
+    assert_trains(model, torch.randn(2, 1, 32, 32), 10)
 
 
 @pytest.mark.parametrize(("kwargs", "needle"), [
