@@ -63,3 +63,23 @@ def test_checkpoint_of_two_workers_resumes_on_one(ray_cluster, tiny, tmp_path):
     summary = launch(load_recipe(tiny, [*common, "data.batch_size=16", "train.max_steps=5"]), tmp_path / "run",
                      resume="auto")
     assert summary["world_size"] == 1 and summary["step"] == 5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_two_workers_train_on_packed_shards_and_evaluate_every_sample_once(ray_cluster, tiny, tmp_path):
+    from tests.images import write_jpeg_folder
+    from trainer.data.shards import pack_folder
+
+    folder = write_jpeg_folder(tmp_path / "folder", classes=3, per_class=8, val_per_class=3, size=(96, 128))
+    index = pack_folder(folder, tmp_path / "packed", shard_size_bytes=40_000)
+    train_shards = [s["samples"] for s in index["splits"]["train"]["shards"]]
+    recipe = load_recipe(tiny, ["cluster.backend=torch", "cluster.workers=2", "data.name=shards",
+                                f"data.root={tmp_path / 'packed'}", "data.image_size=32", "data.batch_size=2",
+                                "model.name=resnet_small", "train.epochs=2", "train.eval_every_epochs=1"])
+    summary = launch(recipe, tmp_path / "run")
+    smallest_share = sum(sorted(train_shards)[:len(train_shards) // 2])
+    assert summary["step"] == 2 * (smallest_share // 2) and summary["world_size"] == 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if "top1" in r and "event" not in r]
+    assert len(evaluations) == 2 and all(r["examples"] == 9 for r in evaluations)  # 3 classes x 3, once each
