@@ -1,7 +1,12 @@
 """Shared test helpers: write recipe files, run the CLI in-process."""
 
+import os
 import textwrap
 from pathlib import Path
+
+# Runs made by tests do not open wandb runs unless a test asks for one in its recipe (track.wandb: offline);
+# set before any Ray worker or subprocess starts, so they inherit it.
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest
 

@@ -28,6 +28,7 @@ from trainer.evaluate import evaluate
 from trainer.recipe.schema import Recipe
 from trainer.stop import STOP_FILE, StopRequests
 from trainer.track import Console, MetricsFile
+from trainer.wandb_tracker import WandbTracker
 from trainer.worker_times import WorkerTimes
 
 # Called on every rank after rank 0 wrote a checkpoint (path on rank 0, None elsewhere); collective.
@@ -191,13 +192,15 @@ class Trainer:
             self.stop.restore()
             if self.is_main:
                 self.metrics.close()
+                self.tracker.finish()
                 self.console.close()
 
     def _start_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(self.recipe), sort_keys=False))
+        self.tracker = WandbTracker(self.recipe.track, self.run_dir, self.run_id, dataclasses.asdict(self.recipe))
         self.metrics = MetricsFile(self.run_dir / "metrics.jsonl",
-                                   resume_step=self.step if self.resumed_from else None)
+                                   resume_step=self.step if self.resumed_from else None, mirror=self.tracker.log)
         self.metrics.write({"event": "start", "run_id": self.run_id, "step": self.step,
                             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                             **self.plan.as_dict()})

@@ -14,8 +14,9 @@ from tqdm import tqdm
 class MetricsFile:
     """Append-only JSON lines; on resume, records past the resumed step are dropped first."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
+    def __init__(self, path: Path, resume_step: int | None = None, mirror=None):
         self.path = Path(path)
+        self.mirror = mirror  # also receives every record (the wandb tracker)
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines() if line.strip()
                     and json.loads(line).get("step", 0) <= resume_step]
@@ -25,6 +26,8 @@ class MetricsFile:
     def write(self, record: dict) -> None:
         self._file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
         self._file.flush()
+        if self.mirror is not None:
+            self.mirror(record)
 
     def close(self) -> None:
         self._file.close()

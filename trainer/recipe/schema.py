@@ -133,6 +133,14 @@ class BatchNormConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrackConfig:
+    wandb: str = setting("auto", choices=("auto", "online", "offline", "disabled"),
+                         help="auto = WANDB_MODE if set, else online with an API key, else offline (wandb sync later)")
+    project: str = setting("bigbatch", help="wandb project")
+    entity: str = setting("", help="wandb entity (team or user); empty = your default")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     description: str = setting("", help="one line shown by `bigbatch recipes`")
     seed: int = setting(0, min=0, help="seeds weights, data order and augmentation")
@@ -142,3 +150,4 @@ class Recipe:
     optim: OptimConfig = None  # type: ignore[assignment]
     cluster: ClusterConfig = None  # type: ignore[assignment]
     bn: BatchNormConfig = None  # type: ignore[assignment]
+    track: TrackConfig = None  # type: ignore[assignment]

@@ -1,0 +1,77 @@
+"""The wandb dashboard, from rank 0 only, never fatal.
+
+The run's id (bigbatch's run id, kept in every checkpoint) is the wandb run id,
+with resume="allow": a resumed or fault-restarted run continues the same wandb
+run, and a new run (a fresh id) never reuses an old one. Mode: the recipe's
+`track.wandb`, or with `auto` the WANDB_MODE environment variable, else online
+when an API key is configured (WANDB_API_KEY or a netrc entry for
+api.wandb.ai), else offline into RUN_DIR/wandb (upload later with `wandb sync`).
+Any wandb failure - import, network, key - prints one warning and turns the
+tracker off; metrics.jsonl keeps everything either way.
+"""
+
+import netrc
+import os
+import sys
+from pathlib import Path
+
+from trainer.recipe.schema import TrackConfig
+
+
+def resolve_mode(cfg: TrackConfig) -> str:
+    if cfg.wandb != "auto":
+        return cfg.wandb
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return "offline"
+
+
+class WandbTracker:
+    def __init__(self, cfg: TrackConfig, run_dir: Path, run_id: str, config: dict):
+        self.run = None
+        self.mode = resolve_mode(cfg)
+        if self.mode == "disabled":
+            return
+        try:
+            import wandb
+
+            (Path(run_dir) / "wandb").mkdir(parents=True, exist_ok=True)
+            self.run = wandb.init(project=cfg.project, entity=cfg.entity or None, id=run_id, resume="allow",
+                                  dir=str(run_dir), mode=self.mode, config=config, name=Path(run_dir).name,
+                                  settings=wandb.Settings(silent=True, console="off"))
+        except Exception as e:  # wandb must never be the reason a run dies
+            self._off(e)
+
+    def _off(self, error: BaseException) -> None:
+        print(f"bigbatch: warning: wandb is off for this run ({error.__class__.__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}); metrics.jsonl still has everything",
+              file=sys.stderr)
+        self.run = None
+
+    def log(self, record: dict) -> None:
+        """A metrics.jsonl record: numbers go to the run's history at its step; events update the summary."""
+        if self.run is None:
+            return
+        try:
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and k not in ("step", "time")}
+            if "event" in record:
+                self.run.summary.update(numbers)
+            elif numbers:
+                self.run.log(numbers, step=int(record["step"]))
+        except Exception as e:
+            self._off(e)
+
+    def finish(self) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.finish()
+        except Exception as e:
+            self._off(e)
+        self.run = None
