@@ -61,14 +61,22 @@ class LocalCluster:
         return Path(self.token_file).read_text().strip()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free now, outside Ray's worker-port range."""
-    while True:
-        with socket.socket() as s:
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports the kernel says are free now, outside Ray's worker-port range. The sockets stay
+    bound until all are picked, so the kernel cannot hand out the same port twice (it does, one at a time)."""
+    sockets, ports = [], []
+    try:
+        while len(ports) < count:
+            s = socket.socket()
             s.bind((host, 0))
+            sockets.append(s)
             port = s.getsockname()[1]
-        if port not in RAY_WORKER_PORTS:
-            return port
+            if port not in RAY_WORKER_PORTS:
+                ports.append(port)
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
 
 
 def _node_env(token_file: Path) -> dict:
@@ -78,10 +86,12 @@ def _node_env(token_file: Path) -> dict:
             "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
 
 
-def _agent_ports() -> list[str]:
-    return ["--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-            "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-            "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port())]
+AGENT_PORT_OPTIONS = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+                      "--metrics-export-port", "--node-manager-port", "--object-manager-port")
+
+
+def _agent_ports(ports: list[int]) -> list[str]:
+    return [arg for option, port in zip(AGENT_PORT_OPTIONS, ports, strict=True) for arg in (option, str(port))]
 
 
 def _start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -131,7 +141,10 @@ def up(state_dir: Path, nodes: int = 2, cpus_per_node: float = 1, dashboard_host
     storage = Path(storage or state_dir / "storage").resolve()
     storage.mkdir(parents=True, exist_ok=True)
     temp_dir = tempfile.mkdtemp(prefix="bb-ray-")  # short: Ray's socket paths must fit in 107 bytes
-    gcs_port, dashboard_port = free_port(), free_port()
+    # every port of every node picked at once: all distinct
+    ports = free_ports(3 + len(AGENT_PORT_OPTIONS) * nodes)
+    gcs_port, dashboard_port, client_port = ports[:3]
+    node_ports = [ports[3 + i * len(AGENT_PORT_OPTIONS):3 + (i + 1) * len(AGENT_PORT_OPTIONS)] for i in range(nodes)]
     cluster = LocalCluster(str(state_dir), f"127.0.0.1:{gcs_port}",
                            f"http://{'127.0.0.1' if dashboard_host in ('0.0.0.0', '::') else dashboard_host}:"
                            f"{dashboard_port}", str(token_file), str(storage), temp_dir, [])
@@ -139,8 +152,8 @@ def up(state_dir: Path, nodes: int = 2, cpus_per_node: float = 1, dashboard_host
     cpus = f"{cpus_per_node:g}"
     head = ["--head", "--port", str(gcs_port), "--node-ip-address", "127.0.0.1", "--num-cpus", cpus,
             "--num-gpus", "0", "--include-dashboard", "true", "--dashboard-host", dashboard_host,
-            "--dashboard-port", str(dashboard_port), "--ray-client-server-port", str(free_port()),
-            "--temp-dir", temp_dir, *_agent_ports()]
+            "--dashboard-port", str(dashboard_port), "--ray-client-server-port", str(client_port),
+            "--temp-dir", temp_dir, *_agent_ports(node_ports[0])]
     logs = [state_dir / f"node-{i}.log" for i in range(nodes)]
     procs = [_start_node(head, env, logs[0])]
     cluster.process_groups.append(procs[0].pid)
@@ -149,7 +162,7 @@ def up(state_dir: Path, nodes: int = 2, cpus_per_node: float = 1, dashboard_host
         _wait_for_nodes(cluster, 1, procs, logs, timeout_s)
         for i in range(1, nodes):
             worker = ["--address", cluster.gcs_address, "--node-ip-address", "127.0.0.1", "--num-cpus", cpus,
-                      "--num-gpus", "0", *_agent_ports()]
+                      "--num-gpus", "0", *_agent_ports(node_ports[i])]
             procs.append(_start_node(worker, env, logs[i]))
             cluster.process_groups.append(procs[-1].pid)
             cluster.save()
