@@ -208,31 +208,25 @@ def _build(name: str, num_classes: int, in_chans: int, image_size: int, groups, 
 # CondenseNet (G=C=8) 274M, 2.9M; the authors' README table gives the same four figures.
 
 
-@register("condensenet_74_c4_g4", "efficient", "CondenseNet-74, G=C=4, condensed (Huang et al. 2018)",
-          published=Published(params_m=4.8, macs_m=529, resolution=224,
-                              source="Huang et al. 2018, Table 5 (CondenseNet G=C=4)"))
-def condensenet_74_c4_g4(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, groups: int = 4,
-                         condense_factor: int = 4, small_input: bool | None = None, condense_fc: bool = True,
-                         index_seed: int = 0, **kwargs) -> nn.Module:
-    """CondenseNet-74 (G=C=4), condensed form with fixed seeded index selections; image_size <= 64 selects the
-    stride-1 stem without the first transition."""
-    if kwargs:
-        raise RecipeError(f"model.kwargs: condensenet_74_c4_g4: unknown option(s) "
-                          f"{', '.join(sorted(kwargs))}")
-    return _build("condensenet_74_c4_g4", num_classes, in_chans, image_size, groups, condense_factor,
-                  small_input, condense_fc, index_seed)
+def _variant(g: int, params_m: float, macs_m: float):
+    """The registry builder of CondenseNet-74 with G=C=g (both defaults overridable in the recipe)."""
+    name = f"condensenet_74_c{g}_g{g}"
+
+    @register(name, "efficient", f"CondenseNet-74, G=C={g}, condensed (Huang et al. 2018)",
+              published=Published(params_m=params_m, macs_m=macs_m, resolution=224,
+                                  source=f"Huang et al. 2018, Table 5 (CondenseNet G=C={g})"))
+    def build(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, groups: int = g,
+              condense_factor: int = g, small_input: bool | None = None, condense_fc: bool = True,
+              index_seed: int = 0, **kwargs) -> nn.Module:
+        if kwargs:
+            raise RecipeError(f"model.kwargs: {name}: unknown option(s) {', '.join(sorted(kwargs))}")
+        return _build(name, num_classes, in_chans, image_size, groups, condense_factor, small_input,
+                      condense_fc, index_seed)
+
+    build.__doc__ = (f"CondenseNet-74 (G=C={g}), condensed form with fixed seeded index selections; "
+                     "image_size <= 64 selects the stride-1 stem without the first transition.")
+    return build
 
 
-@register("condensenet_74_c8_g8", "efficient", "CondenseNet-74, G=C=8, condensed (Huang et al. 2018)",
-          published=Published(params_m=2.9, macs_m=274, resolution=224,
-                              source="Huang et al. 2018, Table 5 (CondenseNet G=C=8)"))
-def condensenet_74_c8_g8(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, groups: int = 8,
-                         condense_factor: int = 8, small_input: bool | None = None, condense_fc: bool = True,
-                         index_seed: int = 0, **kwargs) -> nn.Module:
-    """CondenseNet-74 (G=C=8), condensed form with fixed seeded index selections; image_size <= 64 selects the
-    stride-1 stem without the first transition."""
-    if kwargs:
-        raise RecipeError(f"model.kwargs: condensenet_74_c8_g8: unknown option(s) "
-                          f"{', '.join(sorted(kwargs))}")
-    return _build("condensenet_74_c8_g8", num_classes, in_chans, image_size, groups, condense_factor,
-                  small_input, condense_fc, index_seed)
+condensenet_74_c4_g4 = _variant(4, 4.8, 529)
+condensenet_74_c8_g8 = _variant(8, 2.9, 274)
