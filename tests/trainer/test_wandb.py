@@ -2,6 +2,7 @@
 not fatal. The run file is read back with wandb's own protobuf records."""
 
 import struct
+import time
 
 import pytest
 
@@ -26,7 +27,7 @@ def wandb_records(path) -> list:
         _, length, kind = struct.unpack("<IHB", raw[offset:offset + 7])
         data = raw[offset + 7:offset + 7 + length]
         offset += 7 + length
-        if kind == 0 and length == 0:
+        if (kind == 0 and length == 0) or len(data) < length:  # end, or a record still being written
             break
         pending = data if kind in (1, 2) else pending + data
         if kind in (1, 4):
@@ -34,6 +35,17 @@ def wandb_records(path) -> list:
             record.ParseFromString(pending)
             records.append(record)
     return records
+
+
+def settled_records(path, timeout_s: float = 60) -> list:
+    """The file's records once wandb's writer process has flushed the run's exit record (it writes after
+    `finish()` returns)."""
+    deadline = time.time() + timeout_s
+    while True:
+        records = wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.time() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 def run(tiny, run_dir, steps, resume=None, track="offline"):
@@ -50,7 +62,7 @@ def test_an_offline_run_logs_history_and_summary_and_resume_continues_the_same_r
     first = run(tiny, tmp_path / "r", 4)
     (path,) = run_files(tmp_path / "r")
     assert path.name == f"run-{first['run_id']}.wandb"  # bigbatch's run id is the wandb run id
-    records = wandb_records(path)
+    records = settled_records(path)
     history = [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
     steps = [h for h in history if "loss" in h]
