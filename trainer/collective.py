@@ -33,6 +33,9 @@ class Collective(Protocol):
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         """Context for accumulation micro-steps whose gradients must not be all-reduced yet."""
 
+    def synchronize_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Finish the gradient all-reduce before the loop reads gradients (their norm); DDP is done already."""
+
     def subgroup(self, size: int) -> "Collective":
         """The collective of this rank's block of `size` consecutive ranks (for grouped BatchNorm)."""
 
@@ -67,6 +70,9 @@ class LocalCollective:
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
+
+    def synchronize_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        return None
 
     def subgroup(self, size: int) -> "LocalCollective":
         if size != 1:

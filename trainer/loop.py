@@ -25,6 +25,7 @@ from trainer.data import TrainOrder, iterate_batches
 from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
+from trainer.hardware import describe
 from trainer.recipe.schema import Recipe
 from trainer.stop import STOP_FILE, StopRequests
 from trainer.track import Console, MetricsFile
@@ -70,6 +71,8 @@ class Trainer:
         self.resumed_from = self._resume(resume) if resume else None
         self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
         self.times = WorkerTimes(collective)
+        self.grad_norm: float | None = None
+        self.hardware = describe(collective.device, collective.world_size)
 
     def _shared_run_id(self) -> str:
         """A fresh id, rank 0's on every rank."""
@@ -125,11 +128,13 @@ class Trainer:
         }
 
     # ---- one optimizer step -------------------------------------------------------------------
-    def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int) -> tuple[torch.Tensor | None, int]:
+    def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int,
+                        measure: bool = False) -> tuple[torch.Tensor | None, int]:
         """Accumulate over micro-steps (all-reduce only on the last), then step.
 
         Returns the global mean loss (None if it is not finite: the step is not taken) and the signal number
-        of a stop request seen by any rank (0 if none), both from one all-reduce."""
+        of a stop request seen by any rank (0 if none), both from one all-reduce. With `measure` (a logging
+        step) the L2 norm of the averaged, unscaled gradient goes to `self.grad_norm`."""
         model, device = self.train_model, self.collective.device
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -156,10 +161,19 @@ class Trainer:
         if not torch.isfinite(global_loss):
             self.optimizer.zero_grad(set_to_none=True)
             return None, stop
+        if measure:
+            self.grad_norm = self._grad_norm()
         self.parts.scaler.step(self.optimizer)
         self.parts.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return global_loss, stop
+
+    def _grad_norm(self) -> float:
+        """Global gradient norm: gradients are already averaged over ranks (DDP / Horovod synchronize here)."""
+        self.collective.synchronize_gradients(self.optimizer)
+        self.parts.scaler.unscale_(self.optimizer)
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
 
     def _unreadable(self, bad: Skipped) -> None:
         """A corrupt image: reported by name and skipped, until more than data.max_bad_images on this rank."""
@@ -188,6 +202,10 @@ class Trainer:
         self.stop.install()
         try:
             return self._fit()
+        except Exception as e:
+            if self.is_main and not isinstance(e, Interrupted):
+                self._failed(e)
+            raise
         finally:
             self.stop.restore()
             if self.is_main:
@@ -203,7 +221,7 @@ class Trainer:
                                    resume_step=self.step if self.resumed_from else None, mirror=self.tracker.log)
         self.metrics.write({"event": "start", "run_id": self.run_id, "step": self.step,
                             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-                            **self.plan.as_dict()})
+                            **self.plan.as_dict(), "hardware": self.hardware})
         self.console = Console(self.plan.total_steps, self.step, True, self.recipe.train.progress_bar)
         if self.resumed_from:
             self.console.say(f"bigbatch: resumed from {self.resumed_from} at step {self.step}")
@@ -213,6 +231,7 @@ class Trainer:
         start_step, started = self.step, time.perf_counter()
         window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
         last_eval: dict = {}
+        epoch_started = time.perf_counter()
         stop = 0
         while self.step < plan.total_steps:
             epoch, in_epoch = plan.locate(self.step)
@@ -233,7 +252,8 @@ class Trainer:
             epoch_end = plan.epoch_start(epoch + 1)
             while self.step < min(epoch_end, plan.total_steps):
                 lr = plan.schedule(self.step)
-                loss, stop = self._optimizer_step(micro_batches, lr, accum)
+                logging = (self.step + 1) % cfg.log_every_steps == 0 or self.step + 1 == plan.total_steps
+                loss, stop = self._optimizer_step(micro_batches, lr, accum, measure=logging and self.is_main)
                 if loss is None:
                     self._nonfinite()
                 else:
@@ -241,7 +261,7 @@ class Trainer:
                     window["steps"] += 1
                 window["images"] += order.global_batch
                 self.step += 1
-                if self.step % cfg.log_every_steps == 0 or self.step == plan.total_steps:
+                if logging:
                     workers = self.times.gather() if self.collective.world_size > 1 else {}
                     if self.is_main:
                         self._log_step(window, lr, workers)
@@ -256,13 +276,19 @@ class Trainer:
             if stop:
                 self._interrupted(stop, self._save())
             finished_epoch, done = self.step == epoch_end, self.step == plan.total_steps
-            is_best = False
+            is_best, record = False, {"step": self.step, "epoch": self._epoch_progress()}
+            if finished_epoch:
+                record["epoch_time_s"] = time.perf_counter() - epoch_started  # training only, since (re)start
             if done or (finished_epoch and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0):
                 last_eval = self._evaluate()
+                record.update(last_eval)
                 is_best = last_eval["top1"] > self.best_top1
                 self.best_top1 = max(self.best_top1, last_eval["top1"])
+            if self.is_main and len(record) > 2:
+                self.metrics.write(record)
             if finished_epoch or done:
                 self._save(is_best=is_best)
+            epoch_started = time.perf_counter()
         return self._finish(last_eval, start_step, time.perf_counter() - started)
 
     def _epoch_progress(self) -> float:
@@ -276,6 +302,9 @@ class Trainer:
         record = {"step": self.step, "epoch": self._epoch_progress(),
                   "loss": window["loss"] / max(1, window["steps"]), "lr": lr,
                   "images_per_s": window["images"] / max(elapsed, 1e-9), **workers}
+        if self.grad_norm is not None:
+            record["grad_norm"] = self.grad_norm
+            self.grad_norm = None
         ratios = getattr(self.optimizer, "last_trust_ratios", None)
         if ratios is not None and ratios.numel():
             r = ratios.float().cpu()
@@ -290,10 +319,8 @@ class Trainer:
                           self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
                           parts.autocast(self.collective.device), self.recipe.data.loader_workers,
                           parts.data.normalize, self.memory_format)
-        result = {"step": self.step, "epoch": self._epoch_progress(), **result}
         if self.is_main:
-            self.metrics.write(result)
-            self.console.say(f"epoch {result['epoch']:.2f} step {self.step}: top1 {result['top1']:.4f} "
+            self.console.say(f"epoch {self._epoch_progress():.2f} step {self.step}: top1 {result['top1']:.4f} "
                              f"top5 {result['top5']:.4f} val_loss {result['val_loss']:.4f}")
         return result
 
@@ -314,7 +341,8 @@ class Trainer:
                    "top5": last_eval.get("top5"), "best_top1": self.best_top1,
                    "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
                    "images_per_s": self._images_between(start_step, self.step) / max(elapsed, 1e-9),
-                   "world_size": self.collective.world_size, "global_batch": self.plan.global_batch}
+                   "world_size": self.collective.world_size, "global_batch": self.plan.global_batch,
+                   "hardware": self.hardware}
         if self.is_main:
             self.metrics.write({"event": "finish", **summary})
             self._write_summary(summary)
@@ -328,6 +356,14 @@ class Trainer:
             self.metrics.write({"event": "interrupted", **summary})
             self._write_summary(summary)
         raise Interrupted(signum, checkpoint)
+
+    def _failed(self, error: BaseException) -> None:
+        """Record why the run died (`bigbatch runs` shows it failed); the error itself still propagates."""
+        message = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+        summary = {"status": "failed", "run_id": self.run_id, "step": self.step, "error": message}
+        with contextlib.suppress(Exception):  # the run directory itself may be what failed
+            self.metrics.write({"event": "failed", **summary})
+            self._write_summary(summary)
 
     def _write_summary(self, summary: dict) -> None:
         path = self.run_dir / "summary.json"

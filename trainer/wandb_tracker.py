@@ -60,8 +60,9 @@ class WandbTracker:
         try:
             numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                        and k not in ("step", "time")}
-            if "event" in record:
-                self.run.summary.update(numbers)
+            if "event" in record:  # start/finish/...: numbers, strings and the hardware table to the summary
+                self.run.summary.update({**numbers, **{k: v for k, v in record.items() if k not in numbers
+                                                       and k not in ("step", "time") and v is not None}})
             elif numbers:
                 self.run.log(numbers, step=int(record["step"]))
         except Exception as e:

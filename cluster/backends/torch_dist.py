@@ -90,6 +90,9 @@ class TorchDistributedCollective:
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
 
+    def synchronize_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        return None  # DDP's backward has finished every bucket's all-reduce
+
     def subgroup(self, size: int) -> "TorchDistributedCollective":
         """The collective of this rank's block of `size` consecutive ranks (every rank must call this)."""
         if size <= 0 or self.world_size % size:

@@ -25,10 +25,10 @@ TWO_WORKERS = ["cluster.backend=torch", "cluster.workers=2", "bn.sync=all", "tra
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoint(ray_cluster, tiny, tmp_path):
+def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoint_and_wandb_run(ray_cluster, tiny, tmp_path):
     run_dir = tmp_path / "run"
     recipe = load_recipe(tiny, [*TWO_WORKERS, "train.max_steps=30", "train.checkpoint_every_steps=3",
-                                "cluster.max_failures=1"])
+                                "cluster.max_failures=1", "track.wandb=offline", "track.project=bigbatch-tests"])
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(summary=launch(recipe, run_dir)), daemon=True)
     thread.start()
@@ -40,6 +40,9 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoi
     starts = [r for r in records(run_dir) if r.get("event") == "start"]
     assert len(starts) == 2 and starts[1]["resumed_from"]  # the restarted group resumed, not from scratch
     assert 3 <= starts[1]["step"] <= 30 and starts[1]["run_id"] == starts[0]["run_id"]
+    # the restarted rank 0 continued the same wandb run: a second offline segment under the same run id
+    segments = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert [p.name for p in segments] == [f"run-{starts[0]['run_id']}.wandb"] * 2
     restarted = json.loads((run_dir / "workers" / "rank_1.json").read_text())
     assert restarted["pid"] != victim["pid"]
     final = torch.load(run_dir / "checkpoints" / "step_00000030.pt", weights_only=True)

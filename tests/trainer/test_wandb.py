@@ -66,10 +66,10 @@ def test_an_offline_run_logs_history_and_summary_and_resume_continues_the_same_r
     history = [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
     steps = [h for h in history if "loss" in h]
-    assert len(steps) == 4 and all({"loss", "lr", "images_per_s"} <= h.keys() for h in steps)
+    assert len(steps) == 4 and all({"loss", "lr", "images_per_s", "grad_norm"} <= h.keys() for h in steps)
     summary_keys = {item.key for r in records if r.WhichOneof("record_type") == "summary"
                     for item in r.summary.update}
-    assert {"top1", "best_top1", "elapsed_s"} <= summary_keys
+    assert {"top1", "best_top1", "elapsed_s", "world_size", "global_batch", "hardware"} <= summary_keys
     config = {item.key or "/".join(item.nested_key) for r in records if r.WhichOneof("record_type") == "run"
               for item in r.run.config.update}
     assert {"optim", "model", "data"} <= config
