@@ -15,6 +15,7 @@ import yaml
 
 from cluster.cli_data import add_commands as add_data_commands
 from cluster.cli_jobs import add_commands
+from cluster.cli_report import add_commands as add_report_commands
 from trainer.errors import RecipeError, TrainingFailed
 
 
@@ -45,6 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("keys", help="print every recipe key as a markdown table")
     COMMANDS.update(add_commands(sub, _recipe_args))
     COMMANDS.update(add_data_commands(sub, _recipe_args))
+    COMMANDS.update(add_report_commands(sub))
     return parser
 
 

@@ -1,0 +1,54 @@
+"""`bigbatch report RUN_DIR` and `bigbatch runs [DIR]`: look at runs after (or while) they train.
+
+Both only read a run directory's metrics.jsonl (and recipe.yaml); `report` writes RUN_DIR/report/.
+matplotlib is imported only when a report is written, so `bigbatch --help` stays fast.
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from trainer.errors import RecipeError
+from trainer.report import STALE_AFTER_S  # light: matplotlib is imported only inside write_report
+
+
+def add_commands(sub) -> dict:
+    """Register `report` and `runs` on `sub`; return {command: handler}."""
+    report = sub.add_parser("report", help="write RUN_DIR/report/: report.md and plots of lr, loss, top-1 "
+                                           "and images/s, from RUN_DIR/metrics.jsonl")
+    report.add_argument("run_dir", help="run directory written by `bigbatch train` (holds metrics.jsonl)")
+    runs = sub.add_parser("runs", help="list the runs under DIR: status, steps, best top-1, wall time, start")
+    runs.add_argument("directory", nargs="?", default="runs",
+                      help="where to look, down to 3 levels (default: runs); may itself be a run directory")
+    runs.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    runs.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="SECONDS",
+                      help="a run whose last event is a start is 'running' if metrics.jsonl changed within "
+                           f"this many seconds, else 'lost' (default {STALE_AFTER_S:g})")
+    return {"report": cmd_report, "runs": cmd_runs}
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from trainer.report import PLOTS, write_report
+
+    path = write_report(Path(args.run_dir))
+    print(path)
+    for name in PLOTS:
+        print(path.parent / name)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from trainer.runs import format_runs, list_runs
+
+    if not math.isfinite(args.stale_after) or args.stale_after < 0:
+        raise RecipeError(f"--stale-after: must be a number of seconds >= 0, got {args.stale_after:g}")
+    rows = list_runs(Path(args.directory), stale_after_s=args.stale_after)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif not rows:
+        print(f"bigbatch: no run directories (holding metrics.jsonl) under {args.directory}", file=sys.stderr)
+    else:
+        print(format_runs(rows))
+    return 0
