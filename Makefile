@@ -8,7 +8,7 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist
+.PHONY: setup train test lint bench clean fashion-mnist horovod
 
 setup: $(STAMP)
 
@@ -24,10 +24,20 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist)
 
+# Optional backend (cluster.backend: horovod): horovod 0.28.1 patched to build against this torch; the wheel is
+# cached in ~/.cache/bigbatch/wheels per (horovod, torch, python) version, so only the first build takes minutes.
+HOROVOD := $(VENV)/.horovod-stamp
+
+horovod: $(HOROVOD)
+
+$(HOROVOD): $(STAMP) cluster/install/horovod.sh
+	cluster/install/horovod.sh $(BIN)/python
+	touch $(HOROVOD)
+
 train: $(STAMP)
 	$(BIN)/bigbatch train recipes/quickstart.yaml --out $(RUN)
 
-test: $(STAMP) $(FASHION_MNIST)
+test: $(STAMP) $(FASHION_MNIST) $(HOROVOD)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -1,4 +1,5 @@
-"""Start a run on the backend the recipe names: `local` (one plain process) or `torch` (Ray Train workers)."""
+"""Start a run on the backend the recipe names: `local` (one plain process), `torch` (Ray Train workers over
+torch.distributed) or `horovod` (Horovod workers launched by Ray)."""
 
 import dataclasses
 import sys
@@ -45,4 +46,8 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None) -> di
         from cluster.ray_launch import launch_ray
 
         return launch_ray(recipe, run_dir, resume)
+    if recipe.cluster.backend == "horovod":
+        from cluster.horovod_launch import launch_horovod
+
+        return launch_horovod(recipe, run_dir, resume)
     raise RecipeError(f"cluster.backend: unknown backend {recipe.cluster.backend!r}")

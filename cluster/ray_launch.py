@@ -68,7 +68,7 @@ def _worker_loop(config: dict) -> None:
     recipe: Recipe = config["recipe"]
     device = ray.train.torch.get_device() if recipe.cluster.gpus_per_worker > 0 else "cpu"
     collective = TorchDistributedCollective(device)
-    _write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
+    write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
     with _restored_checkpoint(config["resume"]) as resume:
         trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=_report_checkpoint)
     try:
@@ -79,7 +79,7 @@ def _worker_loop(config: dict) -> None:
     ray.train.report({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
 
 
-def _write_worker_info(run_dir: Path, rank: int, device: str) -> None:
+def write_worker_info(run_dir: Path, rank: int, device: str) -> None:
     """workers/rank_N.json: which process and Ray node hold rank N (for operators, and the fault tests)."""
     directory = run_dir / "workers"
     directory.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def check_reachable(address: str, timeout_s: float, key: str = "cluster.address"
                           f"({e.strerror or e.__class__.__name__})") from None
 
 
-def _connect(cfg: ClusterConfig) -> bool:
+def connect(cfg: ClusterConfig) -> bool:
     """Join the recipe's cluster or start an embedded one; True if this call started Ray."""
     import ray
 
@@ -137,7 +137,7 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    started_here = _connect(cfg)
+    started_here = connect(cfg)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     use_gpu = cfg.gpus_per_worker > 0
@@ -152,11 +152,11 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
                              failure_config=FailureConfig(max_failures=cfg.max_failures,
                                                           controller_failure_limit=cfg.max_failures)),
     )
-    stops = _DriverStops(run_dir)
+    stops = DriverStops(run_dir)
     try:
         trainer.fit()
     except Exception as e:  # Ray wraps worker errors; surface ours with their exit codes
-        raise _explain(e, cfg) from None
+        raise explain(e, cfg) from None
     finally:
         stops.restore()
         if started_here:
@@ -169,7 +169,7 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
     return summary
 
 
-class _DriverStops(StopRequests):
+class DriverStops(StopRequests):
     """The driver's SIGINT/SIGTERM become the run's STOP file; a second signal stops the driver at once."""
 
     def __init__(self, run_dir: Path):
@@ -184,7 +184,7 @@ class _DriverStops(StopRequests):
               "(send it again to stop at once)", flush=True)
 
 
-def _explain(error: Exception, cfg: ClusterConfig) -> Exception:
+def explain(error: Exception, cfg: ClusterConfig) -> Exception:
     cause = _root_cause(error)
     if isinstance(cause, (RecipeError, TrainingFailed)):
         return cause

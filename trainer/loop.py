@@ -161,6 +161,7 @@ class Trainer:
         if not torch.isfinite(global_loss):
             self.optimizer.zero_grad(set_to_none=True)
             return None, stop
+        self.collective.synchronize_gradients(self.optimizer)  # before GradScaler looks for infs in them
         if measure:
             self.grad_norm = self._grad_norm()
         self.parts.scaler.step(self.optimizer)
@@ -169,8 +170,7 @@ class Trainer:
         return global_loss, stop
 
     def _grad_norm(self) -> float:
-        """Global gradient norm: gradients are already averaged over ranks (DDP / Horovod synchronize here)."""
-        self.collective.synchronize_gradients(self.optimizer)
+        """Global gradient norm: gradients are already averaged over ranks (synchronize_gradients)."""
         self.parts.scaler.unscale_(self.optimizer)
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         return torch.nn.utils.get_total_norm(grads).item() if grads else 0.0

@@ -110,12 +110,13 @@ class OptimConfig:
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     workers: int = setting(1, min=1, help="data-parallel workers (world size)")
-    backend: str = setting("local", choices=("local", "torch"),
-                           help="local = one plain process; torch = Ray Train workers over torch.distributed")
+    backend: str = setting("local", choices=("local", "torch", "horovod"),
+                           help="local = one plain process; torch = Ray Train workers over torch.distributed; "
+                                "horovod = Horovod workers launched by Ray (`make horovod`)")
     cpus_per_worker: float = setting(1.0, min=0.0, help="CPUs Ray reserves per worker")
     gpus_per_worker: float = setting(0.0, min=0.0, help="GPUs per worker (> 0: nccl and CUDA)")
     address: str = setting("", help="Ray cluster address; empty = start Ray embedded on this machine")
-    max_failures: int = setting(0, min=0, help="worker-group restarts Ray Train may make (resuming from the "
+    max_failures: int = setting(0, min=0, help="worker-group restarts after a worker fails (resuming from the "
                                                "latest checkpoint)")
     storage_path: str = setting("", help="where Ray Train keeps reported checkpoints; must be seen by every node "
                                 "(shared directory or s3:// / gs:// URI); empty = <run dir>/ray")

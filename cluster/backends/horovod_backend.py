@@ -1,0 +1,139 @@
+"""The Collective over Horovod (`cluster.backend: horovod`): gloo on CPU, nccl on GPU when Horovod has it.
+
+Gradients: one fused `hvd.grouped_allreduce_` (average) of every gradient after
+the last accumulation micro-step, before the optimizer step; micro-steps before
+it only accumulate locally - the semantics of DDP's no_sync and of
+`hvd.DistributedOptimizer(backward_passes_per_step=k)`, with k free to change
+between epochs (batch growth). The wrapped optimizer is the recipe's own (SGD
+with momentum correction, LARS, LAMB) behind a thin proxy, so checkpoints hold
+the same optimizer state as on the torch backend.
+
+Start: rank 0's parameters and buffers are broadcast to every rank (as DDP
+does), and the optimizer state too when it holds anything. BatchNorm sync uses
+bigbatch's SyncBatchNorm over `hvd.allreduce` (Horovod's own rejects CPU
+tensors); `bn.sync: group` reduces over blocks of ranks by an all-gather and a
+local sum in rank order, so no process sets need declaring at `hvd.init`.
+"""
+
+import contextlib
+import time
+
+import torch
+import torch.nn as nn
+
+from trainer.sync_bn import convert_sync_batchnorm
+
+try:
+    import horovod.torch as hvd
+except ImportError:  # the backend is an optional extra: `make horovod`
+    hvd = None
+
+_LOCAL_OPS = {"sum": torch.sum, "mean": torch.sum, "max": torch.amax, "min": torch.amin}
+
+
+def require_horovod() -> None:
+    if hvd is None:
+        raise ImportError("cluster.backend: horovod needs Horovod: run `make horovod` (builds horovod 0.28.1 "
+                          "against the installed torch and caches the wheel)")
+
+
+class HorovodCollective:
+    """A Collective over every Horovod rank, or over the block of `block_size` consecutive ranks holding
+    this one (bn.sync: group)."""
+
+    def __init__(self, device: torch.device | str = "cpu", block_size: int | None = None):
+        require_horovod()
+        if not hvd.is_initialized():
+            raise RuntimeError("Horovod is not initialised (hvd.init())")
+        self.device = torch.device(device)
+        self.global_rank, self.global_size = hvd.rank(), hvd.size()
+        self.block_size = block_size
+        if block_size is None:
+            self.rank, self.world_size, self.block_start = self.global_rank, self.global_size, 0
+        else:
+            self.block_start = self.global_rank // block_size * block_size
+            self.rank, self.world_size = self.global_rank - self.block_start, block_size
+        self.comm_seconds = 0.0
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if op not in _LOCAL_OPS:
+            raise ValueError(f"unknown reduce op {op!r}")
+        started = time.perf_counter()
+        if self.block_size is None:
+            ops = {"sum": hvd.Sum, "mean": hvd.Average, "max": hvd.Max, "min": hvd.Min}
+            hvd.allreduce_(tensor, op=ops[op])
+        else:  # every rank's tensor, then this block's rows reduced here in rank order: same bits in the block
+            rows = hvd.allgather(tensor.detach().reshape(1, -1))[self.block_start:self.block_start + self.block_size]
+            reduced = _LOCAL_OPS[op](rows, dim=0)
+            tensor.copy_((reduced / self.block_size if op == "mean" else reduced).view(tensor.shape))
+        self.comm_seconds += time.perf_counter() - started
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        hvd.broadcast_(tensor, root_rank=self.block_start + src)
+        return tensor
+
+    def barrier(self) -> None:
+        hvd.barrier()
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+        if self.global_size == 1:
+            return model, optimizer
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        if optimizer.state_dict()["state"]:
+            hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        return model, GradientAveraging(optimizer, self)
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # gradients are only reduced in synchronize_gradients
+
+    def synchronize_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        if isinstance(optimizer, GradientAveraging):
+            optimizer.synchronize()
+
+    def subgroup(self, size: int) -> "HorovodCollective":
+        if size <= 0 or self.global_size % size:
+            raise ValueError(f"group size {size} does not divide world size {self.global_size}")
+        return HorovodCollective(self.device, block_size=size)
+
+    def sync_batchnorm(self, model: nn.Module) -> nn.Module:
+        return convert_sync_batchnorm(model, self)
+
+
+class GradientAveraging:
+    """The recipe's optimizer, with gradients averaged over every rank before each step.
+
+    Everything else (param_groups, state_dict, LARS's last_trust_ratios, ...) is the wrapped optimizer's, so
+    GradScaler, checkpoints and the loop see the optimizer they built."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, collective: HorovodCollective):
+        self.optimizer, self.collective, self.synchronized = optimizer, collective, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.optimizer, name)
+
+    def synchronize(self) -> None:
+        """Average every gradient over all ranks in one fused call (at most once per step)."""
+        if self.synchronized:
+            return
+        started = time.perf_counter()
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            hvd.grouped_allreduce_(grads, op=hvd.Average)
+        self.collective.comm_seconds += time.perf_counter() - started
+        self.synchronized = True
+
+    def step(self, closure=None):
+        self.synchronize()
+        self.synchronized = False
+        return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.synchronized = False
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)

@@ -1,0 +1,160 @@
+"""Run a recipe on N Horovod workers launched by Ray (`cluster.backend: horovod`).
+
+Ray Train V2 deprecates HorovodTrainer, so the workers come from
+`horovod.ray.RayExecutor` (Ray actors that Horovod joins over gloo, or nccl on
+GPUs) and run the same Trainer over a HorovodCollective. Checkpoints, metrics,
+summary.json and the STOP file live in the run directory, as on the torch
+backend (a multi-node run needs it on shared storage; there is no Ray Train
+storage here). A worker that dies fails the attempt: the driver shuts the
+group down and starts a fresh one that resumes from the run directory's newest
+valid checkpoint, up to `cluster.max_failures` times.
+
+Horovod's rendezvous server (an HTTP key-value store the workers meet at)
+listens on all interfaces by default; here it listens on 127.0.0.1 when Ray is
+embedded on this machine, and on this node's Ray address only when the recipe
+joins a cluster (`cluster.address` or a submitted job).
+"""
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from trainer.errors import RecipeError, TrainingFailed
+from trainer.recipe.schema import Recipe
+
+
+def _worker(recipe: Recipe, run_dir: str, resume: str | None) -> dict | None:
+    """One Horovod rank: join, train, return rank 0's summary (None when a signal stopped the run)."""
+    import horovod.torch as hvd
+    import torch
+
+    from cluster.backends.horovod_backend import HorovodCollective
+    from cluster.ray_launch import write_worker_info
+    from trainer.loop import Interrupted, Trainer
+
+    hvd.init()
+    device = torch.device("cuda", hvd.local_rank()) if recipe.cluster.gpus_per_worker > 0 else "cpu"
+    if isinstance(device, torch.device):
+        torch.cuda.set_device(device)
+    collective = HorovodCollective(device)
+    write_worker_info(Path(run_dir), collective.rank, str(device))
+    try:
+        return Trainer(recipe, run_dir, collective, resume=resume).fit()
+    except Interrupted:
+        return None
+    finally:
+        hvd.shutdown()
+
+
+@contextlib.contextmanager
+def _rendezvous_on(host: str) -> Iterator[list]:
+    """While RayExecutor.start() runs, its rendezvous server binds to `host` instead of every interface;
+    yields the servers started, for closing them (RayExecutor.shutdown leaves the socket open)."""
+    import horovod.ray.runner as runner
+    from horovod.runner.http import http_server
+
+    started: list = []
+
+    class BoundRendezvousServer(http_server.RendezvousServer):
+        def start(self, handler_cls=http_server.RendezvousHandler) -> int:
+            self._httpd = http_server.RendezvousHTTPServer((host, 0), handler_cls, self._verbose)
+            self._listen_thread = http_server.in_thread(target=self._httpd.serve_forever)
+            started.append(self)
+            return self._httpd.server_address[1]
+
+    original = runner.RendezvousServer
+    runner.RendezvousServer = BoundRendezvousServer
+    try:
+        yield started
+    finally:
+        runner.RendezvousServer = original
+
+
+def _close(servers: list) -> None:
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop()
+            server._httpd.server_close()
+
+
+def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
+    from cluster.backends.horovod_backend import require_horovod
+
+    try:
+        require_horovod()
+        import ray
+        from horovod.ray import RayExecutor
+    except ImportError as e:
+        raise RecipeError(f"cluster.backend: horovod is not usable here ({e})") from None
+    from cluster.ray_launch import DriverStops, connect, explain
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cfg = recipe.cluster
+    started_here = connect(cfg)
+    embedded = started_here and not cfg.address and not os.environ.get("RAY_ADDRESS")
+    host = "127.0.0.1" if embedded else ray.util.get_node_ip_address()
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = RayExecutor.create_settings(timeout_s=int(cfg.start_timeout_s),
+                                           placement_group_timeout_s=int(cfg.start_timeout_s))
+    use_gpu = cfg.gpus_per_worker > 0
+    stops = DriverStops(run_dir)
+    try:
+        for attempt in range(cfg.max_failures + 1):
+            executor = RayExecutor(settings, num_workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker,
+                                   use_gpu=use_gpu, gpus_per_worker=int(cfg.gpus_per_worker) if use_gpu else None)
+            servers: list = []
+            try:
+                with _rendezvous_on(host) as servers:
+                    executor.start(extra_env_vars={"HOROVOD_GLOO_RENDEZVOUS_ADDR": host})
+                refs = executor.run_remote(_worker, args=[recipe, str(run_dir), resume if attempt == 0 else "auto"])
+                failure = _wait(refs)
+            except Exception as e:  # placement timeout, rendezvous failure
+                failure = e
+            finally:
+                with contextlib.suppress(Exception):
+                    executor.shutdown()
+                _close(servers)
+            if failure is None:
+                break
+            cause = explain(failure, cfg)
+            if isinstance(cause, RecipeError) or attempt == cfg.max_failures or _stopped(run_dir):
+                raise cause
+            print(f"bigbatch: the Horovod worker group failed ({cause}); restarting it from the newest "
+                  f"checkpoint (attempt {attempt + 2} of {cfg.max_failures + 1})", flush=True)
+    finally:
+        stops.restore()
+        if started_here:
+            ray.shutdown()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if summary["status"] == "interrupted":
+        from trainer.loop import Interrupted
+
+        raise Interrupted(summary["signal"], Path(summary["checkpoint"]))
+    if summary["status"] != "finished":
+        raise TrainingFailed(f"{run_dir}: the Horovod run ended with status {summary['status']!r}")
+    return summary
+
+
+def _wait(refs: list) -> Exception | None:
+    """Wait for every rank; the first rank that fails ends the wait (the others may be blocked on it)."""
+    import ray
+
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        try:
+            ray.get(ready[0])
+        except Exception as e:
+            return e
+    return None
+
+
+def _stopped(run_dir: Path) -> bool:
+    """A signal already asked this run to stop: do not restart it."""
+    from trainer.stop import STOP_FILE
+
+    return (run_dir / STOP_FILE).exists()
+
