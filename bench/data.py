@@ -10,9 +10,12 @@ How: an ImageNet-like folder of real photographs - 500x375 JPEG crops (quality
 90, varied positions and mirrored) cut from the sample photos scikit-learn ships
 - then both pipelines produce the same number of 224 px training batches of 32
 in one process (loader_workers 0, 1 torch thread: images/s per core),
-alternating baseline, bigbatch, baseline, ... and the ratio is of the medians.
-bigbatch's batches are normalised too (on the CPU here, as the device), so both
-end with float batches ready for a model.
+alternating baseline, bigbatch folder, bigbatch shards (the same images packed
+by `bigbatch data pack` into 4 MB tar shards, read as a stream), ... and the
+ratios are of the medians. bigbatch's uint8 batches are turned into model inputs
+too (normalised on the CPU here, as the device, in the channels_last layout the
+ImageNet recipes train in), so every pipeline ends with float batches ready for
+a model.
 
     .venv/bin/python bench/data.py [--images 512] [--repeats 3]
 """
@@ -50,20 +53,37 @@ def make_folder(root: Path, images: int, classes: int = 8) -> None:
         shutil.copyfile(root / "train" / f"class{c}" / f"{c:05d}.jpg", root / "val" / f"class{c}" / "0.jpg")
 
 
-def run_bigbatch(root: Path, batch: int) -> float:
+def _consume(batches, normalize) -> float:
+    """images/s to turn these uint8 batches into float model inputs (channels_last, as the ImageNet recipes)."""
     import torch
 
+    from trainer.data.loader import to_model_input
+
+    started, count = time.perf_counter(), 0
+    for x, _ in batches:
+        x = to_model_input(x, torch.device("cpu"), torch.channels_last, normalize)
+        count += len(x)
+    assert x.dtype == torch.float32 and x.shape[1:] == (3, 224, 224)
+    return count / (time.perf_counter() - started)
+
+
+def run_bigbatch(root: Path, batch: int) -> float:
     from trainer.data import TrainOrder, iterate_batches
     from trainer.data.folder import load_folder_splits
 
     splits = load_folder_splits(str(root), seed=0, image_size=224, channels=3)
     order = TrainOrder(seed=0, num_examples=len(splits.train), batch_size=batch, world_size=1, rank=0)
-    started, count = time.perf_counter(), 0
-    for x, _ in iterate_batches(splits.train, order.micro_batches(0, 0)):
-        x = splits.normalize(x)
-        count += len(x)
-    assert x.dtype == torch.float32 and x.shape[1:] == (3, 224, 224)
-    return count / (time.perf_counter() - started)
+    return _consume(iterate_batches(splits.train, order.micro_batches(0, 0)), splits.normalize)
+
+
+def run_shards(packed: Path, batch: int) -> float:
+    from trainer.data.decode import normalize_batch
+    from trainer.data.loader import iterate_stream
+    from trainer.data.shards import ShardedDataset
+
+    dataset = ShardedDataset(packed, "train", 224, train=True, seed=0, batch_size=batch, shuffle_buffer=256,
+                             mark_skipped=True)
+    return _consume(iterate_stream(dataset, 0, 0, batch), normalize_batch)
 
 
 def run_torchvision(root: Path, batch: int) -> float:
@@ -90,20 +110,25 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    rates: dict[str, list[float]] = {"torchvision ImageFolder + PIL": [], "bigbatch folder (simplejpeg)": []}
+    from trainer.data.shards import pack_folder
+
+    baseline, folder, sharded = "torchvision ImageFolder + PIL", "bigbatch folder (simplejpeg)", "bigbatch shards"
+    rates: dict[str, list[float]] = {baseline: [], folder: [], sharded: []}
     with tempfile.TemporaryDirectory(prefix="bigbatch-data-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) / "folder"
         make_folder(root, args.images)
+        pack_folder(root, Path(tmp) / "packed", shard_size_bytes=4_000_000, split="train")
         for _ in range(args.repeats):
-            rates["torchvision ImageFolder + PIL"].append(run_torchvision(root, args.batch_size))
-            rates["bigbatch folder (simplejpeg)"].append(run_bigbatch(root, args.batch_size))
+            rates[baseline].append(run_torchvision(root, args.batch_size))
+            rates[folder].append(run_bigbatch(root, args.batch_size))
+            rates[sharded].append(run_shards(Path(tmp) / "packed", args.batch_size))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    ratio = med["bigbatch folder (simplejpeg)"] / med["torchvision ImageFolder + PIL"]
     lines = [f"Training input pipeline, 1 process, 1 thread: {args.images} JPEGs 500x375 (real photos), "
              f"RandomResizedCrop(224) + flip + normalise, batch {args.batch_size}, median of {args.repeats} "
              "interleaved runs", "", f"{'pipeline':32} {'images/s':>9}   runs", "-" * 60]
     lines += [f"{k:32} {med[k]:9.1f}   {', '.join(f'{r:.0f}' for r in v)}" for k, v in rates.items()]
-    lines += ["", f"ratio bigbatch / torchvision: {ratio:.2f} (target >= 2)"]
+    lines += [""] + [f"ratio {name} / torchvision: {med[name] / med[baseline]:.2f} (target >= 2)"
+                     for name in (folder, sharded)]
     text = "\n".join(lines)
     print(text)
     (REPO / "bench" / "results" / "data.txt").write_text(text + "\n")

@@ -68,3 +68,23 @@ def test_resuming_with_another_world_size_continues_with_exactly_the_remaining_e
     start = consumed // 24
     assert global_sequence(third, epoch, start) == perm[start * 24:(n // 24) * 24]
     assert consumed - start * 24 < 24  # fewer than one global batch is seen again
+
+
+def test_decoded_images_are_batched_in_channels_last_memory_and_given_to_the_model_in_its_layout():
+    from trainer.data.decode import normalize_batch
+    from trainer.data.loader import stack_images, to_model_input
+
+    gen = torch.Generator().manual_seed(0)
+    hwc = [torch.randint(0, 256, (5, 6, 3), dtype=torch.uint8, generator=gen) for _ in range(4)]
+    chw = [image.permute(2, 0, 1) for image in hwc]  # what decode_train/decode_eval return
+    batch = stack_images(chw)
+    expected = torch.stack([image.contiguous() for image in chw])
+    assert torch.equal(batch, expected) and batch.is_contiguous(memory_format=torch.channels_last)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = to_model_input(batch, torch.device("cpu"), layout, normalize_batch)
+        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=layout)
+        mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+        reference = (expected.float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+        torch.testing.assert_close(x, reference, rtol=0, atol=1e-5)
+    gray = [torch.randint(0, 256, (1, 5, 6), dtype=torch.uint8, generator=gen) for _ in range(2)]
+    assert torch.equal(stack_images(gray), torch.stack(gray))

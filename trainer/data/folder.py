@@ -11,7 +11,6 @@ after resume. Unreadable images are skipped, counted and reported by name.
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -59,7 +58,7 @@ class ImageFolderDataset(Dataset):
         try:
             data = Path(path).read_bytes()
             if self.train:
-                rng = random.Random(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
+                rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # per example; as shards do by key
                 image = decode_train(data, self.size, rng)
             else:
                 image = decode_eval(data, self.size)
