@@ -13,9 +13,8 @@ in one process (loader_workers 0, 1 torch thread: images/s per core),
 alternating baseline, bigbatch folder, bigbatch shards (the same images packed
 by `bigbatch data pack` into 4 MB tar shards, read as a stream), ... and the
 ratios are of the medians. bigbatch's uint8 batches are turned into model inputs
-too (normalised on the CPU here, as the device, in the channels_last layout the
-ImageNet recipes train in), so every pipeline ends with float batches ready for
-a model.
+too (laid out NCHW and normalised on the CPU here, as the device), so every
+pipeline ends with float batches ready for a model.
 
     .venv/bin/python bench/data.py [--images 512] [--repeats 3]
 """
@@ -54,14 +53,14 @@ def make_folder(root: Path, images: int, classes: int = 8) -> None:
 
 
 def _consume(batches, normalize) -> float:
-    """images/s to turn these uint8 batches into float model inputs (channels_last, as the ImageNet recipes)."""
+    """images/s to turn these uint8 batches into float NCHW model inputs (the default layout)."""
     import torch
 
     from trainer.data.loader import to_model_input
 
     started, count = time.perf_counter(), 0
     for x, _ in batches:
-        x = to_model_input(x, torch.device("cpu"), torch.channels_last, normalize)
+        x = to_model_input(x, torch.device("cpu"), torch.contiguous_format, normalize)
         count += len(x)
     assert x.dtype == torch.float32 and x.shape[1:] == (3, 224, 224)
     return count / (time.perf_counter() - started)
