@@ -89,6 +89,18 @@ fi
 
 # ---- build ----
 log "no cached wheel in $CACHE_DIR; building horovod $HVD_VERSION from source (takes minutes)"
+# The build needs cmake and a C++ compiler: Debian's packages when missing (root, or sudo).
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v g++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
+if ((${#missing[@]})); then
+    SUDO=$([[ $(id -u) == 0 ]] || echo sudo)
+    log "installing build tools: ${missing[*]}"
+    $SUDO apt-get install -y --no-install-recommends "${missing[@]}" \
+        || { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; } \
+        || die "cannot install ${missing[*]} (needed to build horovod)"
+fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/bigbatch-horovod.XXXXXX")
 PARTIAL=
 trap 'rm -rf "$TMP" ${PARTIAL:+"$PARTIAL"}' EXIT
