@@ -14,7 +14,8 @@ from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_mode
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_size: int,
              autocast: contextlib.AbstractContextManager | None = None, loader_workers: int = 0,
-             normalize=None, memory_format: torch.memory_format = torch.contiguous_format) -> dict:
+             normalize=None, memory_format: torch.memory_format = torch.contiguous_format,
+             prefetch: int = 2) -> dict:
     """Each rank scores a disjoint contiguous shard; the counts (not averages) are summed. Unreadable images
     are reported and left out (`skipped`); every other example counts exactly once."""
     device = collective.device
@@ -28,11 +29,11 @@ def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_s
     model.eval()
     try:
         if isinstance(dataset, IterableDataset):  # streamed shards: each validation shard on one rank
-            batches = iterate_stream(dataset, 0, 0, batch_size, loader_workers, on_skip=skip)
+            batches = iterate_stream(dataset, 0, 0, batch_size, loader_workers, on_skip=skip, prefetch=prefetch)
         else:
             shard = eval_shard(len(dataset), collective.world_size, collective.rank)
             batches = iterate_batches(dataset, torch.arange(shard.start, shard.stop).split(batch_size),
-                                      loader_workers, on_skip=skip)
+                                      loader_workers, on_skip=skip, prefetch=prefetch)
         for x, y in batches:
             if not len(y):
                 continue

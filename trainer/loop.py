@@ -245,10 +245,11 @@ class Trainer:
             if isinstance(parts.data.train, IterableDataset):  # streamed shards: this rank's own stream
                 micro_batches = iter(iterate_stream(parts.data.train, epoch, in_epoch * plan.per_worker_batch * accum,
                                                     plan.per_worker_batch, self.recipe.data.loader_workers, pin,
-                                                    self._unreadable))
+                                                    self._unreadable, self.recipe.data.prefetch_batches))
             else:
                 micro_batches = iter(iterate_batches(parts.data.train, order.micro_batches(epoch, in_epoch),
-                                                     self.recipe.data.loader_workers, pin, self._unreadable))
+                                                     self.recipe.data.loader_workers, pin, self._unreadable,
+                                                     self.recipe.data.prefetch_batches))
             epoch_end = plan.epoch_start(epoch + 1)
             while self.step < min(epoch_end, plan.total_steps):
                 lr = plan.schedule(self.step)
@@ -318,7 +319,7 @@ class Trainer:
         result = evaluate(self.train_model, parts.data.val, self.collective,
                           self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
                           parts.autocast(self.collective.device), self.recipe.data.loader_workers,
-                          parts.data.normalize, self.memory_format)
+                          parts.data.normalize, self.memory_format, self.recipe.data.prefetch_batches)
         if self.is_main:
             self.console.say(f"epoch {self._epoch_progress():.2f} step {self.step}: top1 {result['top1']:.4f} "
                              f"top5 {result['top5']:.4f} val_loss {result['val_loss']:.4f}")

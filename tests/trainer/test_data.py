@@ -1,5 +1,6 @@
 """Data: bundled digits split, per-epoch order split across ranks, exact evaluation shards."""
 
+import pytest
 import torch
 
 from trainer.data import TrainOrder, eval_shard, load_data
@@ -88,3 +89,32 @@ def test_decoded_images_are_batched_in_channels_last_memory_and_given_to_the_mod
         torch.testing.assert_close(x, reference, rtol=0, atol=1e-5)
     gray = [torch.randint(0, 256, (1, 5, 6), dtype=torch.uint8, generator=gen) for _ in range(2)]
     assert torch.equal(stack_images(gray), torch.stack(gray))
+
+
+class _LoggedDataset(torch.utils.data.Dataset):
+    """Appends each index it is asked for to a file (loader workers are separate processes)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, index):
+        with open(self.log, "a") as f:
+            f.write(f"{index}\n")
+        return torch.zeros(1, 2, 2, dtype=torch.uint8), index % 3
+
+
+@pytest.mark.parametrize("prefetch", [1, 3])
+def test_each_loader_worker_prepares_data_prefetch_batches_batches_ahead(tmp_path, prefetch):
+    import time
+
+    from trainer.data.loader import iterate_batches
+
+    log = tmp_path / "log"
+    batches = iterate_batches(_LoggedDataset(log), torch.arange(64).split(4), loader_workers=1, prefetch=prefetch)
+    _, labels = next(batches)
+    time.sleep(1.5)  # the worker fills its queue meanwhile
+    loaded = len(log.read_text().split())
+    assert labels.tolist() == [0, 1, 2, 0] and loaded == 4 * (1 + prefetch)

@@ -42,7 +42,7 @@ def report_skipped(skipped: Skipped) -> None:
 
 def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loader_workers: int = 0,
                     pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    prefetch: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """In-memory data sets are gathered directly; others go through a DataLoader with this exact order.
     Unreadable examples are dropped from their batch and passed to `on_skip`."""
     if isinstance(dataset, InMemoryDataset):
@@ -53,7 +53,8 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
     if not batches:
         return
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers, pin_memory=pin_memory,
-                        persistent_workers=False, collate_fn=collate)
+                        persistent_workers=False, collate_fn=collate,
+                        prefetch_factor=prefetch if loader_workers else None)
     for images, labels, skipped in loader:
         for bad in skipped:
             on_skip(bad)
@@ -62,11 +63,11 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
 
 def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_size: int, loader_workers: int = 0,
                    pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
-                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                   prefetch: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of a streamed data set (shards) for `epoch`, after the `consumed` samples this rank already took."""
     dataset.set_epoch(epoch, consumed)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
-                        collate_fn=collate)
+                        collate_fn=collate, prefetch_factor=prefetch if loader_workers else None)
     for images, labels, skipped in loader:
         for bad in skipped:
             on_skip(bad)

@@ -38,6 +38,8 @@ class DataConfig:
                                   "used by `bigbatch show` where the folder is not on this machine")
     val_examples: int = setting(256, min=1, help="synthetic: held-out examples")
     loader_workers: int = setting(0, min=0, help="DataLoader worker processes (folder data sets)")
+    prefetch_batches: int = setting(2, min=1, help="batches each loader worker prepares ahead (DataLoader "
+                                    "prefetch_factor; with loader_workers > 0)")
 
 
 @dataclass(frozen=True, kw_only=True)
