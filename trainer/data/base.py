@@ -32,7 +32,7 @@ class DataSplits:
     image_size: int
     classes: list[str]
     # uint8 batches (decoded images) are made float and standardised on the device by this
-    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None
+    normalize: Callable[[torch.Tensor, torch.memory_format], torch.Tensor] | None = None  # uint8 -> model input
     # examples the plan counts per epoch when it is not len(train): streamed shards give each rank whole shards,
     # so an epoch is as long as the smallest rank's share allows (world size x that share)
     plan_examples: int | None = None
