@@ -83,3 +83,27 @@ def test_a_corrupt_jpeg_is_skipped_by_name_and_too_many_fail_the_run(tiny, tmp_p
     assert f"skipping {bad}" in capfd.readouterr().err
     with pytest.raises(TrainingFailed, match=f"{bad}: 1 unreadable images .* data.max_bad_images=0"):
         Trainer(load_recipe(tiny, [*common, "data.max_bad_images=0"]), tmp_path / "strict", LocalCollective()).fit()
+
+
+@pytest.mark.parametrize("need, expected", [
+    ((40, 60), (47, 63)),      # 1/8 is enough
+    ((60, 60), (94, 125)),     # 1/4
+    ((150, 200), (188, 250)),  # 1/2
+    ((189, 250), (0, 0)),      # more than 1/2: full size, never the slow 5/8-7/8 IDCTs
+    ((300, 400), (0, 0)),
+])
+def test_dct_downscaling_uses_only_the_fast_power_of_two_scales(need, expected):
+    from trainer.data.decode import _fast_scale
+
+    assert _fast_scale(375, 500, *need) == expected
+
+
+def test_a_crop_needing_more_than_half_the_image_is_decoded_at_full_size_then_resized():
+    import simplejpeg
+
+    from trainer.data.decode import _decode, _fast_scale
+
+    data = jpeg(np.ascontiguousarray(sample_photos()[0][:375, :500]))
+    assert _decode(data, *_fast_scale(375, 500, 250, 300)).shape == (375, 500, 3)
+    assert _decode(data, *_fast_scale(375, 500, 100, 120)).shape == (188, 250, 3)
+    assert simplejpeg.decode_jpeg(data, min_height=188, min_width=250).shape == (188, 250, 3)
