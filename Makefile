@@ -8,7 +8,7 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist horovod
+.PHONY: setup train test lint bench clean fashion-mnist horovod largebatch largebatch-reduced
 
 setup: $(STAMP)
 
@@ -48,6 +48,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/optim_step.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/data.py
+
+# Goyal et al. / LARS in miniature on Fashion-MNIST (bench/largebatch.py): ~20 min, or ~8 min reduced.
+largebatch: $(STAMP) $(FASHION_MNIST)
+	$(BIN)/python bench/largebatch.py
+
+largebatch-reduced: $(STAMP) $(FASHION_MNIST)
+	$(BIN)/python bench/largebatch.py --reduced --out bench/results/largebatch_reduced.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
