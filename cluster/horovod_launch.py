@@ -7,7 +7,8 @@ summary.json and the STOP file live in the run directory, as on the torch
 backend (a multi-node run needs it on shared storage; there is no Ray Train
 storage here). A worker that dies fails the attempt: the driver shuts the
 group down and starts a fresh one that resumes from the run directory's newest
-valid checkpoint, up to `cluster.max_failures` times.
+valid checkpoint, up to `cluster.max_failures` times (not after a training
+error such as a non-finite loss or bad input, which would only repeat).
 
 Horovod's rendezvous server (an HTTP key-value store the workers meet at)
 listens on all interfaces by default; here it listens on 127.0.0.1 when Ray is
@@ -88,7 +89,7 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
         from horovod.ray import RayExecutor
     except ImportError as e:
         raise RecipeError(f"cluster.backend: horovod is not usable here ({e})") from None
-    from cluster.ray_launch import DriverStops, connect, explain
+    from cluster.ray_launch import DriverStops, connect, explain, root_cause
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = recipe.cluster
@@ -120,7 +121,8 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
             if failure is None:
                 break
             cause = explain(failure, cfg)
-            if isinstance(cause, RecipeError) or attempt == cfg.max_failures or _stopped(run_dir):
+            deterministic = isinstance(root_cause(failure), (RecipeError, TrainingFailed))  # would fail again
+            if deterministic or attempt == cfg.max_failures or _stopped(run_dir):
                 raise cause
             print(f"bigbatch: the Horovod worker group failed ({cause}); restarting it from the newest "
                   f"checkpoint (attempt {attempt + 2} of {cfg.max_failures + 1})", flush=True)

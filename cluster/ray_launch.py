@@ -185,7 +185,7 @@ class DriverStops(StopRequests):
 
 
 def explain(error: Exception, cfg: ClusterConfig) -> Exception:
-    cause = _root_cause(error)
+    cause = root_cause(error)
     if isinstance(cause, (RecipeError, TrainingFailed)):
         return cause
     if "startup timed out" in str(cause):
@@ -195,7 +195,7 @@ def explain(error: Exception, cfg: ClusterConfig) -> Exception:
     return TrainingFailed(f"Ray Train run failed: {cause.__class__.__name__}: {str(cause).splitlines()[0]}")
 
 
-def _root_cause(error: BaseException) -> BaseException:
+def root_cause(error: BaseException) -> BaseException:
     seen = error
     for _ in range(10):
         nxt = getattr(seen, "cause", None) or seen.__cause__

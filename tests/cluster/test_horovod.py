@@ -145,3 +145,16 @@ def test_a_killed_horovod_worker_restarts_the_group_from_the_last_checkpoint(ray
     starts = [r for r in records(run_dir) if r.get("event") == "start"]
     assert len(starts) == 2 and starts[1]["resumed_from"] and 3 <= starts[1]["step"] < 30
     assert starts[1]["run_id"] == starts[0]["run_id"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_training_error_on_horovod_fails_at_once_without_restarting_the_group(ray_cluster, tiny, tmp_path):
+    from trainer.errors import TrainingFailed
+
+    recipe = load_recipe(tiny, [*TWO, "cluster.backend=horovod", "optim.base_lr=1e30", "train.max_steps=20",
+                                "cluster.max_failures=2"])
+    with pytest.raises(TrainingFailed, match="non-finite loss"):
+        launch(recipe, tmp_path / "run")
+    assert [r.get("event") for r in records(tmp_path / "run") if "event" in r] == ["start", "failed"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
