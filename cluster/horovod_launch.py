@@ -17,7 +17,6 @@ joins a cluster (`cluster.address` or a submitted job).
 """
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +88,7 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
         from horovod.ray import RayExecutor
     except ImportError as e:
         raise RecipeError(f"cluster.backend: horovod is not usable here ({e})") from None
-    from cluster.ray_launch import DriverStops, connect, explain, root_cause
+    from cluster.ray_launch import DriverStops, connect, explain, root_cause, run_outcome
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = recipe.cluster
@@ -130,14 +129,7 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
         stops.restore()
         if started_here:
             ray.shutdown()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if summary["status"] == "interrupted":
-        from trainer.loop import Interrupted
-
-        raise Interrupted(summary["signal"], Path(summary["checkpoint"]))
-    if summary["status"] != "finished":
-        raise TrainingFailed(f"{run_dir}: the Horovod run ended with status {summary['status']!r}")
-    return summary
+    return run_outcome(run_dir)
 
 
 def _wait(refs: list) -> Exception | None:

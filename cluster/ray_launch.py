@@ -161,11 +161,20 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
         stops.restore()
         if started_here:
             ray.shutdown()
+    return run_outcome(run_dir)
+
+
+def run_outcome(run_dir: Path) -> dict:
+    """What rank 0 wrote to summary.json, as the driver's result: the summary, or Interrupted /
+    TrainingFailed with the run's own exit code."""
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary["status"] == "interrupted":
         from trainer.loop import Interrupted
 
         raise Interrupted(summary["signal"], Path(summary["checkpoint"]))
+    if summary["status"] != "finished":
+        raise TrainingFailed(f"{run_dir}: the run ended with status {summary['status']!r}: "
+                             f"{summary.get('error', '')}")
     return summary
 
 

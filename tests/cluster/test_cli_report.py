@@ -2,39 +2,10 @@
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 from PIL import Image
-
-from cluster import cli, cli_report
-from trainer.errors import RecipeError
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    """The command through cluster.cli.main once it is wired there, else the same parse + error handling
-    around cli_report's own handlers."""
-    argv = [str(a) for a in argv]
-    try:
-        cli.make_parser()
-        if "report" in cli.COMMANDS:
-            code = cli.main(argv)
-        else:
-            parser = cli._Parser(prog="bigbatch")
-            commands = cli_report.add_commands(parser.add_subparsers(dest="command", required=True,
-                                                                     parser_class=cli._Parser))
-            assert set(commands) == {"report", "runs"}
-            args = parser.parse_args(argv)
-            try:
-                code = commands[args.command](args)
-            except RecipeError as e:
-                print(f"bigbatch: error: {e}", file=sys.stderr)
-                code = e.exit_code
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def fabricate(run_dir: Path, *events: dict, start_time: float = 1_700_000_000.0) -> Path:
@@ -49,9 +20,9 @@ def fabricate(run_dir: Path, *events: dict, start_time: float = 1_700_000_000.0)
     return path
 
 
-def test_report_prints_report_md_then_the_plots(capsys, tmp_path):
+def test_report_prints_report_md_then_the_plots(cli, tmp_path):
     fabricate(tmp_path / "r", {"event": "finish", "status": "finished", "step": 4})
-    code, out, err = run(capsys, "report", tmp_path / "r")
+    code, out, err = cli("report", tmp_path / "r")
     assert code == 0, err
     paths = [Path(line) for line in out.splitlines()]
     assert paths[0] == tmp_path / "r" / "report" / "report.md"
@@ -64,18 +35,18 @@ def test_report_prints_report_md_then_the_plots(capsys, tmp_path):
     assert "- median images/s: 100.0 (over 2 step records)" in md and "(8.0 s over 1 start(s))" in md
 
 
-def test_report_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
-    code, out, err = run(capsys, "report", tmp_path / "missing")
+def test_report_bad_input_is_one_line_and_exit_2(cli, tmp_path):
+    code, out, err = cli("report", tmp_path / "missing")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "missing: run directory not found" in err
     path = fabricate(tmp_path / "bad")
     path.write_text(path.read_text().replace('"loss": 1.5', '"loss": 1.5,,'))
-    code, _, err = run(capsys, "report", tmp_path / "bad")
+    code, _, err = cli("report", tmp_path / "bad")
     assert code == 2 and err.count("\n") == 1 and f"{path}, line 3: not a JSON record" in err
-    assert run(capsys, "report")[0] == 2  # RUN_DIR is required
+    assert cli("report")[0] == 2  # RUN_DIR is required
 
 
-def test_runs_table_and_json(capsys, tmp_path, monkeypatch):
+def test_runs_table_and_json(cli, tmp_path, monkeypatch):
     root = tmp_path / "runs"
     fabricate(root / "done", {"event": "finish", "status": "finished", "step": 10})
     fabricate(root / "x" / "stopped", {"event": "interrupted", "status": "interrupted", "step": 5,
@@ -84,7 +55,7 @@ def test_runs_table_and_json(capsys, tmp_path, monkeypatch):
     an_hour_ago = time.time() - 3600
     os.utime(lost, (an_hour_ago, an_hour_ago))
 
-    code, out, err = run(capsys, "runs", root)
+    code, out, err = cli("runs", root)
     assert code == 0, err
     table = out.splitlines()
     assert table[0].split() == ["run", "status", "steps", "best", "top1", "duration", "started"]
@@ -93,7 +64,7 @@ def test_runs_table_and_json(capsys, tmp_path, monkeypatch):
         ["x/stopped", "interrupted", "5/10", "0.6250", "0:00:08"],
         ["done", "finished", "10/10", "0.6250", "0:00:08"]]
 
-    code, out, _ = run(capsys, "runs", root, "--json", "--stale-after", "7200")
+    code, out, _ = cli("runs", root, "--json", "--stale-after", "7200")
     rows = json.loads(out)
     assert {r["name"]: r["status"] for r in rows} == {"killed": "running", "x/stopped": "interrupted",
                                                      "done": "finished"}
@@ -102,15 +73,15 @@ def test_runs_table_and_json(capsys, tmp_path, monkeypatch):
                        "started": 1_700_000_200.0}
 
     monkeypatch.chdir(tmp_path)  # DIR defaults to ./runs
-    code, out, _ = run(capsys, "runs")
+    code, out, _ = cli("runs")
     assert code == 0 and len(out.splitlines()) == 4
 
 
-def test_runs_bad_input(capsys, tmp_path):
-    code, out, err = run(capsys, "runs", tmp_path / "nowhere")
+def test_runs_bad_input(cli, tmp_path):
+    code, out, err = cli("runs", tmp_path / "nowhere")
     assert code == 2 and out == "" and "nowhere: directory not found" in err
-    code, _, err = run(capsys, "runs", tmp_path, "--stale-after", "-1")
+    code, _, err = cli("runs", tmp_path, "--stale-after", "-1")
     assert code == 2 and "--stale-after: must be a number of seconds >= 0" in err
-    assert run(capsys, "runs", tmp_path, "--stale-after", "soon")[0] == 2
-    code, out, err = run(capsys, "runs", tmp_path)  # exists, holds no runs: not an error
+    assert cli("runs", tmp_path, "--stale-after", "soon")[0] == 2
+    code, out, err = cli("runs", tmp_path)  # exists, holds no runs: not an error
     assert code == 0 and out == "" and "no run directories" in err
