@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 
 from cluster.launch import launch
 from tests.cluster.conftest import RAY_TEST_ENV
-from tests.run_files import records, wait_for_step
+from tests.run_files import launch_and_kill_rank_1, records, wait_for_step
 from trainer.errors import TrainingFailed
 from trainer.recipe import load_recipe
 
@@ -29,14 +28,8 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoi
     run_dir = tmp_path / "run"
     recipe = load_recipe(tiny, [*TWO_WORKERS, "train.max_steps=30", "train.checkpoint_every_steps=3",
                                 "cluster.max_failures=1", "track.wandb=offline", "track.project=bigbatch-tests"])
-    outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(summary=launch(recipe, run_dir)), daemon=True)
-    thread.start()
-    wait_for_step(run_dir, 7)
-    victim = json.loads((run_dir / "workers" / "rank_1.json").read_text())
-    os.kill(victim["pid"], signal.SIGKILL)
-    thread.join(timeout=150)
-    assert outcome["summary"]["step"] == 30 and outcome["summary"]["status"] == "finished"
+    summary, victim = launch_and_kill_rank_1(recipe, run_dir, at_step=7, timeout_s=150)
+    assert summary["step"] == 30 and summary["status"] == "finished"
     starts = [r for r in records(run_dir) if r.get("event") == "start"]
     assert len(starts) == 2 and starts[1]["resumed_from"]  # the restarted group resumed, not from scratch
     assert 3 <= starts[1]["step"] <= 30 and starts[1]["run_id"] == starts[0]["run_id"]
@@ -44,7 +37,7 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoi
     segments = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert [p.name for p in segments] == [f"run-{starts[0]['run_id']}.wandb"] * 2
     restarted = json.loads((run_dir / "workers" / "rank_1.json").read_text())
-    assert restarted["pid"] != victim["pid"]
+    assert restarted["pid"] != victim
     final = torch.load(run_dir / "checkpoints" / "step_00000030.pt", weights_only=True)
     assert final["step"] == 30
     # Ray's storage holds the reported checkpoints too (what a restarted group on another node reads)

@@ -4,17 +4,14 @@ and the rendezvous server listens on loopback only. Skipped (with the reason) on
 imported: `make test` builds it first (`make horovod`)."""
 
 import json
-import os
-import signal
 import sys
-import threading
 
 import pytest
 import torch
 import torch.nn as nn
 
 from cluster.launch import launch
-from tests.run_files import records, wait_for_step
+from tests.run_files import launch_and_kill_rank_1, records
 from trainer.recipe import load_recipe
 
 hvd = pytest.importorskip("horovod.torch", reason="horovod is not installed here: run `make horovod`")
@@ -134,14 +131,8 @@ def test_a_killed_horovod_worker_restarts_the_group_from_the_last_checkpoint(ray
     recipe = load_recipe(tiny, [*TWO, "cluster.backend=horovod", "train.max_steps=30",
                                 "train.checkpoint_every_steps=3", "train.log_every_steps=1",
                                 "cluster.max_failures=1"])
-    outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(summary=launch(recipe, run_dir)), daemon=True)
-    thread.start()
-    wait_for_step(run_dir, 7)
-    victim = json.loads((run_dir / "workers" / "rank_1.json").read_text())
-    os.kill(victim["pid"], signal.SIGKILL)
-    thread.join(timeout=200)
-    assert outcome["summary"]["step"] == 30 and outcome["summary"]["status"] == "finished"
+    summary, _ = launch_and_kill_rank_1(recipe, run_dir, at_step=7, timeout_s=200)
+    assert summary["step"] == 30 and summary["status"] == "finished"
     starts = [r for r in records(run_dir) if r.get("event") == "start"]
     assert len(starts) == 2 and starts[1]["resumed_from"] and 3 <= starts[1]["step"] < 30
     assert starts[1]["run_id"] == starts[0]["run_id"]
