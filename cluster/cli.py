@@ -82,7 +82,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         examples = recipe.data.train_examples
     else:
         data = load_data(recipe.data, recipe.seed, recipe.cluster.workers, 0)
-        examples = data.plan_examples or len(data.train)
+        examples = len(data.train)
+        layout = getattr(data.train, "layout_warning", None)
+        if layout is not None and (line := layout(recipe.data.loader_workers)):
+            print(f"bigbatch: warning: {line}", file=sys.stderr)
     plan = make_plan(recipe, examples)
     text = yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)

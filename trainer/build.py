@@ -63,7 +63,7 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     data = load_data(recipe.data, recipe.seed, collective.world_size, collective.rank)
-    plan = make_plan(recipe, data.plan_examples or len(data.train), collective.world_size)
+    plan = make_plan(recipe, len(data.train), collective.world_size)
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
                          zero_init_residual=recipe.model.zero_init_residual,

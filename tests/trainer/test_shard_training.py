@@ -20,20 +20,23 @@ def shards(tmp_path_factory):
     return base / "packed"
 
 
-def run(tiny, shards, run_dir, steps, resume=None):
+def run(tiny, shards, run_dir, steps, resume=None, loader_workers=0):
     recipe = load_recipe(tiny, ["data.name=shards", f"data.root={shards}", "data.image_size=32",
-                                "data.batch_size=4", "data.loader_workers=0", "model.name=resnet_small",
+                                "data.batch_size=4", f"data.loader_workers={loader_workers}", "model.name=resnet_small",
                                 "train.epochs=3", f"train.max_steps={steps}", "train.eval_every_epochs=0",
                                 "train.log_every_steps=1"])
     return Trainer(recipe, run_dir, LocalCollective(), resume=resume).fit()
 
 
-def test_shard_training_resumes_mid_epoch_bitwise_and_evaluates_every_sample(tiny, shards, tmp_path):
+@pytest.mark.parametrize("loader_workers", [0, 3])
+def test_shard_training_resumes_mid_epoch_bitwise_and_evaluates_every_sample(tiny, shards, tmp_path,
+                                                                             loader_workers):
     index = json.loads((shards / "index.json").read_text())
     assert len(index["splits"]["train"]["shards"]) > 1  # really several shards
-    straight = run(tiny, shards, tmp_path / "a", 9)
-    run(tiny, shards, tmp_path / "b", 4)  # stops inside the first epoch (24 samples / 4 = 6 steps)
-    resumed = run(tiny, shards, tmp_path / "b", 9, resume="auto")
+    straight = run(tiny, shards, tmp_path / "a", 9, loader_workers=loader_workers)
+    # stops inside the first epoch (24 samples / 4 = 6 steps); with 3 loader workers, on the second's turn
+    run(tiny, shards, tmp_path / "b", 4, loader_workers=loader_workers)
+    resumed = run(tiny, shards, tmp_path / "b", 9, resume="auto", loader_workers=loader_workers)
     assert straight["step"] == resumed["step"] == 9
     a = torch.load(tmp_path / "a" / "checkpoints" / "step_00000009.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoints" / "step_00000009.pt", weights_only=True)["model"]

@@ -22,7 +22,6 @@ from trainer.data.shards import (
     format_inspect,
     inspect,
     pack_folder,
-    worker_skips,
 )
 from trainer.errors import RecipeError
 
@@ -93,7 +92,7 @@ def copy(packed: Path, tmp_path: Path) -> Path:
 
 def test_pack_round_trips_bytes_labels_and_index(folder, packed):
     index = json.loads((packed / "index.json").read_text())
-    assert index["classes"] == CLASSES and index["version"] == 1
+    assert index["classes"] == CLASSES and index["version"] == 2
     for split in ("train", "val"):
         got = records(ShardedDataset(packed, split, train=False, decode=False))
         assert all(r.error is None and "." not in r.key for r in got)
@@ -106,7 +105,9 @@ def test_pack_round_trips_bytes_labels_and_index(folder, packed):
             data = (packed / shard["name"]).read_bytes()
             assert len(data) == shard["bytes"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
             with tarfile.open(packed / shard["name"]) as tar:
-                assert len(tar.getnames()) == 2 * shard["samples"]
+                members = tar.getmembers()
+                assert len(members) == 2 * shard["samples"]
+                assert shard["offsets"] == [m.offset for m in members[::2]]  # each sample's first header
     assert index["samples"] == 27 + 12
     train_keys = {r.key for r in records(ShardedDataset(packed, "train", decode=False))}
     assert {"0001_003", "0001_003_2", "0002_img_v2", CORRUPT} <= train_keys
@@ -143,15 +144,16 @@ def test_one_sample_over_the_limit_gets_its_own_shard(folder, tmp_path):
     assert len(shards) == 12 and all(s["samples"] == 1 for s in shards)
 
 
-def test_ranks_and_workers_see_each_training_sample_once_per_epoch(packed):
+def test_ranks_and_workers_see_training_samples_at_most_once_and_all_but_a_global_batch(packed):
     everything = set(keys(records(ShardedDataset(packed, "train", train=False, decode=False))))
     for epoch in (0, 1):
         seen = []
         for rank in range(2):
-            ds = ShardedDataset(packed, "train", seed=3, world_size=2, rank=rank, decode=False, shuffle_buffer=4)
-            seen += keys(records(ds, epoch, workers=2))
-            assert sum(ds.rank_samples(epoch)) == len(everything)
-        assert len(seen) == len(set(seen)) and set(seen) == everything
+            ds = ShardedDataset(packed, "train", seed=3, world_size=2, rank=rank, decode=False, shuffle_buffer=4,
+                                batch_size=2)
+            seen += keys(records(ds, epoch, workers=3))
+            assert ds.rank_samples() == 27 // 4 * 2  # 6 steps of the global batch 4 = 2 ranks x 2
+        assert len(seen) == len(set(seen)) == 24 and set(seen) <= everything
 
 
 def test_evaluation_streams_cover_each_validation_sample_once(packed):
@@ -177,21 +179,14 @@ def test_same_seed_and_epoch_same_stream_other_epoch_other_order(packed):
     assert stream(1, 0) != a
 
 
-def test_resume_skips_exactly_the_consumed_samples(packed):
+def test_every_batch_is_full_and_resume_skips_exactly_the_consumed_samples(packed):
     ds = ShardedDataset(packed, "train", seed=5, world_size=2, rank=0, decode=False, shuffle_buffer=3, batch_size=3)
-    batches = list(ds.rank_batches(2, num_workers=2))
-    full = [r.key for b in batches for r in b]
-    assert len(full) == ds.rank_samples(2)[0] and any(len(b) < 3 for b in batches[:-1])  # a worker ends early
-    boundaries = [sum(len(b) for b in batches[:i]) for i in range(len(batches) + 1)]
-    for consumed in boundaries:
-        assert keys(ds.rank_stream(2, num_workers=2, consumed=consumed)) == full[consumed:]
-
-
-def test_worker_skips_follows_the_round_robin_of_batches():
-    assert worker_skips(6, [5, 10], 2) == ([4, 2], 1)  # w0 2, w1 2, w0 2: w1 is next
-    assert worker_skips(7, [5, 10], 2) == ([4, 3], 1)  # mid-batch: w1 goes on
-    assert worker_skips(12, [3, 10], 2) == ([3, 9], 1)  # w0 ends after 3; the rest come from w1
-    assert worker_skips(100, [3, 0, 4], 4) == ([3, 0, 4], 0)
+    for workers in (1, 2, 4):
+        batches = list(ds.rank_batches(2, num_workers=workers))
+        full = [r.key for b in batches for r in b]
+        assert len(full) == ds.rank_samples() == 12 and all(len(b) == 3 for b in batches)
+        for done in range(len(batches) + 1):
+            assert keys(ds.rank_stream(2, num_workers=workers, consumed=3 * done)) == full[3 * done:]
 
 
 def test_dataloader_workers_deliver_the_rank_stream_and_resume_exactly(packed):
@@ -205,7 +200,8 @@ def test_dataloader_workers_deliver_the_rank_stream_and_resume_exactly(packed):
         return [r.key for batch in loader for r in batch]
 
     assert load(0) == expected
-    for i in (1, len(batches) - 2):  # the second worker's turn next; late, after a short batch
+    assert all(len(b) == 2 for b in batches)
+    for i in (1, len(batches) - 2):  # the second worker's turn next; late in the epoch
         consumed = sum(len(b) for b in batches[:i])
         assert load(consumed) == expected[consumed:]
 
@@ -297,3 +293,21 @@ def test_inspect_folder_and_shards(folder, packed, tmp_path):
     assert inspect(root)["splits"]["val"]["shards"][0]["problem"] is None
     bad = inspect(root, verify=True)["splits"]["val"]["shards"][0]
     assert bad["sha256_ok"] is False and bad["problem"] == "sha256 differs"
+
+
+def test_a_format_1_index_without_offsets_reads_the_same_samples_and_says_how_to_repack(packed, tmp_path):
+    root = copy(packed, tmp_path)
+    index = json.loads((root / "index.json").read_text())
+    index["version"] = 1
+    for entry in index["splits"].values():
+        for shard in entry["shards"]:
+            del shard["offsets"]
+    (root / "index.json").write_text(json.dumps(index))
+    for rank in range(2):
+        old = ShardedDataset(root, "train", seed=2, world_size=2, rank=rank, decode=False, batch_size=2)
+        new = ShardedDataset(packed, "train", seed=2, world_size=2, rank=rank, decode=False, batch_size=2)
+        assert keys(old.rank_stream(1, num_workers=2)) == keys(new.rank_stream(1, num_workers=2))
+        assert new.layout_warning(2) is None
+        warning = old.layout_warning(2)
+        assert "format-1 index" in warning and f"bigbatch data pack SOURCE_FOLDER {root}" in warning
+        assert "\n" not in warning

@@ -33,9 +33,6 @@ class DataSplits:
     classes: list[str]
     # uint8 batches (decoded images) are made float and standardised on the device by this
     normalize: Callable[[torch.Tensor, torch.memory_format], torch.Tensor] | None = None  # uint8 -> model input
-    # examples the plan counts per epoch when it is not len(train): streamed shards give each rank whole shards,
-    # so an epoch is as long as the smallest rank's share allows (world size x that share)
-    plan_examples: int | None = None
 
 
 def resize_channels(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:

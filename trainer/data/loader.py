@@ -63,9 +63,10 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
 
 def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_size: int, loader_workers: int = 0,
                    pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
-                   prefetch: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of a streamed data set (shards) for `epoch`, after the `consumed` samples this rank already took."""
-    dataset.set_epoch(epoch, consumed)
+                   prefetch: int = 2, accumulation: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of a streamed data set (shards) for `epoch` (whose global batch has `accumulation` micro-steps),
+    after the `consumed` samples this rank already took."""
+    dataset.set_epoch(epoch, consumed, accumulation)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
                         collate_fn=collate, prefetch_factor=prefetch if loader_workers else None)
     for images, labels, skipped in loader:

@@ -37,6 +37,7 @@ class Plan:
     def as_dict(self) -> dict:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in
                ("momentum", "epoch_accumulation", "epoch_steps", "schedule")}
+        out["epoch_coverage"] = round(self.steps_per_epoch * self.global_batch / self.train_examples, 6)
         if len(set(self.epoch_accumulation)) > 1:
             out["batch_phases"] = self.batch_phases()
         return out

@@ -1,0 +1,242 @@
+"""Streaming a shard directory into training and evaluation, following shards/plan.py.
+
+Each DataLoader worker reads the batches the plan gives it (one seek per batch
+with a format-2 index) through a shuffle buffer seeded by (seed, epoch, rank,
+worker), so its stream is a pure function of those and of the plan, whatever
+the loader's timing. Every training batch is full: a rank's stream is steps x
+accumulation batches of exactly `batch_size`. A sample that cannot be read
+(corrupt image, truncated tar) keeps its place as a loader.Skipped marker (with
+mark_skipped; `loader.collate` drops and reports it), so counts stay exact.
+
+Resume at a batch boundary is exact for the same world size, batch and
+accumulation, with any number of loader workers: each worker replays its own
+stream from the epoch's start, dropping the samples of batches already consumed
+without decoding them, and the workers are rotated so the one that prepares the
+next batch runs as the loader's worker 0.
+"""
+
+import os
+import random
+import warnings
+from collections.abc import Iterable, Iterator
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from trainer.data.base import DataSplits
+from trainer.data.decode import CorruptImage, decode_eval, decode_train
+from trainer.data.shards import plan
+from trainer.data.shards.index import (
+    INDEX,
+    CorruptSampleWarning,
+    Record,
+    check_shards,
+    filesystem,
+    join,
+    read_index,
+    read_shard,
+)
+from trainer.errors import RecipeError
+
+
+def shuffled(records: Iterable[Record], size: int, rng: random.Random) -> Iterator[Record]:
+    """A shuffle buffer: hold `size` records, emit a random one as each new one arrives, then the rest."""
+    if size <= 1:
+        yield from records
+        return
+    buffer: list[Record] = []
+    for record in records:
+        if len(buffer) < size:
+            buffer.append(record)
+            continue
+        j = rng.randrange(size)
+        yield buffer[j]
+        buffer[j] = record
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def sample_offsets(fs, path: str) -> list[int]:
+    """Byte offset of each sample's first member, from the tar headers alone (format-1 indexes lack them)."""
+    import tarfile
+
+    offsets, last = [], None
+    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        for member in tar:
+            key = member.name.rpartition("/")[2].partition(".")[0]
+            if key != last:
+                offsets.append(member.offset)
+                last = key
+    return offsets
+
+
+class ShardedDataset(IterableDataset):
+    """Samples of one split of a shard directory, streamed: decoded (uint8 CHW, label) pairs, or `Record`s
+    with decode=False. Call `set_epoch` (epoch, samples this rank already consumed, accumulation) before
+    creating each epoch's DataLoader iterator; persistent workers would not see the change."""
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", image_size: int = 224, *,
+                 train: bool | None = None, seed: int = 0, world_size: int = 1, rank: int = 0,
+                 shuffle_buffer: int = 1000, batch_size: int = 1, accumulation: int = 1, decode: bool = True,
+                 mark_skipped: bool = False, verify: bool = True, storage_options: dict | None = None):
+        self.root, self.split, self.image_size = str(root), split, image_size
+        self.train = split == "train" if train is None else train
+        self.seed, self.world_size, self.rank = seed, world_size, rank
+        self.shuffle_buffer, self.batch_size, self.accumulation = shuffle_buffer, batch_size, accumulation
+        self.decode, self.mark_skipped, self.storage_options = decode, mark_skipped, storage_options
+        self.epoch, self.consumed, self.skipped = 0, 0, 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        index = read_index(self.root, storage_options)
+        if split not in index.get("splits", {}):
+            raise RecipeError(f"{join(self.root, INDEX)}: no {split!r} split (has: "
+                              f"{', '.join(index.get('splits', {})) or 'none'})")
+        self.classes: list[str] = index["classes"]
+        self.shards: list[dict] = index["splits"][split]["shards"]
+        self.sizes = [s["samples"] for s in self.shards]
+        self.num_samples: int = sum(self.sizes)
+        self.has_offsets = all("offsets" in s for s in self.shards)
+        self._offsets: dict[int, list[int]] = {}
+        if verify:
+            check_shards(self.root, self.shards, storage_options)
+
+    def __len__(self) -> int:
+        """Samples in the whole split (all ranks)."""
+        return self.num_samples
+
+    def set_epoch(self, epoch: int, consumed: int = 0, accumulation: int | None = None) -> None:
+        """The epoch to stream next, how many samples of it this rank already consumed (a multiple of the
+        batch size), and the epoch's accumulation steps (they fix its global batch)."""
+        if consumed % self.batch_size:
+            raise ValueError(f"resume position {consumed} is not a whole number of batches of {self.batch_size}")
+        self.epoch, self.consumed = epoch, consumed
+        self.accumulation = accumulation or self.accumulation
+
+    def rank_samples(self, accumulation: int | None = None) -> int:
+        """Samples this rank trains on per epoch (every rank the same)."""
+        return len(plan.rank_range(self.num_samples, self.world_size, self.batch_size,
+                                   accumulation or self.accumulation, self.rank))
+
+    # ---- what one loader worker reads ----------------------------------------------------------------
+    def _segment_records(self, fs, base: str, segment: plan.Segment) -> Iterator[Record]:
+        """Exactly `segment.count` records: a shard that ends early is padded with error records."""
+        shard = self.shards[segment.shard]
+        offsets = shard.get("offsets")
+        if offsets is None and segment.start:
+            if segment.shard not in self._offsets:
+                self._offsets[segment.shard] = sample_offsets(fs, join(base, shard["name"]))
+            offsets = self._offsets[segment.shard]
+        got = 0
+        for record in read_shard(fs, join(base, shard["name"]), shard["name"], len(self.classes),
+                                 segment.start, segment.count, offsets):
+            yield record
+            got += 1
+        for missing in range(got, segment.count):
+            yield Record(shard["name"], f"(sample {segment.start + missing})", -1, b"", "missing: shard ended early")
+
+    def records(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator[Record]:
+        """One loader worker's records in stream order (shuffle buffer applied when training), not decoded."""
+        fs, base = filesystem(self.root, self.storage_options)
+        if not self.train:
+            segments = plan.eval_segments(self.sizes, self.world_size, self.rank, num_workers, worker)
+            return (r for s in segments for r in self._segment_records(fs, base, s))
+        batches = plan.train_segments(self.sizes, self.seed, epoch, self.world_size, self.rank, self.batch_size,
+                                      self.accumulation, num_workers, worker)
+        stream = (r for batch in batches for s in batch for r in self._segment_records(fs, base, s))
+        return shuffled(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{epoch}:{self.rank}:{worker}"))
+
+    def stream(self, epoch: int, worker: int = 0, num_workers: int = 1, skip: int = 0) -> Iterator:
+        """One worker's samples after its first `skip` (those are read from the tars, not decoded)."""
+        records = self.records(epoch, worker, num_workers)
+        for _ in zip(range(skip), records, strict=False):
+            pass
+        for record in records:
+            sample = self._sample(record, epoch)
+            if sample is not None:
+                yield sample
+
+    def _resume_point(self, num_workers: int) -> tuple[int, list[int]]:
+        """(first logical worker, samples each logical worker skips) after `consumed` samples of this rank."""
+        workers = max(num_workers, 1)
+        done = self.consumed // self.batch_size
+        return done % workers, [len(range(w, done, workers)) * self.batch_size for w in range(workers)]
+
+    def rank_batches(self, epoch: int, num_workers: int = 1, consumed: int = 0) -> Iterator[list]:
+        """This rank's batches in the order its DataLoader delivers them (`num_workers` workers taking turns),
+        resumed after `consumed` samples, computed in this process: the reference for order and resume."""
+        self.set_epoch(epoch, consumed)
+        first, skips = self._resume_point(num_workers)
+        workers = max(num_workers, 1)
+        order = [(first + i) % workers for i in range(workers)]
+        streams = {w: self.stream(epoch, w, workers, skips[w]) for w in order}
+        while order:
+            for w in list(order):
+                batch = [x for _, x in zip(range(self.batch_size), streams[w], strict=False)]
+                if batch:
+                    yield batch
+                if len(batch) < self.batch_size:
+                    order.remove(w)
+
+    def rank_stream(self, epoch: int, num_workers: int = 1, consumed: int = 0) -> Iterator:
+        """`rank_batches`, one sample at a time."""
+        return (x for batch in self.rank_batches(epoch, num_workers, consumed) for x in batch)
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if not self.train:
+            return self.stream(self.epoch, worker, num_workers)
+        first, skips = self._resume_point(num_workers)
+        logical = (first + worker) % num_workers  # the worker preparing the next batch runs as worker 0
+        return self.stream(self.epoch, logical, num_workers, skips[logical])
+
+    def layout_warning(self, loader_workers: int) -> str | None:
+        """One line when this directory's layout makes the run read more than it needs (a format-1 index, no
+        sample offsets, with readers starting inside shards), with the command that fixes it; else None."""
+        readers = self.world_size * max(loader_workers, 1)
+        if self.has_offsets or readers <= 1:
+            return None
+        return (f"{join(self.root, INDEX)}: format-1 index without sample offsets: each of the {readers} "
+                f"loader workers scans the tar headers of the shards it starts inside; repack once with "
+                f"`bigbatch data pack SOURCE_FOLDER {self.root}` (format 2) to seek straight to each sample")
+
+    def _sample(self, record: Record, epoch: int):
+        error = record.error
+        if error is None and not self.decode:
+            return record
+        if error is None:
+            try:
+                if self.train:
+                    rng = random.Random(f"{self.seed}:{epoch}:{record.key}")
+                    image = decode_train(record.data, self.image_size, rng)
+                else:
+                    image = decode_eval(record.data, self.image_size)
+                return image, record.label
+            except CorruptImage as e:
+                error = f"corrupt image ({e})"
+        self.skipped += 1
+        name = f"{join(self.root, record.shard)}:{record.key}"
+        if self.mark_skipped and self.decode:
+            from trainer.data.loader import Skipped
+
+            return Skipped(name, error), record.label
+        warnings.warn(f"skipping {name}: {error}", CorruptSampleWarning, stacklevel=2)
+        return None
+
+
+def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, shuffle_buffer: int,
+                      world_size: int, rank: int, accumulation: int = 1) -> DataSplits:
+    """Train and validation streams of a packed directory for one rank; the plan counts every training
+    sample (an epoch is N // global batch steps, shards/plan.py)."""
+    from trainer.data.decode import normalize_batch
+
+    if not root:
+        raise RecipeError("data.root: the shards data set needs data.root, the directory or URI of index.json")
+    train = ShardedDataset(root, "train", image_size, train=True, seed=seed, world_size=world_size, rank=rank,
+                           shuffle_buffer=shuffle_buffer, batch_size=batch_size, accumulation=accumulation,
+                           mark_skipped=True)
+    val = ShardedDataset(root, "val", image_size, train=False, seed=seed, world_size=world_size, rank=rank,
+                         batch_size=batch_size, mark_skipped=True, verify=False)
+    return DataSplits(train=train, val=val, num_classes=len(train.classes), channels=3, image_size=image_size,
+                      classes=train.classes, normalize=normalize_batch)
