@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from trainer.atomic import write_json_atomic
 from trainer.errors import RecipeError, TrainingFailed
 
 STATE_FILE = "cluster.json"
@@ -52,10 +53,7 @@ class LocalCluster:
         return cls(**json.loads(path.read_text()))
 
     def save(self) -> None:
-        path = Path(self.state_dir) / STATE_FILE
-        tmp = path.with_name(f".{STATE_FILE}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(Path(self.state_dir) / STATE_FILE, asdict(self))
 
     def token(self) -> str:
         return Path(self.token_file).read_text().strip()

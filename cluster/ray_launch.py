@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from trainer.atomic import write_json_atomic
 from trainer.checkpoint import STEP_FILE
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.recipe.schema import ClusterConfig, Recipe
@@ -87,9 +88,7 @@ def write_worker_info(run_dir: Path, rank: int, device: str) -> None:
 
     info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "device": device,
             "node_id": ray.get_runtime_context().get_node_id()}
-    tmp = directory / f".rank_{rank}.json.tmp"
-    tmp.write_text(json.dumps(info) + "\n")
-    tmp.replace(directory / f"rank_{rank}.json")
+    write_json_atomic(directory / f"rank_{rank}.json", info, indent=None)
 
 
 def check_reachable(address: str, timeout_s: float, key: str = "cluster.address") -> None:

@@ -10,7 +10,6 @@ step checkpoint with the best held-out top-1).
 
 import hashlib
 import io
-import os
 import random
 import re
 import sys
@@ -19,24 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.atomic import link_atomic, write_atomic
+
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sidecar(path: Path) -> Path:
@@ -48,10 +32,8 @@ def save_checkpoint(state: dict, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, data)
-    _write_atomic(_sidecar(path), f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n".encode())
-    _fsync_dir(path.parent)
+    write_atomic(path, data)
+    write_atomic(_sidecar(path), f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n")
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -108,10 +90,7 @@ class CheckpointDir:
 
     def _link_best(self, path: Path) -> None:
         for src, dst in ((path, self.directory / "best.pt"), (_sidecar(path), self.directory / "best.pt.sha256")):
-            tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-            tmp.unlink(missing_ok=True)
-            os.link(src, tmp)
-            os.replace(tmp, dst)
+            link_atomic(src, dst)
 
     def _prune(self) -> None:
         for old in self.step_files()[self.keep:]:

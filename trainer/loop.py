@@ -6,7 +6,6 @@ process (LocalCollective) and in Ray / torch.distributed / Horovod workers.
 
 import contextlib
 import dataclasses
-import json
 import sys
 import time
 import uuid
@@ -18,6 +17,7 @@ import torch
 import yaml
 from torch.utils.data import IterableDataset
 
+from trainer.atomic import write_atomic, write_json_atomic
 from trainer.build import build
 from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, seed_step, set_rng_state
 from trainer.collective import Collective
@@ -59,9 +59,10 @@ class Trainer:
         self.is_main = collective.rank == 0
         self.parts = build(recipe, collective)
         self.model = self.parts.model
-        self.train_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer)
-        if recipe.train.compile:
-            self.train_model = torch.compile(self.train_model)
+        # the wrapped model (DDP) decides when gradients are all-reduced: no_sync must be entered on it, not on
+        # the compiled module around it, or every accumulation micro-step would all-reduce
+        self.wrapped_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer)
+        self.train_model = torch.compile(self.wrapped_model) if recipe.train.compile else self.wrapped_model
         self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
         self.plan = self.parts.plan
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
@@ -146,7 +147,7 @@ class Trainer:
                 raise TrainingFailed(f"step {self.step + 1}: every image of a micro-batch was unreadable")
             x = to_model_input(x, device, self.memory_format, self.parts.data.normalize)
             y = y.to(device, non_blocking=True)
-            sync = contextlib.nullcontext() if micro == accum - 1 else self.collective.no_sync(model)
+            sync = contextlib.nullcontext() if micro == accum - 1 else self.collective.no_sync(self.wrapped_model)
             with sync:
                 with self.parts.autocast(device):
                     loss = self.parts.criterion(model(x), y) / accum
@@ -215,7 +216,7 @@ class Trainer:
 
     def _start_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(self.recipe), sort_keys=False))
+        write_atomic(self.run_dir / "recipe.yaml", yaml.safe_dump(dataclasses.asdict(self.recipe), sort_keys=False))
         self.tracker = WandbTracker(self.recipe.track, self.run_dir, self.run_id, dataclasses.asdict(self.recipe))
         self.metrics = MetricsFile(self.run_dir / "metrics.jsonl",
                                    resume_step=self.step if self.resumed_from else None, mirror=self.tracker.log)
@@ -223,6 +224,9 @@ class Trainer:
                             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                             **self.plan.as_dict(), "hardware": self.hardware})
         self.console = Console(self.plan.total_steps, self.step, True, self.recipe.train.progress_bar)
+        layout = getattr(self.parts.data.train, "layout_warning", None)
+        if layout is not None and (line := layout(self.recipe.data.loader_workers)):
+            self.console.say(f"bigbatch: warning: {line}")
         if self.resumed_from:
             self.console.say(f"bigbatch: resumed from {self.resumed_from} at step {self.step}")
 
@@ -245,7 +249,7 @@ class Trainer:
             if isinstance(parts.data.train, IterableDataset):  # streamed shards: this rank's own stream
                 micro_batches = iter(iterate_stream(parts.data.train, epoch, in_epoch * plan.per_worker_batch * accum,
                                                     plan.per_worker_batch, self.recipe.data.loader_workers, pin,
-                                                    self._unreadable, self.recipe.data.prefetch_batches))
+                                                    self._unreadable, self.recipe.data.prefetch_batches, accum))
             else:
                 micro_batches = iter(iterate_batches(parts.data.train, order.micro_batches(epoch, in_epoch),
                                                      self.recipe.data.loader_workers, pin, self._unreadable,
@@ -367,10 +371,7 @@ class Trainer:
             self._write_summary(summary)
 
     def _write_summary(self, summary: dict) -> None:
-        path = self.run_dir / "summary.json"
-        tmp = path.with_name(".summary.json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(self.run_dir / "summary.json", summary)
 
     def _images_between(self, first: int, last: int) -> int:
         """Training examples consumed by steps [first, last): epochs may differ in global batch."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from trainer.atomic import atomic_open, write_atomic
 from trainer.errors import RecipeError
 
 FIGURE_IN = (6.4, 4.0)  # inches, at DPI dots per inch:
@@ -164,7 +165,7 @@ def write_report(run_dir: Path, stale_after_s: float = STALE_AFTER_S) -> Path:
     try:
         out.mkdir(exist_ok=True)
         _plots(records, recipe, summary, out)
-        _write_atomic(report, _markdown(run_dir, records, recipe, summary))
+        write_atomic(report, _markdown(run_dir, records, recipe, summary))
     except OSError as e:
         raise RecipeError(f"{out}: cannot write the report ({e.strerror or e})") from None
     return report
@@ -179,12 +180,6 @@ def _read_recipe(run_dir: Path) -> dict:
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     return data if isinstance(data, dict) else {}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
@@ -263,9 +258,8 @@ def _resume_lines(ax, resumes: list[int]) -> None:
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()  # not bbox_inches="tight", which would change the pixel size
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    tmp.replace(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI)
 
 
 # ---- report.md -----------------------------------------------------------------------------------

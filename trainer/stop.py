@@ -6,21 +6,19 @@ together with the step's loss, so every rank stops after the same step, writes
 one checkpoint and exits cleanly instead of hanging in a collective.
 """
 
-import os
 import signal
 import threading
 import time
 from pathlib import Path
+
+from trainer.atomic import write_atomic
 
 STOP_FILE = "STOP"
 
 
 def request_stop(run_dir: Path, signum: int = signal.SIGTERM) -> None:
     """Ask the run in `run_dir` to checkpoint and stop after its current step."""
-    path = Path(run_dir) / STOP_FILE
-    tmp = path.with_name(f".{STOP_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(f"{int(signum)}\n")
-    os.replace(tmp, path)
+    write_atomic(Path(run_dir) / STOP_FILE, f"{int(signum)}\n")
 
 
 def clear_stop(run_dir: Path) -> None:

@@ -10,18 +10,38 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from trainer.atomic import write_atomic
+
 
 class MetricsFile:
-    """Append-only JSON lines; on resume, records past the resumed step are dropped first."""
+    """Append-only JSON lines. Opening repairs the file first: a line a crash left half-written is dropped
+    (with a warning naming it) and, on resume, so are records past the resumed step, so neither can block a
+    resume nor glue itself to the next record."""
 
     def __init__(self, path: Path, resume_step: int | None = None, mirror=None):
         self.path = Path(path)
         self.mirror = mirror  # also receives every record (the wandb tracker)
-        if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if line.strip()
-                    and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        if self.path.exists():
+            self._repair(resume_step)
         self._file = open(self.path, "a", encoding="utf-8")
+
+    def _repair(self, resume_step: int | None) -> None:
+        raw = self.path.read_bytes()
+        kept, changed = [], not raw.endswith(b"\n") and bool(raw)
+        for number, line in enumerate(raw.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            record = parse_record(line)
+            if record is None:
+                print(f"bigbatch: warning: {self.path}, line {number}: not a whole JSON record (a write cut "
+                      "short by a crash?); dropped", file=sys.stderr)
+                changed = True
+            elif resume_step is not None and record.get("step", 0) > resume_step:
+                changed = True
+            else:
+                kept.append(line + b"\n")
+        if changed:
+            write_atomic(self.path, b"".join(kept))
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
@@ -33,8 +53,13 @@ class MetricsFile:
         self._file.close()
 
 
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def parse_record(line: bytes | str) -> dict | None:
+    """One metrics.jsonl line as a dict, or None if it is not a whole JSON object."""
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class Console:

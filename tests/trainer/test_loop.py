@@ -105,3 +105,18 @@ def test_resume_with_another_global_batch_continues_at_the_same_example(tiny, tm
     assert summary["step"] == 12
     after = torch.load(tmp_path / "r" / "checkpoints" / "step_00000012.pt", weights_only=True)
     assert after["sampler"]["offset"] == 12 * 16 and after["global_batch"] == 16
+
+
+def test_a_half_written_metrics_line_does_not_block_resume(tiny, tmp_path, capsys):
+    common = ["train.eval_every_epochs=0", "train.checkpoint_every_steps=4"]
+    run(tiny, tmp_path / "r", [*common, "train.max_steps=8"])
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"step": 9, "loss": 0.5, "l')  # a crash mid-write: no closing brace, no newline
+    summary = run(tiny, tmp_path / "r", [*common, "train.max_steps=12"], resume="auto")
+    assert summary["step"] == 12
+    assert "metrics.jsonl" in capsys.readouterr().err
+    lines = metrics.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line whole again
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 12
