@@ -62,6 +62,8 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     """Everything is built the same way on every rank: same seed, same initial weights."""
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
+    if collective.device.type == "cuda":
+        torch.backends.cudnn.benchmark = recipe.train.cudnn_benchmark
     data = load_data(recipe.data, recipe.seed, collective.world_size, collective.rank)
     plan = make_plan(recipe, len(data.train), collective.world_size)
     torch.manual_seed(recipe.seed)

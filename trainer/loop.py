@@ -6,6 +6,7 @@ process (LocalCollective) and in Ray / torch.distributed / Horovod workers.
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 import uuid
@@ -27,6 +28,7 @@ from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.hardware import describe
 from trainer.recipe.schema import Recipe
+from trainer.step_outcomes import Settled, StepOutcomes
 from trainer.stop import STOP_FILE, StopRequests
 from trainer.track import Console, MetricsFile
 from trainer.wandb_tracker import WandbTracker
@@ -72,6 +74,7 @@ class Trainer:
         self.resumed_from = self._resume(resume) if resume else None
         self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
         self.times = WorkerTimes(collective)
+        self.outcomes = StepOutcomes(collective.world_size)
         self.grad_norm: float | None = None
         self.hardware = describe(collective.device, collective.world_size)
 
@@ -130,12 +133,14 @@ class Trainer:
 
     # ---- one optimizer step -------------------------------------------------------------------
     def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int,
-                        measure: bool = False) -> tuple[torch.Tensor | None, int]:
+                        measure: bool = False) -> Settled | None:
         """Accumulate over micro-steps (all-reduce only on the last), then step.
 
-        Returns the global mean loss (None if it is not finite: the step is not taken) and the signal number
-        of a stop request seen by any rank (0 if none), both from one all-reduce. With `measure` (a logging
-        step) the L2 norm of the averaged, unscaled gradient goes to `self.grad_norm`."""
+        The global loss and any rank's stop request are all-reduced together and kept on the device
+        (`self.outcomes`): nothing is read back here, so the host can queue the next step while the device
+        works. Only with train.on_nonfinite=skip is the outcome read at once (returned), since skipping a
+        step needs its loss before the update. With `measure` (a logging step) the L2 norm of the averaged,
+        unscaled gradient goes to `self.grad_norm`."""
         model, device = self.train_model, self.collective.device
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -154,21 +159,33 @@ class Trainer:
                 self.parts.scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
         waited = time.perf_counter()
-        shared = torch.stack([loss_sum, torch.tensor(float(self.stop.pending()), device=device)])
-        loss_and_stop = self.collective.all_reduce(shared, op="sum").tolist()
+        stop_flag = torch.full((), float(self.stop.pending() > 0), device=device)  # a fill, not a host copy
+        self.outcomes.add(self.step + 1, self.collective.all_reduce(torch.stack([loss_sum, stop_flag]), op="sum"))
         self.times.add_step(time.perf_counter() - waited)
-        stop = int(self.stop.signum or SIGTERM) if loss_and_stop[1] else 0
-        global_loss = torch.tensor(loss_and_stop[0] / self.collective.world_size)
-        if not torch.isfinite(global_loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None, stop
+        settled = None
+        if self.recipe.train.on_nonfinite == "skip":
+            settled = self.outcomes.settle()
+            if settled.first_nonfinite() is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return settled
         self.collective.synchronize_gradients(self.optimizer)  # before GradScaler looks for infs in them
         if measure:
             self.grad_norm = self._grad_norm()
         self.parts.scaler.step(self.optimizer)
         self.parts.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return global_loss, stop
+        return settled
+
+    def _take_in(self, settled: Settled, window: dict) -> int:
+        """Account for settled steps: their losses into the log window, a non-finite one stops the run (or is
+        counted as skipped). Returns the signal number of a stop request (0 if none)."""
+        for step, loss in settled.losses:
+            if math.isfinite(loss):
+                window["loss"] += loss
+                window["steps"] += 1
+            else:
+                self._nonfinite(step)
+        return int(self.stop.signum or SIGTERM) if settled.stop_requested else 0
 
     def _grad_norm(self) -> float:
         """Global gradient norm: gradients are already averaged over ranks (synchronize_gradients)."""
@@ -184,8 +201,9 @@ class Trainer:
             raise TrainingFailed(f"{bad.name}: {self.bad_images} unreadable images on rank {self.collective.rank}, "
                                  f"more than data.max_bad_images={self.recipe.data.max_bad_images}")
 
-    def _nonfinite(self) -> None:
-        where = f"step {self.step + 1} (epoch {self.plan.locate(self.step)[0]})"
+    def _nonfinite(self, step: int) -> None:
+        """Optimizer step number `step` (1-based) had a non-finite global loss."""
+        where = f"step {step} (epoch {self.plan.locate(step - 1)[0]})"
         last = self.checkpoints.latest_valid(report=lambda _: None) if self.is_main else None
         keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint had been written"
         if self.recipe.train.on_nonfinite == "stop":
@@ -258,14 +276,14 @@ class Trainer:
             while self.step < min(epoch_end, plan.total_steps):
                 lr = plan.schedule(self.step)
                 logging = (self.step + 1) % cfg.log_every_steps == 0 or self.step + 1 == plan.total_steps
-                loss, stop = self._optimizer_step(micro_batches, lr, accum, measure=logging and self.is_main)
-                if loss is None:
-                    self._nonfinite()
-                else:
-                    window["loss"] += loss.item()
-                    window["steps"] += 1
+                settled = self._optimizer_step(micro_batches, lr, accum, measure=logging and self.is_main)
                 window["images"] += order.global_batch
                 self.step += 1
+                checkpoint_due = bool(cfg.checkpoint_every_steps) and self.step % cfg.checkpoint_every_steps == 0
+                if settled is None and (logging or checkpoint_due or self.step in (epoch_end, plan.total_steps)):
+                    settled = self.outcomes.settle()  # the only host read of the step's outcome
+                if settled is not None:
+                    stop = self._take_in(settled, window)
                 if logging:
                     workers = self.times.gather() if self.collective.world_size > 1 else {}
                     if self.is_main:
@@ -275,8 +293,7 @@ class Trainer:
                     self.console.step(self.step)
                 if stop:
                     break
-                if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0 \
-                        and self.step not in (epoch_end, plan.total_steps):
+                if checkpoint_due and self.step not in (epoch_end, plan.total_steps):
                     self._save()
             if stop:
                 self._interrupted(stop, self._save())

@@ -55,12 +55,14 @@ class TrainConfig:
     log_every_steps: int = setting(10, min=1, help="write a step record to metrics.jsonl every N steps")
     checkpoint_every_steps: int = setting(0, min=0, help="also checkpoint every N steps; 0 = at epoch ends only")
     keep_checkpoints: int = setting(3, min=1, help="keep the newest K step checkpoints (plus best.pt)")
-    on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="non-finite loss: stop the run, or skip the step")
+    on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="non-finite loss: stop the run (found at the next log step, no per-step host sync), or skip the step (reads every step's loss before the update)")
     max_skipped_steps: int = setting(10, min=0, help="with on_nonfinite=skip: fail after this many skipped steps")
     progress_bar: bool = setting(True, help="console progress bar with ETA (only on a terminal)")
     channels_last: bool = setting(False, help="NHWC memory format for model and images (faster convolutions on "
                                   "GPUs with tensor cores)")
     compile: bool = setting(False, help="torch.compile the model (inductor; needs a C++ compiler on CPU)")
+    cudnn_benchmark: bool = setting(True, help="CUDA: let cuDNN time its convolution algorithms once per input "
+                                    "shape and keep the fastest")
     batch_growth_epochs: list[int] = setting([], help="epochs at which the global batch grows by "
                                              "batch_growth_factor (more accumulation steps, same lr; Smith et al. 2018)")
     batch_growth_factor: int = setting(2, min=2, help="factor for batch_growth_epochs")

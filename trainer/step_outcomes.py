@@ -1,0 +1,52 @@
+"""What every rank must learn after each optimizer step - the global loss and whether any rank was asked to
+stop - kept on the device and read by the host only at check points.
+
+Reading a device value (`.item()`, `.tolist()`) makes the host wait until the GPU has caught up: done every
+step it leaves the GPU idle while the host prepares the next step. So each step's all-reduced
+[loss, stop] pair is only appended here (device ops, no transfer), and `settle()` reads everything gathered
+since the last read in one transfer. The loop settles at log steps, checkpoints, evaluations and the end:
+every rank settles at the same steps, so every rank sees a stop request at the same step.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Settled:
+    """The steps since the last read: (step number, global mean loss) each, and the stop flag."""
+
+    losses: list[tuple[int, float]]
+    stop_requested: bool
+
+    def first_nonfinite(self) -> int | None:
+        return next((step for step, loss in self.losses if not math.isfinite(loss)), None)
+
+    def finite_losses(self) -> list[float]:
+        return [loss for _, loss in self.losses if math.isfinite(loss)]
+
+
+class StepOutcomes:
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self._steps: list[int] = []
+        self._values: list[torch.Tensor] = []  # each [loss sum over ranks, stop requests over ranks]
+
+    def add(self, step: int, reduced: torch.Tensor) -> None:
+        self._steps.append(step)
+        self._values.append(reduced)
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def settle(self) -> Settled:
+        """One device-to-host read of everything added since the last call."""
+        if not self._values:
+            return Settled([], False)
+        table = torch.stack(self._values).tolist()
+        settled = Settled([(step, loss / self.world_size) for step, (loss, _) in zip(self._steps, table, strict=True)],
+                          any(stop for _, stop in table))
+        self._steps, self._values = [], []
+        return settled
