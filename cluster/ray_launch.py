@@ -19,6 +19,7 @@ return, and the driver exits 128+N. A second signal stops at once.
 import json
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,7 @@ def _worker_loop(config: dict) -> None:
     from trainer.loop import Interrupted, Trainer
 
     recipe: Recipe = config["recipe"]
+    _signals_on_main_thread()
     device = ray.train.torch.get_device() if recipe.cluster.gpus_per_worker > 0 else "cpu"
     collective = TorchDistributedCollective(device)
     write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
@@ -78,6 +80,27 @@ def _worker_loop(config: dict) -> None:
         return  # the checkpoint is reported and summary.json says "interrupted": not a failure to retry
     # report() is collective in Ray Train V2: every worker calls it; rank 0's metrics become the result's.
     ray.train.report({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+
+
+def _signals_on_main_thread() -> None:
+    """Ray Train V2 runs the training function in a thread of its worker actor, where Python cannot install
+    signal handlers; the actor's own main thread is idle meanwhile, so it is asked to install bigbatch's
+    (RayTrainWorker.execute runs a function there). Then a SIGTERM to this worker (a spot node shutting down)
+    checkpoints the run like a SIGTERM to the driver."""
+    import ray
+
+    from trainer.stop import install_process_handler
+
+    try:
+        actor = ray.get_runtime_context().current_actor
+        installed = ray.get(actor.execute.remote(install_process_handler), timeout=60)
+    except Exception as e:  # a Ray without RayTrainWorker.execute: say so, train on
+        installed, why = False, f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        why = "not run on the main thread"
+    if not installed:
+        print(f"bigbatch: warning: a signal to this worker will stop it without a checkpoint ({why})",
+              file=sys.stderr)
 
 
 def write_worker_info(run_dir: Path, rank: int, device: str) -> None:

@@ -23,20 +23,28 @@ def wait_for_step(run_dir: Path, step: int, timeout_s: float = 120) -> None:
     raise AssertionError(f"run in {run_dir} did not reach step {step} in {timeout_s} s")
 
 
-def launch_and_kill_rank_1(recipe, run_dir: Path, at_step: int, timeout_s: float) -> tuple[dict, int]:
-    """Launch `recipe` in a thread, SIGKILL rank 1's process once the run reaches `at_step`, wait for the
-    launch to return; (its summary, the killed pid)."""
+def launch_and_kill_rank_1(recipe, run_dir: Path, at_step: int, timeout_s: float,
+                           signum: int = 9) -> tuple[dict, int]:
+    """Launch `recipe` in a thread, send `signum` (SIGKILL by default) to rank 1's process once the run
+    reaches `at_step`, wait for the launch to return; (its summary - or {"raised": the exception} - and the
+    signalled pid)."""
     import os
-    import signal
     import threading
 
     from cluster.launch import launch
 
     outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(summary=launch(recipe, run_dir)), daemon=True)
+
+    def run() -> None:
+        try:
+            outcome.update(summary=launch(recipe, run_dir))
+        except Exception as e:
+            outcome.update(summary={"raised": e})
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_for_step(run_dir, at_step)
     victim = json.loads((Path(run_dir) / "workers" / "rank_1.json").read_text())["pid"]
-    os.kill(victim, signal.SIGKILL)
+    os.kill(victim, signum)
     thread.join(timeout=timeout_s)
     return outcome["summary"], victim

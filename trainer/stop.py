@@ -4,6 +4,12 @@ Any rank may see a request (a spot node's SIGTERM reaches only its own workers;
 the driver of a Ray run writes the STOP file). The loop all-reduces the request
 together with the step's loss, so every rank stops after the same step, writes
 one checkpoint and exits cleanly instead of hanging in a collective.
+
+Python runs signal handlers on the main thread only, and only the main thread
+may install them. A training loop on another thread (Ray Train V2 runs the
+training function in a thread of its worker actor) has the launcher run
+`install_process_handler` on the main thread; the handler records the signal
+here, where `StopRequests` in any thread of the process sees it.
 """
 
 import signal
@@ -26,6 +32,36 @@ def clear_stop(run_dir: Path) -> None:
     (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
 
 
+_process_signals: list[int] = []  # signals caught by install_process_handler's handler, in arrival order
+_listeners = 0  # StopRequests instances that read them now
+_previous_handlers: dict[int, object] = {}
+
+
+def install_process_handler() -> bool:
+    """On the main thread: SIGINT/SIGTERM become stop requests for StopRequests on any thread of this process
+    while one is listening; a second signal, or one while nobody listens, goes to the handler that was there
+    before (a Ray worker's exits). Returns False when called off the main thread (nothing installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signum not in _previous_handlers:
+            _previous_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, _on_process_signal)
+    return True
+
+
+def _on_process_signal(signum, frame) -> None:
+    if _listeners and not _process_signals:
+        _process_signals.append(signum)
+        return
+    previous = _previous_handlers.get(signum)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+
 class StopRequests:
     """Signals caught in this process plus (when `stop_file` is given) a polled STOP file."""
 
@@ -35,16 +71,26 @@ class StopRequests:
         self.signum: int | None = None
         self._next_poll = 0.0
         self._previous: dict = {}
+        self._listening = False  # reading install_process_handler's signals (installed off the main thread)
 
     def install(self) -> None:
-        """SIGINT/SIGTERM become a request; a second one stops at once (KeyboardInterrupt)."""
+        """SIGINT/SIGTERM become a request; a second one stops at once (KeyboardInterrupt). Off the main thread,
+        requests come from install_process_handler's handler, which the launcher installs on the main thread."""
+        global _listeners
         if threading.current_thread() is not threading.main_thread():
+            _listeners += 1
+            _process_signals.clear()
+            self._listening = True
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._on_signal)
 
     def restore(self) -> None:
+        global _listeners
+        if self._listening:
+            _listeners -= 1
+            self._listening = False
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
@@ -56,6 +102,8 @@ class StopRequests:
 
     def pending(self) -> int:
         """The signal number of a request seen by this process (0 if none); polls the file at most once per interval."""
+        if self.signum is None and self._listening and _process_signals:
+            self.signum = _process_signals[0]
         if self.signum is None and self.stop_file is not None and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.poll_interval_s
             try:

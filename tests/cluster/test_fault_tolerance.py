@@ -15,6 +15,7 @@ from cluster.launch import launch
 from tests.cluster.conftest import RAY_TEST_ENV
 from tests.run_files import launch_and_kill_rank_1, records, wait_for_step
 from trainer.errors import TrainingFailed
+from trainer.loop import Interrupted
 from trainer.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +44,22 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoi
     # Ray's storage holds the reported checkpoints too (what a restarted group on another node reads)
     reported = sorted((run_dir / "ray").rglob("step_00000030.pt"))
     assert reported and reported[0].read_bytes() == (run_dir / "checkpoints" / "step_00000030.pt").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigterm_to_one_worker_stops_every_rank_with_a_checkpoint(ray_cluster, tiny, tmp_path):
+    """A spot node's shutdown: SIGTERM reaches rank 1's process only, whose training runs off the main thread."""
+    run_dir = tmp_path / "run"
+    recipe = load_recipe(tiny, [*TWO_WORKERS, "train.epochs=50", "cluster.max_failures=0"])
+    outcome, victim = launch_and_kill_rank_1(recipe, run_dir, at_step=3, timeout_s=120, signum=signal.SIGTERM)
+    assert isinstance(outcome.get("raised"), Interrupted), outcome
+    assert outcome["raised"].signum == signal.SIGTERM
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == signal.SIGTERM
+    stopped = torch.load(summary["checkpoint"], weights_only=True)
+    assert stopped["step"] == summary["step"] >= 3 and stopped["world_size"] == 2
+    assert not [r for r in records(run_dir) if r.get("event") == "failed"]
 
 
 @pytest.mark.slow
