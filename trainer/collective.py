@@ -81,3 +81,14 @@ class LocalCollective:
 
     def sync_batchnorm(self, model: nn.Module) -> nn.Module:
         return model
+
+
+def broadcast_buffers(model: nn.Module, collective: Collective, src: int = 0) -> None:
+    """Rank `src`'s buffers (BatchNorm running statistics, ...) on every rank: one broadcast per dtype."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for buffer in model.buffers():
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for buffers in by_dtype.values():
+        flat = collective.broadcast(torch.cat([b.detach().reshape(-1) for b in buffers]), src=src)
+        for buffer, value in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+            buffer.data.copy_(value.view_as(buffer))

@@ -21,7 +21,7 @@ from torch.utils.data import IterableDataset
 from trainer.atomic import write_atomic, write_json_atomic
 from trainer.build import build
 from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, seed_step, set_rng_state
-from trainer.collective import Collective
+from trainer.collective import Collective, broadcast_buffers
 from trainer.data import TrainOrder, iterate_batches
 from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 from trainer.errors import RecipeError, TrainingFailed
@@ -336,7 +336,11 @@ class Trainer:
         self.console.step(self.step, {k: record[k] for k in ("loss", "lr", "images_per_s")})
 
     def _evaluate(self) -> dict:
+        """Score the checkpoint's model: rank 0's BatchNorm statistics on every rank first (unsynced BN leaves
+        each rank its own; DDP's per-forward broadcast is one batch behind; Horovod has none)."""
         parts = self.parts
+        if self.collective.world_size > 1:
+            broadcast_buffers(self.model, self.collective)
         result = evaluate(self.train_model, parts.data.val, self.collective,
                           self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
                           parts.autocast(self.collective.device), self.recipe.data.loader_workers,

@@ -149,3 +149,24 @@ def test_a_training_error_on_horovod_fails_at_once_without_restarting_the_group(
         launch(recipe, tmp_path / "run")
     assert [r.get("event") for r in records(tmp_path / "run") if "event" in r] == ["start", "failed"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_horovod_evaluation_scores_the_checkpointed_model_with_unsynced_batchnorm(ray_cluster, tiny, tmp_path):
+    """bn.sync: none leaves each rank its own BatchNorm running statistics; the reported evaluation must be
+    that of the checkpoint (rank 0's model), not a blend of the ranks' models."""
+    from trainer.collective import LocalCollective
+    from trainer.evaluate import evaluate
+    from trainer.loop import Trainer
+
+    common = ["cluster.workers=2", "optim.warmup_epochs=0", "train.max_steps=6", "bn.sync=none",
+              "train.eval_every_epochs=0"]
+    summary = launch(load_recipe(tiny, [*common, "cluster.backend=horovod"]), tmp_path / "hvd")
+    checkpoint = tmp_path / "hvd" / "checkpoints" / "step_00000006.pt"
+    one = Trainer(load_recipe(tiny, [*common, "cluster.workers=1", "cluster.backend=local"]), tmp_path / "one",
+                  LocalCollective(), resume=str(checkpoint))
+    alone = evaluate(one.model, one.parts.data.val, LocalCollective(), 32)
+    reported = [r for r in records(tmp_path / "hvd") if "val_loss" in r and "event" not in r][-1]
+    assert summary["top1"] == pytest.approx(alone["top1"], abs=1e-9)
+    assert reported["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-5)
