@@ -8,6 +8,13 @@ when an API key is configured (WANDB_API_KEY or a netrc entry for
 api.wandb.ai), else offline into RUN_DIR/wandb (upload later with `wandb sync`).
 Any wandb failure - import, network, key - prints one warning and turns the
 tracker off; metrics.jsonl keeps everything either way.
+
+Steps: charts are drawn against bigbatch's optimizer step, logged as the metric
+`step` (define_metric), never as wandb's own step. wandb's step only increases
+and rows at a step it has already seen are dropped, so a group restarted from
+an earlier checkpoint would lose the replayed range; with its own step left to
+count rows, the replayed steps appear (twice where the first attempt logged
+them too, as they happened).
 """
 
 import netrc
@@ -44,6 +51,8 @@ class WandbTracker:
             self.run = wandb.init(project=cfg.project, entity=cfg.entity or None, id=run_id, resume="allow",
                                   dir=str(run_dir), mode=self.mode, config=config, name=Path(run_dir).name,
                                   settings=wandb.Settings(silent=True, console="off"))
+            self.run.define_metric("step")
+            self.run.define_metric("*", step_metric="step")
         except Exception as e:  # wandb must never be the reason a run dies
             self._off(e)
 
@@ -64,7 +73,7 @@ class WandbTracker:
                 self.run.summary.update({**numbers, **{k: v for k, v in record.items() if k not in numbers
                                                        and k not in ("step", "time") and v is not None}})
             elif numbers:
-                self.run.log(numbers, step=int(record["step"]))
+                self.run.log({**numbers, "step": int(record["step"])})
         except Exception as e:
             self._off(e)
 

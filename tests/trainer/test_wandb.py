@@ -101,3 +101,24 @@ def test_auto_mode_follows_the_environment(monkeypatch, tmp_path, env, expected)
         monkeypatch.setenv(key, value)
     assert resolve_mode(TrackConfig()) == expected
     assert resolve_mode(TrackConfig(wandb="disabled")) == "disabled"
+
+
+def test_a_restart_from_an_earlier_checkpoint_logs_the_replayed_steps_against_bigbatch_step(tiny, tmp_path):
+    """wandb drops rows at a wandb step it has seen; rows carry bigbatch's step as the chart's x-axis metric
+    instead, so a group that resumes from step 2 after logging to step 4 still shows steps 3 and 4 again."""
+    recipe = load_recipe(tiny, ["track.wandb=offline", "track.project=bigbatch-tests", "train.max_steps=4",
+                                "train.log_every_steps=1", "train.eval_every_epochs=0",
+                                "train.checkpoint_every_steps=2", "train.keep_checkpoints=5"])
+    Trainer(recipe, tmp_path / "s", LocalCollective()).fit()
+    earlier = tmp_path / "s" / "checkpoints" / "step_00000002.pt"
+    Trainer(recipe, tmp_path / "s", LocalCollective(), resume=str(earlier)).fit()
+    first, second = run_files(tmp_path / "s")
+    rows = []
+    for path in (first, second):
+        history = [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
+                   for r in settled_records(path) if r.WhichOneof("record_type") == "history"]
+        rows.append([int(h["step"]) for h in history if "loss" in h])
+    assert rows == [[1, 2, 3, 4], [3, 4]]
+    defined = {(r.metric.name or r.metric.glob_name, r.metric.step_metric) for r in settled_records(second)
+               if r.WhichOneof("record_type") == "metric"}
+    assert ("*", "step") in defined
