@@ -36,30 +36,46 @@ def save_checkpoint(state: dict, path: Path) -> None:
     write_atomic(_sidecar(path), f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n")
 
 
-def checkpoint_problem(path: Path) -> str | None:
-    """None if `path` is complete and matches its checksum, else what is wrong with it."""
+def read_verified(path: Path) -> bytes:
+    """The checkpoint's bytes, read once and checked against its sidecar; ValueError says what is wrong."""
     sidecar = _sidecar(path)
     if not path.is_file():
-        return "file not found"
+        raise ValueError(f"{path}: file not found")
     if not sidecar.is_file():
-        return "no checksum file (interrupted write?)"
+        raise ValueError(f"{path}: no checksum file (interrupted write?)")
     try:
         digest, size = sidecar.read_text().split()
     except ValueError:
-        return "unreadable checksum file"
+        raise ValueError(f"{path}: unreadable checksum file") from None
     data = path.read_bytes()
     if len(data) != int(size):
-        return f"truncated ({len(data)} of {size} bytes)"
+        raise ValueError(f"{path}: truncated ({len(data)} of {size} bytes)")
     if hashlib.sha256(data).hexdigest() != digest:
-        return "checksum mismatch (corrupt)"
+        raise ValueError(f"{path}: checksum mismatch (corrupt)")
+    return data
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """None if `path` is complete and matches its checksum, else what is wrong with it."""
+    try:
+        read_verified(path)
+    except ValueError as e:
+        return str(e).removeprefix(f"{path}: ")
     return None
 
 
+def load_bytes(data: bytes, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint from bytes already verified. weights_only=True: a checkpoint can never run code."""
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a verified checkpoint. weights_only=True: a checkpoint can never run code."""
-    problem = checkpoint_problem(path)
-    if problem:
-        raise ValueError(f"{path}: {problem}")
+    """Load a verified checkpoint (one read of the file)."""
+    return load_bytes(read_verified(path), map_location)
+
+
+def load_unverified(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint another rank has just verified (ranks of one run share its file system)."""
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
@@ -97,14 +113,19 @@ class CheckpointDir:
             _sidecar(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
 
-    def latest_valid(self, report=lambda msg: print(msg, file=sys.stderr)) -> Path | None:
-        """Newest checkpoint that verifies; corrupt or truncated ones are reported and skipped."""
+    def newest_verified(self, report=lambda msg: print(msg, file=sys.stderr)) -> tuple[Path, bytes] | None:
+        """Newest checkpoint that verifies, with its bytes (read once); corrupt or truncated ones are reported
+        and skipped."""
         for path in self.step_files():
-            problem = checkpoint_problem(path)
-            if problem is None:
-                return path
-            report(f"bigbatch: skipping checkpoint {path}: {problem}")
+            try:
+                return path, read_verified(path)
+            except ValueError as e:
+                report(f"bigbatch: skipping checkpoint {path}: {str(e).removeprefix(f'{path}: ')}")
         return None
+
+    def latest_valid(self, report=lambda msg: print(msg, file=sys.stderr)) -> Path | None:
+        found = self.newest_verified(report)
+        return found[0] if found else None
 
 
 def rng_state() -> dict:

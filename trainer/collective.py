@@ -92,3 +92,15 @@ def broadcast_buffers(model: nn.Module, collective: Collective, src: int = 0) ->
         flat = collective.broadcast(torch.cat([b.detach().reshape(-1) for b in buffers]), src=src)
         for buffer, value in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
             buffer.data.copy_(value.view_as(buffer))
+
+
+def broadcast_text(text: str, collective: Collective, src: int = 0) -> str:
+    """Rank `src`'s string on every rank (length first, then the UTF-8 bytes)."""
+    if collective.world_size == 1:
+        return text
+    data = text.encode("utf-8") if collective.rank == src else b""
+    length = collective.broadcast(torch.tensor([len(data)], dtype=torch.int64, device=collective.device), src)
+    buffer = torch.zeros(int(length.item()), dtype=torch.uint8, device=collective.device)
+    if collective.rank == src:
+        buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    return bytes(collective.broadcast(buffer, src).cpu().tolist()).decode("utf-8")

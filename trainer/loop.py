@@ -20,8 +20,16 @@ from torch.utils.data import IterableDataset
 
 from trainer.atomic import write_atomic, write_json_atomic
 from trainer.build import build
-from trainer.checkpoint import CheckpointDir, load_checkpoint, rng_state, seed_step, set_rng_state
-from trainer.collective import Collective, broadcast_buffers
+from trainer.checkpoint import (
+    CheckpointDir,
+    load_bytes,
+    load_unverified,
+    read_verified,
+    rng_state,
+    seed_step,
+    set_rng_state,
+)
+from trainer.collective import Collective, broadcast_buffers, broadcast_text
 from trainer.data import TrainOrder, iterate_batches
 from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 from trainer.errors import RecipeError, TrainingFailed
@@ -87,11 +95,31 @@ class Trainer:
 
     # ---- resume -------------------------------------------------------------------------------
     def _resume(self, resume: str) -> Path | None:
-        path = self.checkpoints.latest_valid() if resume == "auto" else Path(resume)
-        if path is None:
+        """Rank 0 picks and verifies the checkpoint (one read); the others learn which from it and then read it
+        once each, unverified: at W ranks that is W + 1 reads of shared storage, not 2W per candidate."""
+        path, data, problem = None, None, ""
+        if self.is_main:
+            if resume == "auto":
+                path, data = self.checkpoints.newest_verified() or (None, None)
+            else:
+                path = Path(resume)
+                try:
+                    data = read_verified(path)
+                except (ValueError, OSError) as e:
+                    problem = str(e).removeprefix(f"{path}: ")
+        chosen = broadcast_text(f"{'ok' if data else 'error' if problem else 'none'}\n{path}\n{problem}",
+                                self.collective)
+        status, shared_path, problem = chosen.split("\n", 2)
+        if status == "none":
             return None  # --resume auto with nothing to resume: a fresh run
+        path = Path(shared_path)
         try:
-            state = load_checkpoint(path, map_location=self.collective.device)
+            if status == "error":
+                raise ValueError(problem)
+            if data is not None:
+                state = load_bytes(data, map_location=self.collective.device)
+            else:
+                state = load_unverified(path, map_location=self.collective.device)
         except (ValueError, OSError, RuntimeError) as e:
             raise RecipeError(f"{path}: --resume: cannot load checkpoint: {e}") from None
         self.model.load_state_dict(state["model"])
