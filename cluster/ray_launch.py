@@ -9,13 +9,16 @@ reports it to Ray's storage (`cluster.storage_path`, default <run dir>/ray),
 which keeps `train.keep_checkpoints` of them. A worker group that Ray restarts
 after a failure (`cluster.max_failures`) resumes from `ray.train.get_checkpoint()`,
 the newest reported one, so a restarted rank 0 on another node needs nothing
-from the old node's disk.
+from the old node's disk. When that storage is on the run directory's file
+system (the default), Ray keeps a reference to the run directory's file instead
+of a second copy.
 
 Stopping: SIGINT/SIGTERM to the driver (spot preemption, `ray job stop`) writes
 the run directory's STOP file; the workers finish their step, checkpoint and
 return, and the driver exits 128+N. A second signal stops at once.
 """
 
+import functools
 import json
 import os
 import socket
@@ -33,22 +36,42 @@ from trainer.recipe.schema import ClusterConfig, Recipe
 from trainer.stop import StopRequests, request_stop
 
 
-def _report_checkpoint(path: Path | None, metrics: dict) -> None:
-    """Collective (every rank calls it): rank 0 hands its checkpoint file and checksum to Ray's storage."""
+REFERENCE = "checkpoint_ref.json"
+
+
+def _report_checkpoint(path: Path | None, metrics: dict, by_reference: bool = False) -> None:
+    """Collective (every rank calls it): rank 0 hands its checkpoint to Ray's storage - the file and its
+    checksum, or, when that storage is on the run directory's own file system, only a reference to the file
+    (Ray would otherwise keep a second copy of every checkpoint beside the first)."""
     import ray.train
 
     if path is None:
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".report-") as staging:
-        for source in (path, path.with_name(path.name + ".sha256")):
-            os.link(source, Path(staging) / source.name)  # same directory: a link, not a copy
+        if by_reference:
+            write_json_atomic(Path(staging) / REFERENCE, {"path": str(path.resolve())})
+        else:
+            for source in (path, path.with_name(path.name + ".sha256")):
+                os.link(source, Path(staging) / source.name)  # same directory: a link, not a copy
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(staging))
+
+
+def same_file_system(storage_path: str, run_dir: Path) -> bool:
+    """Whether Ray's storage and the run directory live on one local file system (their checkpoints would be
+    two copies on the same disks)."""
+    if "://" in storage_path and not storage_path.startswith("file://"):
+        return False
+    target = Path(storage_path.removeprefix("file://"))
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    return target.stat().st_dev == run_dir.stat().st_dev
 
 
 @contextmanager
 def _restored_checkpoint(resume: str | None) -> Iterator[str | None]:
-    """What this worker resumes from: Ray's newest reported checkpoint after a restart, else `resume`."""
+    """What this worker resumes from: Ray's newest reported checkpoint after a restart (a file or the run
+    directory file it references), else `resume`."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -56,6 +79,11 @@ def _restored_checkpoint(resume: str | None) -> Iterator[str | None]:
         yield resume
         return
     with checkpoint.as_directory() as directory:
+        reference = Path(directory) / REFERENCE
+        if reference.is_file():
+            referenced = Path(json.loads(reference.read_text())["path"])
+            yield str(referenced) if referenced.is_file() else resume  # pruned: the newest valid one instead
+            return
         files = sorted(p for p in Path(directory).iterdir() if STEP_FILE.match(p.name))
         yield str(files[-1]) if files else resume
 
@@ -73,7 +101,8 @@ def _worker_loop(config: dict) -> None:
     collective = TorchDistributedCollective(device)
     write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
     with _restored_checkpoint(config["resume"]) as resume:
-        trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=_report_checkpoint)
+        report = functools.partial(_report_checkpoint, by_reference=config["by_reference"])
+        trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=report)
     try:
         summary = trainer.fit()
     except Interrupted:
@@ -163,13 +192,15 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     use_gpu = cfg.gpus_per_worker > 0
+    storage = cfg.storage_path or str(run_dir / "ray")
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto"},
+        train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto",
+                           "by_reference": same_file_system(storage, run_dir)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=run_dir.name, storage_path=cfg.storage_path or str(run_dir / "ray"),
+        run_config=RunConfig(name=run_dir.name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.max_failures,
                                                           controller_failure_limit=cfg.max_failures)),

@@ -1,6 +1,9 @@
 """Multi-worker training through Ray Train on a real local Ray instance with gloo process groups."""
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,12 +56,18 @@ def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_
 @pytest.mark.timeout(180)
 def test_checkpoint_of_two_workers_resumes_on_one(ray_cluster, tiny, tmp_path):
     common = ["train.eval_every_epochs=0", "optim.warmup_epochs=0"]
-    launch(load_recipe(tiny, [*common, "cluster.backend=torch", "cluster.workers=2", "bn.sync=all",
-                              "data.batch_size=8", "train.max_steps=3",
-                              f"cluster.storage_path={tmp_path / 'shared'}"]), tmp_path / "run")
+    # storage on another file system (tmpfs) gets a real copy of each checkpoint
+    shared = Path(tempfile.mkdtemp(prefix="bigbatch-storage-", dir="/dev/shm"))
+    assert shared.stat().st_dev != tmp_path.stat().st_dev, "needs /dev/shm on another file system"
+    try:
+        launch(load_recipe(tiny, [*common, "cluster.backend=torch", "cluster.workers=2", "bn.sync=all",
+                                  "data.batch_size=8", "train.max_steps=3", f"cluster.storage_path={shared}"]),
+               tmp_path / "run")
+        (reported,) = shared.rglob("step_00000003.pt")  # Ray's copy went to cluster.storage_path
+        assert reported.read_bytes() == (tmp_path / "run" / "checkpoints" / "step_00000003.pt").read_bytes()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     saved = torch.load(tmp_path / "run" / "checkpoints" / "step_00000003.pt", weights_only=True)
-    (reported,) = (tmp_path / "shared").rglob("step_00000003.pt")  # Ray's copy went to cluster.storage_path
-    assert reported.read_bytes() == (tmp_path / "run" / "checkpoints" / "step_00000003.pt").read_bytes()
     assert saved["world_size"] == 2 and saved["sampler"]["offset"] == 3 * 16
     summary = launch(load_recipe(tiny, [*common, "data.batch_size=16", "train.max_steps=5"]), tmp_path / "run",
                      resume="auto")
@@ -78,8 +87,20 @@ def test_two_workers_train_on_packed_shards_and_evaluate_every_sample_once(ray_c
                                 f"data.root={tmp_path / 'packed'}", "data.image_size=32", "data.batch_size=2",
                                 "model.name=resnet_small", "train.epochs=2", "train.eval_every_epochs=1"])
     summary = launch(recipe, tmp_path / "run")
-    smallest_share = sum(sorted(train_shards)[:len(train_shards) // 2])
-    assert summary["step"] == 2 * (smallest_share // 2) and summary["world_size"] == 2
+    assert len(train_shards) > 2 and sum(train_shards) == 24
+    assert summary["step"] == 2 * (24 // (2 * 2)) and summary["world_size"] == 2  # every sample, every epoch
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evaluations = [r for r in records if "top1" in r and "event" not in r]
     assert len(evaluations) == 2 and all(r["examples"] == 9 for r in evaluations)  # 3 classes x 3, once each
+
+
+def test_ray_storage_copies_checkpoints_only_to_another_file_system(tmp_path):
+    from cluster.ray_launch import same_file_system
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert same_file_system(str(run_dir / "ray"), run_dir)  # the default, not created yet
+    assert same_file_system(f"file://{tmp_path}/elsewhere/deeper", run_dir)
+    assert not same_file_system("s3://bucket/runs", run_dir)
+    if Path("/dev/shm").is_dir() and Path("/dev/shm").stat().st_dev != run_dir.stat().st_dev:
+        assert not same_file_system("/dev/shm/bigbatch-storage", run_dir)
