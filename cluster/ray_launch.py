@@ -35,7 +35,6 @@ from trainer.errors import RecipeError, TrainingFailed
 from trainer.recipe.schema import ClusterConfig, Recipe
 from trainer.stop import StopRequests, request_stop
 
-
 REFERENCE = "checkpoint_ref.json"
 
 
