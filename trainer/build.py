@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import optim
 from optim import split_param_groups
-from trainer.collective import Collective
+from trainer.collective import Collective, broadcast_text
 from trainer.data import DataSplits, load_data
 from trainer.errors import RecipeError
 from trainer.models import create_model
@@ -64,7 +64,8 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
         torch.set_num_threads(recipe.train.threads)
     if collective.device.type == "cuda":
         torch.backends.cudnn.benchmark = recipe.train.cudnn_benchmark
-    data = load_data(recipe.data, recipe.seed, collective.world_size, collective.rank)
+    data = load_data(recipe.data, recipe.seed, collective.world_size, collective.rank,
+                     share=lambda text: broadcast_text(text, collective))
     plan = make_plan(recipe, len(data.train), collective.world_size)
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,

@@ -118,3 +118,60 @@ def test_each_loader_worker_prepares_data_prefetch_batches_batches_ahead(tmp_pat
     time.sleep(1.5)  # the worker fills its queue meanwhile
     loaded = len(log.read_text().split())
     assert labels.tolist() == [0, 1, 2, 0] and loaded == 4 * (1 + prefetch)
+
+
+def _list_once(rank: int, world: int, root: str, pids_dir: str) -> None:
+    import trainer.data.folder as folder
+    from cluster.backends.torch_dist import TorchDistributedCollective
+    from trainer.collective import broadcast_text
+    from trainer.data import load_data
+    from trainer.recipe.schema import DataConfig
+
+    scans = []
+    real_scan = folder.scan
+    folder.scan = lambda *a, **k: scans.append(a) or real_scan(*a, **k)
+    collective = TorchDistributedCollective("cpu")
+    data = load_data(DataConfig(name="folder", root=root, batch_size=2), 0, world, rank,
+                     share=lambda text: broadcast_text(text, collective))
+    assert len(scans) == (2 if rank == 0 else 0)  # train/ and val/, by rank 0 only
+    alone = folder.load_folder_splits(root, 0)
+    assert data.train.samples == alone.train.samples and data.classes == alone.classes
+
+
+@pytest.mark.timeout(120)
+def test_only_rank_0_lists_a_folder_data_set(tmp_path):
+    from tests.gloo import spawn_gloo
+    from tests.images import write_jpeg_folder
+
+    root = write_jpeg_folder(tmp_path / "folder", classes=3, per_class=4, val_per_class=2)
+    spawn_gloo(_list_once, 2, str(root), str(tmp_path))
+
+
+def test_loader_workers_persist_across_epochs_and_evaluations(tiny, tmp_path, monkeypatch):
+    """The processes that load images: two for training, two for evaluation, for 2 epochs x 2 evaluations."""
+    import os
+
+    from tests.images import write_jpeg_folder
+    from trainer.collective import LocalCollective
+    from trainer.data.folder import ImageFolderDataset
+    from trainer.loop import Trainer
+    from trainer.recipe import load_recipe
+
+    root = write_jpeg_folder(tmp_path / "folder", classes=3, per_class=4, val_per_class=2)
+    pids = tmp_path / "pids"
+    real = ImageFolderDataset.__getitem__
+
+    def record_pid(self, key):  # runs in the loader worker processes (forked: they inherit this)
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()} {'train' if self.train else 'val'}\n")
+        return real(self, key)
+
+    monkeypatch.setattr(ImageFolderDataset, "__getitem__", record_pid)
+    recipe = load_recipe(tiny, ["data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4",
+                                "data.loader_workers=2", "model.name=resnet_small", "train.epochs=2",
+                                "train.eval_every_epochs=1"])
+    Trainer(recipe, tmp_path / "run", LocalCollective()).fit()
+    seen = {tuple(line.split()) for line in pids.read_text().splitlines()}
+    assert os.getpid() not in {int(pid) for pid, _ in seen}
+    assert len({pid for pid, split in seen if split == "train"}) == 2
+    assert len({pid for pid, split in seen if split == "val"}) == 2

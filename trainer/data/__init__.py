@@ -1,5 +1,7 @@
 """Data sets by recipe name, the per-rank order, and batch iteration."""
 
+from collections.abc import Callable
+
 from trainer.data.base import DataSplits, InMemoryDataset
 from trainer.data.loader import iterate_batches
 from trainer.data.order import TrainOrder, eval_shard
@@ -7,9 +9,11 @@ from trainer.errors import RecipeError
 from trainer.recipe.schema import DataConfig
 
 
-def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0) -> DataSplits:
+def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
+              share: Callable[[str], str] | None = None) -> DataSplits:
     """Build the train and held-out splits the recipe's `data:` section names (streamed shards need this
-    worker's rank and the world size)."""
+    worker's rank and the world size). `share(text)` returns rank 0's `text` on every rank (a broadcast):
+    folder listings are made once, by rank 0, not by every rank."""
     if cfg.name == "digits":
         from trainer.data.digits import load_digits_splits
 
@@ -34,7 +38,7 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0) ->
     if cfg.name == "folder":
         from trainer.data.folder import load_folder_splits
 
-        return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels)
+        return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share)
     raise ValueError(f"unknown data set {cfg.name!r}")
 
 

@@ -8,7 +8,9 @@ order and the augmentation are the same with any number of loader workers and
 after resume. Unreadable images are skipped, counted and reported by name.
 """
 
+import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,12 +55,14 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | Skipped, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor | Skipped, int]:
+        """`key` is an index, or (epoch, index) from a persistent loader (its workers' copy of `epoch` is stale)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         path, label = self.samples[index]
         try:
             data = Path(path).read_bytes()
             if self.train:
-                rng = random.Random(f"{self.seed}:{self.epoch}:{index}")  # per example; as shards do by key
+                rng = random.Random(f"{self.seed}:{epoch}:{index}")  # per example; as shards do by key
                 image = decode_train(data, self.size, rng)
             else:
                 image = decode_eval(data, self.size)
@@ -70,15 +74,38 @@ class ImageFolderDataset(Dataset):
         return image, label
 
 
-def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int = 0) -> DataSplits:
+def list_splits(root: str) -> dict:
+    """Classes and the (file, class index) pairs of train/ and val/ under `root`."""
     base = Path(root)
     if not base.is_dir():
         raise RecipeError(f"{base}: data.root: directory not found")
-    train_samples, classes = scan(base / "train")
-    val_samples, _ = scan(base / "val", classes)
+    train, classes = scan(base / "train")
+    val, _ = scan(base / "val", classes)
+    return {"classes": classes, "train": train, "val": val}
+
+
+def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int = 0, rank: int = 0,
+                       share: Callable[[str], str] | None = None) -> DataSplits:
+    """With `share` (rank 0's text on every rank), only rank 0 lists the folder: listing ImageNet's 1.28M
+    files takes minutes on a network file system, and every rank doing it multiplies that load by W.
+    A listing error on rank 0 reaches every rank, so all stop with the same message."""
+    if share is None:
+        listing = list_splits(root)
+    else:
+        text = ""
+        if rank == 0:
+            try:
+                text = json.dumps(list_splits(root))
+            except RecipeError as e:
+                text = json.dumps({"error": str(e)})
+        listing = json.loads(share(text))
+        if "error" in listing:
+            raise RecipeError(listing["error"])
+    train, val = ([(path, int(label)) for path, label in listing[s]] for s in ("train", "val"))
     size, chans = image_size or 224, channels or 3
     return DataSplits(
-        train=ImageFolderDataset(train_samples, size, True, seed, chans),
-        val=ImageFolderDataset(val_samples, size, False, seed, chans),
-        num_classes=len(classes), channels=chans, image_size=size, classes=classes, normalize=normalize_batch,
+        train=ImageFolderDataset(train, size, True, seed, chans),
+        val=ImageFolderDataset(val, size, False, seed, chans),
+        num_classes=len(listing["classes"]), channels=chans, image_size=size, classes=listing["classes"],
+        normalize=normalize_batch,
     )

@@ -40,11 +40,39 @@ def report_skipped(skipped: Skipped) -> None:
     print(f"bigbatch: warning: skipping {skipped.name}: {skipped.reason}", file=sys.stderr)
 
 
+class _Batches:
+    """The batch sampler of a persistent DataLoader: the main process sets the next pass's batches."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _persistent_loader(dataset: Dataset, loader_workers: int, pin_memory: bool, prefetch: int) -> DataLoader:
+    """One DataLoader per (data set, settings), kept on the data set with its worker processes for its
+    lifetime: starting L workers for every epoch and every evaluation costs seconds each time at ImageNet
+    scale. (Kept on the data set, not in a registry, so both are collected together.)"""
+    loaders = dataset.__dict__.setdefault("_persistent_loaders", {})
+    key = (loader_workers, pin_memory, prefetch)
+    if key not in loaders:
+        loaders[key] = DataLoader(dataset, batch_sampler=_Batches(), num_workers=loader_workers,
+                                  pin_memory=pin_memory, persistent_workers=True, collate_fn=collate,
+                                  prefetch_factor=prefetch)
+    return loaders[key]
+
+
 def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loader_workers: int = 0,
                     pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
                     prefetch: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """In-memory data sets are gathered directly; others go through a DataLoader with this exact order.
-    Unreadable examples are dropped from their batch and passed to `on_skip`."""
+    """In-memory data sets are gathered directly; others go through a DataLoader with this exact order, whose
+    worker processes persist across epochs and evaluations. A data set with an `epoch` (augmentation seeded by
+    it) gets (epoch, index) keys, since persistent workers hold their own copy of it. Unreadable examples are
+    dropped from their batch and passed to `on_skip`."""
     if isinstance(dataset, InMemoryDataset):
         for idx in index_batches:
             yield dataset.images[idx], dataset.labels[idx]
@@ -52,9 +80,15 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
     batches = [idx.tolist() if isinstance(idx, torch.Tensor) else list(idx) for idx in index_batches]
     if not batches:
         return
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=loader_workers, pin_memory=pin_memory,
-                        persistent_workers=False, collate_fn=collate,
-                        prefetch_factor=prefetch if loader_workers else None)
+    epoch = getattr(dataset, "epoch", None)
+    if epoch is not None:
+        batches = [[(epoch, i) for i in batch] for batch in batches]
+    if loader_workers:
+        loader = _persistent_loader(dataset, loader_workers, pin_memory, prefetch)
+        loader.batch_sampler.batches = batches
+    else:
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=0, pin_memory=pin_memory,
+                            collate_fn=collate)
     for images, labels, skipped in loader:
         for bad in skipped:
             on_skip(bad)
