@@ -49,5 +49,10 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None) -> di
     if recipe.cluster.backend == "horovod":
         from cluster.horovod_launch import launch_horovod
 
+        gpus = recipe.cluster.gpus_per_worker
+        if gpus != int(gpus):
+            raise RecipeError(f"cluster.gpus_per_worker: Horovod gives each worker whole GPUs (NCCL cannot share "
+                              f"one between ranks); got {gpus:g}, expected 0, 1, 2, ...")
+
         return launch_horovod(recipe, run_dir, resume)
     raise RecipeError(f"cluster.backend: unknown backend {recipe.cluster.backend!r}")

@@ -152,7 +152,7 @@ class Trainer:
             "sampler": {"seed": self.recipe.seed, "epoch": epoch,
                         "offset": in_epoch * self.plan.global_batch_at(epoch)},
             "schedule": {"step": self.step, "lr": self.plan.schedule(self.step)},
-            "world_size": self.collective.world_size, "global_batch": self.plan.global_batch,
+            "world_size": self.collective.world_size, "global_batch": self.plan.global_batch_at(epoch),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
             "best_top1": self.best_top1, "skipped_steps": self.skipped_steps,
@@ -351,6 +351,7 @@ class Trainer:
         elapsed = time.perf_counter() - window["start"]
         record = {"step": self.step, "epoch": self._epoch_progress(),
                   "loss": window["loss"] / max(1, window["steps"]), "lr": lr,
+                  "global_batch": self.plan.global_batch_at(self.plan.locate(self.step - 1)[0]),
                   "images_per_s": window["images"] / max(elapsed, 1e-9), **workers}
         if self.grad_norm is not None:
             record["grad_norm"] = self.grad_norm
@@ -395,7 +396,8 @@ class Trainer:
                    "top5": last_eval.get("top5"), "best_top1": self.best_top1,
                    "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
                    "images_per_s": self._images_between(start_step, self.step) / max(elapsed, 1e-9),
-                   "world_size": self.collective.world_size, "global_batch": self.plan.global_batch,
+                   "world_size": self.collective.world_size,
+                   "global_batch": self.plan.global_batch_at(self.plan.locate(self.step - 1)[0]),
                    "hardware": self.hardware}
         if self.is_main:
             self.metrics.write({"event": "finish", **summary})

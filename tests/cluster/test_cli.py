@@ -148,3 +148,10 @@ def test_every_shipped_recipe_resolves(cli, recipe):
     derived = yaml.safe_load(out)["derived"]
     assert derived["global_batch"] == derived["world_size"] * derived["per_worker_batch"] * derived[
         "accumulation_steps"]
+
+
+def test_horovod_with_a_fraction_of_a_gpu_per_worker_is_refused(cli, tiny, tmp_path):
+    code, _, err = cli("train", tiny, "--out", tmp_path / "run", "--set", "cluster.backend=horovod",
+                       "--set", "cluster.workers=2", "--set", "cluster.gpus_per_worker=0.5")
+    assert code == 2 and err.count("\n") == 1
+    assert "cluster.gpus_per_worker: Horovod gives each worker whole GPUs" in err and "got 0.5" in err

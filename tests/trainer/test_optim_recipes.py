@@ -97,6 +97,10 @@ def test_batch_growth_run_resumes_exactly_across_the_growth(tiny, tmp_path):
         assert torch.equal(ca["model"][k], cb["model"][k])
     mid = torch.load(tmp_path / "b" / "checkpoints" / "step_00000044.pt", weights_only=True)
     assert (mid["epoch"], mid["step_in_epoch"]) == (1, 0)
+    # records carry the global batch of their own epoch: 32 before the growth at epoch 1, 64 after
+    assert a["global_batch"] == ca["global_batch"] == 64
+    batches = {r["step"]: r["global_batch"] for r in records(tmp_path / "a")}
+    assert batches[44] == 32 and batches[46] == 64 and batches[88] == 64
 
 
 def test_lars_run_logs_trust_ratio_summary(tiny, tmp_path):
