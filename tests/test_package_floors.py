@@ -4,9 +4,10 @@ A floor below the tested version would let pip install a release nobody ran (tor
 without APIs the code calls)."""
 
 import re
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -42,6 +42,21 @@ class Parts:
         return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
+class AuxiliaryLoss(nn.Module):
+    """The loss of a model's output: its logits, or (logits, auxiliary logits) from a model with an auxiliary
+    head in training (DARTS, NASNet, Inception: loss + weight x auxiliary loss, Szegedy et al. 2015)."""
+
+    def __init__(self, loss: nn.Module, weight: float):
+        super().__init__()
+        self.loss, self.weight = loss, weight
+
+    def forward(self, output: torch.Tensor | tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if isinstance(output, tuple):
+            logits, aux = output
+            return self.loss(logits, target) + self.weight * self.loss(aux, target)
+        return self.loss(output, target)
+
+
 def make_optimizer(opt: OptimConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """The recipe's optimizer over (adapted, decayed) and (excluded) parameter groups."""
     groups = split_param_groups(model, opt.weight_decay, opt.exclude_norm_and_bias, opt.exclude_patterns)
@@ -77,6 +92,7 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
         group = collective if recipe.bn.sync == "all" else collective.subgroup(recipe.bn.group_size)
         model = group.sync_batchnorm(model)
     optimizer = make_optimizer(recipe.optim, model, plan.scaled_lr)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
+    criterion = AuxiliaryLoss(nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing),
+                              recipe.train.auxiliary_weight)
     scaler = torch.amp.GradScaler(collective.device.type, enabled=recipe.train.precision == "fp16")
     return Parts(data, plan, model, optimizer, criterion, scaler, recipe.train.precision)

@@ -31,9 +31,10 @@ with probability `drop_path_prob` during training; identity edges are never drop
 probability linearly from 0 over training; here it is the constant `drop_path_prob` attribute (a schedule
 can assign it between epochs).
 
-The auxiliary head (optional, off by default) is built only with `auxiliary=True` and only runs through
-`forward_with_aux`: `forward` returns the main logits alone, so the training loop and DDP see a plain
-classifier (the loop does not add the paper's 0.4-weighted auxiliary loss). Published counts exclude it.
+The auxiliary head (optional, off by default) is built only with `auxiliary=True`; in training `forward`
+then returns (logits, auxiliary logits) and the loop adds the auxiliary loss with weight
+`train.auxiliary_weight` (the paper's 0.4). In evaluation it returns the logits alone. Published counts
+exclude it.
 
 Counts against the paper (trainer.models.complexity: conv + FC multiply-adds; FC layer included, no aux head):
   - darts_v2_cifar: 3,349,342 parameters vs "3.3M" (+1.5%, inside the printed precision); the authors' code,
@@ -334,8 +335,11 @@ class _Network(nn.Module):
                 aux = self.auxiliary_head(s1)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(s1, 1), 1)), aux
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_aux(x)[0]
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The logits; in training with the auxiliary head built, (logits, auxiliary logits), so the head
+        takes part in the loss (trainer.build.AuxiliaryLoss) and DDP sees every parameter used."""
+        logits, aux = self.forward_with_aux(x)
+        return logits if aux is None else (logits, aux)
 
 
 def _check_channels(init_channels: int) -> None:
@@ -396,10 +400,10 @@ class NetworkImageNet(_Network):
           published=Published(params_m=3.3, macs_m=None, resolution=32, classes=10,
                               source="Liu et al. 2019, Table 1 (DARTS second order, CIFAR-10)"))
 def darts_v2_cifar(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
-                   drop_path: float = 0.0) -> nn.Module:
+                   drop_path: float = 0.0, auxiliary: bool = False) -> nn.Module:
     """The published CIFAR-10 model; `image_size` is not needed (global pooling)."""
-    return NetworkCIFAR(parse_genotype(DARTS_V2, "darts_v2"), num_classes, 36, 20, drop_path=drop_path,
-                        in_chans=in_chans)
+    return NetworkCIFAR(parse_genotype(DARTS_V2, "darts_v2"), num_classes, 36, 20, auxiliary=auxiliary,
+                        drop_path=drop_path, in_chans=in_chans)
 
 
 @register("darts_v2_imagenet", family="nas",
@@ -407,23 +411,25 @@ def darts_v2_cifar(num_classes: int = 1000, in_chans: int = 3, image_size: int =
           published=Published(params_m=4.7, macs_m=574, resolution=224, classes=1000,
                               source="Liu et al. 2019, Table 3"))
 def darts_v2_imagenet(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
-                      drop_path: float = 0.0) -> nn.Module:
+                      drop_path: float = 0.0, auxiliary: bool = False) -> nn.Module:
     """The published ImageNet mobile-setting model."""
-    return NetworkImageNet(parse_genotype(DARTS_V2, "darts_v2"), num_classes, 48, 14, drop_path=drop_path,
-                           in_chans=in_chans)
+    return NetworkImageNet(parse_genotype(DARTS_V2, "darts_v2"), num_classes, 48, 14, auxiliary=auxiliary,
+                           drop_path=drop_path, in_chans=in_chans)
 
 
 @register("darts", family="nas", description="DARTS evaluation network from any genotype given in the recipe")
 def darts(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, genotype: object = "darts_v2",
           setting: str = "cifar", layers: int | None = None, init_channels: int | None = None,
-          drop_path: float = 0.0) -> nn.Module:
+          drop_path: float = 0.0, auxiliary: bool = False) -> nn.Module:
     """`genotype`: dict, compact string or published name; `setting`: cifar (default C=36, 20 cells) or
-    imagenet (C=48, 14 cells)."""
+    imagenet (C=48, 14 cells); `auxiliary`: build the auxiliary head (trained with train.auxiliary_weight)."""
     parsed = parse_genotype(genotype, "model.kwargs.genotype")
     if setting == "cifar":
         return NetworkCIFAR(parsed, num_classes, 36 if init_channels is None else init_channels,
-                            20 if layers is None else layers, drop_path=drop_path, in_chans=in_chans)
+                            20 if layers is None else layers, auxiliary=auxiliary, drop_path=drop_path,
+                            in_chans=in_chans)
     if setting == "imagenet":
         return NetworkImageNet(parsed, num_classes, 48 if init_channels is None else init_channels,
-                               14 if layers is None else layers, drop_path=drop_path, in_chans=in_chans)
+                               14 if layers is None else layers, auxiliary=auxiliary, drop_path=drop_path,
+                               in_chans=in_chans)
     raise RecipeError(f"model.kwargs.setting: expected 'cifar' or 'imagenet', got {setting!r}")

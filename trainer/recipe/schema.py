@@ -48,6 +48,8 @@ class TrainConfig:
     max_steps: int = setting(0, min=0, help="stop after this many optimizer steps; 0 = run the epochs")
     accumulation_steps: int = setting(1, min=1, help="micro-steps per optimizer step")
     label_smoothing: float = setting(0.0, min=0.0, below=1.0, help="cross-entropy label smoothing")
+    auxiliary_weight: float = setting(0.4, min=0.0, help="weight of the auxiliary head's loss for models built "
+                                      "with one (e.g. darts with model.kwargs.auxiliary: true)")
     precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype (fp16 adds a grad scaler)")
     device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
     threads: int = setting(0, min=0, help="torch intra-op threads per worker; 0 = torch's default")

@@ -109,7 +109,7 @@ def test_bad_kwargs_through_the_registry_are_recipe_errors():
     with pytest.raises(RecipeError, match="init_channels"):
         create_model("darts", 10, init_channels=7)
     with pytest.raises(RecipeError, match="model.kwargs"):
-        create_model("darts_v2_cifar", 10, auxiliary=True)
+        create_model("darts_v2_cifar", 10, auxilary=True)  # misspelt
 
 
 # ---------------------------------------------------------------------------------------- running it
@@ -174,3 +174,40 @@ def test_network_output_resolution():
     assert _last_cell_shape(imagenet, 224) == (1, 4 * 4 * 48, 7, 7)  # stems /8, two reductions: 224 -> 7
     assert [i for i, c in enumerate(cifar.cells) if c.reduction] == [6, 13]
     assert [i for i, c in enumerate(imagenet.cells) if c.reduction] == [4, 9]
+
+
+def _auxiliary_under_ddp(rank: int, world: int, recipe_path: str, run_root: str) -> None:
+    from cluster.backends.torch_dist import TorchDistributedCollective
+    from trainer.loop import Trainer
+    from trainer.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, ["model.kwargs.auxiliary=true", "model.kwargs.layers=3", "cluster.workers=2", "data.image_size=32",
+                                       "data.batch_size=16", "train.max_steps=3", "train.eval_every_epochs=0",
+                                       "train.threads=1"])
+    trainer = Trainer(recipe, run_root, TorchDistributedCollective("cpu"))
+    head = {k: v.clone() for k, v in trainer.model.auxiliary_head.state_dict().items()}
+    summary = trainer.fit()  # DDP refuses a second step if the head's parameters go unused
+    assert summary["step"] == 3
+    after = trainer.model.auxiliary_head.state_dict()
+    assert any(not torch.equal(head[k], after[k]) for k in head if after[k].is_floating_point())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_auxiliary_head_trains_under_ddp(tmp_path):
+    from pathlib import Path
+
+    from tests.gloo import spawn_gloo
+
+    recipe = Path(__file__).resolve().parents[3] / "recipes" / "digits_darts.yaml"
+    spawn_gloo(_auxiliary_under_ddp, 2, str(recipe), str(tmp_path / "run"))
+
+
+def test_auxiliary_loss_adds_the_weighted_head_loss():
+    from trainer.build import AuxiliaryLoss
+
+    logits, aux, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    ce = torch.nn.functional.cross_entropy
+    loss = AuxiliaryLoss(torch.nn.CrossEntropyLoss(), 0.4)
+    torch.testing.assert_close(loss((logits, aux), y), ce(logits, y) + 0.4 * ce(aux, y))
+    torch.testing.assert_close(loss(logits, y), ce(logits, y))
