@@ -59,3 +59,21 @@ def test_kuberay_cluster_and_job_agree_and_run_bigbatch():
     assert argv[argv.index("--out") + 1].startswith("/mnt/runs/")
     submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
     assert {e["name"] for e in submitter["env"]} >= {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+
+
+def test_aws_gpu_nodes_use_efa_in_one_zone_and_placement_group():
+    """NCCL falls back to TCP unless the nodes have EFA interfaces, share a placement group (one zone), and
+    the container sees the devices and has libfabric + aws-ofi-nccl."""
+    config = yaml.safe_load((CONFIGS / "aws-gpu.yaml").read_text())
+    assert "," not in config["provider"]["availability_zone"]
+    node = config["available_node_types"]["gpu_worker"]["node_config"]
+    assert node["Placement"]["GroupName"]
+    interfaces = node["NetworkInterfaces"]
+    assert node["InstanceType"].startswith("p4d") and len(interfaces) == 4  # p4d.24xlarge: 4 network cards
+    assert all(i["InterfaceType"] == "efa" for i in interfaces)
+    assert sorted(i["NetworkCardIndex"] for i in interfaces) == [0, 1, 2, 3]
+    options = " ".join(config["docker"]["run_options"])
+    assert "--device=/dev/infiniband" in options and "memlock=-1" in options and "FI_PROVIDER=efa" in options
+    dockerfile = (CONFIGS / "Dockerfile").read_text()
+    assert "efa_installer.sh" in dockerfile and "--skip-kmod" in dockerfile and "ofi-nccl" in dockerfile
+    assert re.search(r"^ARG EFA=1$", dockerfile, re.M)
