@@ -30,11 +30,11 @@ def _worker(recipe: Recipe, run_dir: str, resume: str | None) -> dict | None:
     import horovod.torch as hvd
     import torch
 
-    from cluster.backends.horovod_backend import HorovodCollective
+    from cluster.backends.horovod_backend import HorovodCollective, init_horovod
     from cluster.ray_launch import write_worker_info
     from trainer.loop import Interrupted, Trainer
 
-    hvd.init()
+    init_horovod(recipe.cluster.workers, (recipe.bn.group_size,) if recipe.bn.sync == "group" else ())
     device = torch.device("cuda", hvd.local_rank()) if recipe.cluster.gpus_per_worker > 0 else "cpu"
     if isinstance(device, torch.device):
         torch.cuda.set_device(device)

@@ -41,14 +41,14 @@ def test_horovod_and_torch_backends_train_the_same_weights(ray_cluster, tiny, tm
                for k in (0, 1))
 
 
-def _sync_bn_against_global(group_size):
+def _sync_bn_against_global(group_size, world=2):
     """On each rank: bigbatch's SyncBatchNorm over Horovod vs nn.BatchNorm2d over the batch of the ranks it
     normalises with (every rank draws every rank's data from one seed, unequal sizes per rank)."""
     import horovod.torch as hvd
 
-    from cluster.backends.horovod_backend import HorovodCollective
+    from cluster.backends.horovod_backend import HorovodCollective, init_horovod
 
-    hvd.init()
+    init_horovod(world, (group_size,) if group_size else ())
     try:
         rank, size = hvd.rank(), hvd.size()
         gen = torch.Generator().manual_seed(0)
@@ -56,6 +56,8 @@ def _sync_bn_against_global(group_size):
         dys = [torch.randn(x.shape, generator=gen) for x in xs]
         collective = HorovodCollective("cpu")
         collective = collective.subgroup(group_size) if group_size else collective
+        if group_size and 1 < group_size < size:  # the block's own process set, not a world-wide all-gather
+            assert collective.process_set is not None and collective.process_set.size() == group_size
         ranks = list(range(rank // (group_size or size) * (group_size or size),
                            rank // (group_size or size) * (group_size or size) + (group_size or size)))
         reference = nn.BatchNorm2d(4)
@@ -80,31 +82,47 @@ def _sync_bn_against_global(group_size):
             grad = getattr(ours[0], name).grad.clone()
             hvd.allreduce_(grad, op=hvd.Sum) if not group_size else collective.all_reduce(grad, op="sum")
             diffs["d" + name] = (grad - getattr(reference, name).grad).abs().max().item()
+        hvd.barrier()  # blocks finish at their own pace; Horovod's shutdown is world-wide
         return diffs
     finally:
         hvd.shutdown()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("group_size", [None, 1])
-def test_sync_batchnorm_over_horovod_equals_batchnorm_over_the_global_batch(ray_cluster, group_size):
+def run_on_horovod(fn, workers: int, *args) -> list:
     import ray.cloudpickle
     from horovod.ray import RayExecutor
 
     from cluster.horovod_launch import _close, _rendezvous_on
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this file
-    executor = RayExecutor(RayExecutor.create_settings(timeout_s=60), num_workers=2, cpus_per_worker=1)
+    executor = RayExecutor(RayExecutor.create_settings(timeout_s=90), num_workers=workers,
+                           cpus_per_worker=2 / workers)
     servers: list = []
     try:
         with _rendezvous_on("127.0.0.1") as servers:
             executor.start(extra_env_vars={"HOROVOD_GLOO_RENDEZVOUS_ADDR": "127.0.0.1"})
-        results = executor.run(_sync_bn_against_global, args=[group_size])
+        return executor.run(fn, args=list(args))
     finally:
         executor.shutdown()
         _close(servers)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("group_size", [None, 1])
+def test_sync_batchnorm_over_horovod_equals_batchnorm_over_the_global_batch(ray_cluster, group_size):
+    results = run_on_horovod(_sync_bn_against_global, 2, group_size, 2)
     assert len(results) == 2
+    for diffs in results:
+        assert max(diffs.values()) < 1e-5, diffs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("group_size", [2, 4])
+def test_grouped_sync_batchnorm_on_8_horovod_ranks_equals_batchnorm_over_each_group(ray_cluster, group_size):
+    results = run_on_horovod(_sync_bn_against_global, 8, group_size, 8)
+    assert len(results) == 8
     for diffs in results:
         assert max(diffs.values()) < 1e-5, diffs
 

@@ -8,7 +8,7 @@ from tests.gloo import spawn_gloo
 from trainer.collective import LocalCollective
 from trainer.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
-BATCHES = {2: [3, 5], 3: [2, 4, 1]}  # unequal per-replica batch sizes
+BATCHES = {2: [3, 5], 3: [2, 4, 1], 8: [2, 3, 1, 4, 2, 2, 3, 1]}  # unequal per-replica batch sizes
 
 
 def global_problem(world: int):
@@ -19,8 +19,12 @@ def global_problem(world: int):
     return x, r
 
 
-def reference(world: int):
+def reference(world: int, ranks: list[int] | None = None):
+    """BatchNorm over the concatenated batch of `ranks` (all of them by default)."""
     x, r = global_problem(world)
+    if ranks is not None:
+        bounds = [sum(BATCHES[world][:k]) for k in range(world + 1)]
+        x, r = (torch.cat([t[bounds[k]:bounds[k + 1]] for k in ranks]) for t in (x, r))
     bn = nn.BatchNorm2d(4, momentum=0.3)
     with torch.no_grad():
         bn.weight.copy_(torch.linspace(0.5, 2.0, 4))
@@ -32,14 +36,17 @@ def reference(world: int):
     return y.detach(), x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var
 
 
-def _worker(rank: int, world: int):
+def _worker(rank: int, world: int, group_size: int = 0):
     from cluster.backends.torch_dist import TorchDistributedCollective
 
     collective = TorchDistributedCollective("cpu")
+    group = collective.subgroup(group_size) if group_size else collective
+    members = list(range(rank - rank % group_size, rank - rank % group_size + group_size)) if group_size \
+        else list(range(world))
     x, r = global_problem(world)
     lo = sum(BATCHES[world][:rank])
     hi = lo + BATCHES[world][rank]
-    bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(4, momentum=0.3)), collective)[0]
+    bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(4, momentum=0.3)), group)[0]
     assert isinstance(bn, SyncBatchNorm)
     with torch.no_grad():
         bn.weight.copy_(torch.linspace(0.5, 2.0, 4))
@@ -48,12 +55,13 @@ def _worker(rank: int, world: int):
     for _ in range(2):
         y = bn(xs)
     (y * r[lo:hi]).sum().backward()
-    ref_y, ref_dx, ref_dw, ref_db, ref_rm, ref_rv = reference(world)
+    ref_y, ref_dx, ref_dw, ref_db, ref_rm, ref_rv = reference(world, members)
+    start = sum(BATCHES[world][k] for k in members if k < rank)  # this rank's rows in its group's batch
     dw, db = bn.weight.grad.clone(), bn.bias.grad.clone()
-    collective.all_reduce(dw)  # the data-parallel all-reduce sums local weight/bias gradients
-    collective.all_reduce(db)
-    torch.testing.assert_close(y.detach(), ref_y[lo:hi], rtol=0, atol=1e-5)
-    torch.testing.assert_close(xs.grad, ref_dx[lo:hi], rtol=0, atol=1e-5)
+    group.all_reduce(dw)  # the group's weight/bias gradients: its members' local ones summed
+    group.all_reduce(db)
+    torch.testing.assert_close(y.detach(), ref_y[start:start + hi - lo], rtol=0, atol=1e-5)
+    torch.testing.assert_close(xs.grad, ref_dx[start:start + hi - lo], rtol=0, atol=1e-5)
     torch.testing.assert_close(dw, ref_dw, rtol=0, atol=1e-5)
     torch.testing.assert_close(db, ref_db, rtol=0, atol=1e-5)
     torch.testing.assert_close(bn.running_mean, ref_rm, rtol=0, atol=1e-5)
@@ -67,6 +75,15 @@ def _worker(rank: int, world: int):
 @pytest.mark.parametrize("world", [2, 3])
 def test_sync_bn_equals_global_batchnorm(world):
     spawn_gloo(_worker, world)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("group_size", [2, 4])
+def test_grouped_sync_bn_on_8_processes_equals_batchnorm_over_each_group(group_size):
+    """bn.sync: group at 8 ranks (torch.distributed subgroups): each block of `group_size` ranks normalises
+    over its own concatenated batch, independently of the other blocks."""
+    spawn_gloo(_worker, 8, group_size)
 
 
 def test_single_replica_sync_bn_is_batchnorm():
