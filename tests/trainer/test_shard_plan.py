@@ -9,23 +9,15 @@ import numpy as np
 import pytest
 
 from trainer.data.shards import plan
+from trainer.data.shards.simulate import IMAGENET_TRAIN, IMAGENET_VAL, packed_sizes
 
-IMAGENET_TRAIN, IMAGENET_VAL, MEAN_BYTES = 1_281_167, 50_000, 115_000
 BATCH = 32  # per GPU, as Goyal et al.
-
-
-def packed_sizes(num_samples: int, shard_bytes: int, seed: int) -> list[int]:
-    """Samples per shard when images of ImageNet-like sizes (lognormal, mean ~115 KB) are packed greedily
-    into shards of at most `shard_bytes`, the last one a remainder."""
-    rng = np.random.default_rng(seed)
-    sizes = rng.lognormal(np.log(MEAN_BYTES) - 0.5 * 0.6 ** 2, 0.6, num_samples) + 1024  # + tar headers
-    shard_of = np.floor(np.cumsum(sizes) / shard_bytes).astype(np.int64)
-    return np.bincount(shard_of).tolist()
+GB, MB = 10**9, 10**6
 
 
 INDEXES = {
-    "1GB": (packed_sizes(IMAGENET_TRAIN, 1 << 30, 0), packed_sizes(IMAGENET_VAL, 1 << 30, 1)),
-    "256MB": (packed_sizes(IMAGENET_TRAIN, 1 << 28, 0), packed_sizes(IMAGENET_VAL, 1 << 28, 1)),
+    "1GB": (packed_sizes(IMAGENET_TRAIN, GB, 0), packed_sizes(IMAGENET_VAL, GB, 1)),
+    "256MB": (packed_sizes(IMAGENET_TRAIN, 256 * MB, 0), packed_sizes(IMAGENET_VAL, 256 * MB, 1)),
 }
 
 
