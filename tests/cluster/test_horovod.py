@@ -41,51 +41,58 @@ def test_horovod_and_torch_backends_train_the_same_weights(ray_cluster, tiny, tm
                for k in (0, 1))
 
 
-def _sync_bn_against_global(group_size, world=2):
-    """On each rank: bigbatch's SyncBatchNorm over Horovod vs nn.BatchNorm2d over the batch of the ranks it
-    normalises with (every rank draws every rank's data from one seed, unequal sizes per rank)."""
+def _sync_bn_against_global(group_sizes, world=2):
+    """On each rank, for each group size (None: the whole world): bigbatch's SyncBatchNorm over Horovod vs
+    nn.BatchNorm2d over the batch of the ranks it normalises with (every rank draws every rank's data from one
+    seed, unequal sizes per rank). One Horovod session for all sizes: starting 8 ranks costs seconds."""
     import horovod.torch as hvd
 
-    from cluster.backends.horovod_backend import HorovodCollective, init_horovod
+    from cluster.backends.horovod_backend import init_horovod
 
-    init_horovod(world, (group_size,) if group_size else ())
+    init_horovod(world, tuple(g for g in group_sizes if g))
     try:
-        rank, size = hvd.rank(), hvd.size()
-        gen = torch.Generator().manual_seed(0)
-        xs = [torch.randn(3 + r, 4, 5, 5, generator=gen) * (r + 1) + r for r in range(size)]
-        dys = [torch.randn(x.shape, generator=gen) for x in xs]
-        collective = HorovodCollective("cpu")
-        collective = collective.subgroup(group_size) if group_size else collective
-        if group_size and 1 < group_size < size:  # the block's own process set, not a world-wide all-gather
-            assert collective.process_set is not None and collective.process_set.size() == group_size
-        ranks = list(range(rank // (group_size or size) * (group_size or size),
-                           rank // (group_size or size) * (group_size or size) + (group_size or size)))
-        reference = nn.BatchNorm2d(4)
-        ours = collective.sync_batchnorm(nn.Sequential(nn.BatchNorm2d(4)))
-        with torch.no_grad():
-            for bn in (reference, ours[0]):
-                bn.weight.copy_(torch.linspace(0.5, 2, 4))
-                bn.bias.copy_(torch.linspace(-1, 1, 4))
-        x_all = torch.cat([xs[r] for r in ranks]).requires_grad_()
-        y_all = reference(x_all)
-        (y_all * torch.cat([dys[r] for r in ranks])).sum().backward()
-        x = xs[rank].clone().requires_grad_()
-        y = ours(x)
-        (y * dys[rank]).sum().backward()
-        start = sum(len(xs[r]) for r in ranks if r < rank)
-        diffs = {"y": (y - y_all[start:start + len(x)]).abs().max().item(),
-                 "dx": (x.grad - x_all.grad[start:start + len(x)]).abs().max().item(),
-                 "running_mean": (ours[0].running_mean - reference.running_mean).abs().max().item(),
-                 "running_var": (ours[0].running_var - reference.running_var).abs().max().item()}
-        # dw, db: the reference's are over its whole batch; ours are this rank's share, summed over the ranks
-        for name in ("weight", "bias"):
-            grad = getattr(ours[0], name).grad.clone()
-            hvd.allreduce_(grad, op=hvd.Sum) if not group_size else collective.all_reduce(grad, op="sum")
-            diffs["d" + name] = (grad - getattr(reference, name).grad).abs().max().item()
-        hvd.barrier()  # blocks finish at their own pace; Horovod's shutdown is world-wide
-        return diffs
+        return [_compare_sync_bn(hvd, group_size) for group_size in group_sizes]
     finally:
         hvd.shutdown()
+
+
+def _compare_sync_bn(hvd, group_size) -> dict:
+    from cluster.backends.horovod_backend import HorovodCollective
+
+    rank, size = hvd.rank(), hvd.size()
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(3 + r, 4, 5, 5, generator=gen) * (r + 1) + r for r in range(size)]
+    dys = [torch.randn(x.shape, generator=gen) for x in xs]
+    collective = HorovodCollective("cpu")
+    collective = collective.subgroup(group_size) if group_size else collective
+    if group_size and 1 < group_size < size:  # the block's own process set, not a world-wide all-gather
+        assert collective.process_set is not None and collective.process_set.size() == group_size
+    ranks = list(range(rank // (group_size or size) * (group_size or size),
+                       rank // (group_size or size) * (group_size or size) + (group_size or size)))
+    reference = nn.BatchNorm2d(4)
+    ours = collective.sync_batchnorm(nn.Sequential(nn.BatchNorm2d(4)))
+    with torch.no_grad():
+        for bn in (reference, ours[0]):
+            bn.weight.copy_(torch.linspace(0.5, 2, 4))
+            bn.bias.copy_(torch.linspace(-1, 1, 4))
+    x_all = torch.cat([xs[r] for r in ranks]).requires_grad_()
+    y_all = reference(x_all)
+    (y_all * torch.cat([dys[r] for r in ranks])).sum().backward()
+    x = xs[rank].clone().requires_grad_()
+    y = ours(x)
+    (y * dys[rank]).sum().backward()
+    start = sum(len(xs[r]) for r in ranks if r < rank)
+    diffs = {"y": (y - y_all[start:start + len(x)]).abs().max().item(),
+             "dx": (x.grad - x_all.grad[start:start + len(x)]).abs().max().item(),
+             "running_mean": (ours[0].running_mean - reference.running_mean).abs().max().item(),
+             "running_var": (ours[0].running_var - reference.running_var).abs().max().item()}
+    # dw, db: the reference's are over its whole batch; ours are this rank's share, summed over the ranks
+    for name in ("weight", "bias"):
+        grad = getattr(ours[0], name).grad.clone()
+        hvd.allreduce_(grad, op=hvd.Sum) if not group_size else collective.all_reduce(grad, op="sum")
+        diffs["d" + name] = (grad - getattr(reference, name).grad).abs().max().item()
+    hvd.barrier()  # blocks finish at their own pace; the next check and the shutdown are world-wide
+    return diffs
 
 
 def run_on_horovod(fn, workers: int, *args) -> list:
@@ -109,21 +116,19 @@ def run_on_horovod(fn, workers: int, *args) -> list:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("group_size", [None, 1])
-def test_sync_batchnorm_over_horovod_equals_batchnorm_over_the_global_batch(ray_cluster, group_size):
-    results = run_on_horovod(_sync_bn_against_global, 2, group_size, 2)
+def test_sync_batchnorm_over_horovod_equals_batchnorm_over_the_global_batch(ray_cluster):
+    results = run_on_horovod(_sync_bn_against_global, 2, (None, 1), 2)  # the world, and blocks of one
     assert len(results) == 2
-    for diffs in results:
+    for diffs in (d for rank in results for d in rank):
         assert max(diffs.values()) < 1e-5, diffs
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("group_size", [2, 4])
-def test_grouped_sync_batchnorm_on_8_horovod_ranks_equals_batchnorm_over_each_group(ray_cluster, group_size):
-    results = run_on_horovod(_sync_bn_against_global, 8, group_size, 8)
-    assert len(results) == 8
-    for diffs in results:
+def test_grouped_sync_batchnorm_on_8_horovod_ranks_equals_batchnorm_over_each_group(ray_cluster):
+    results = run_on_horovod(_sync_bn_against_global, 8, (2, 4), 8)
+    assert len(results) == 8 and all(len(rank) == 2 for rank in results)
+    for diffs in (d for rank in results for d in rank):
         assert max(diffs.values()) < 1e-5, diffs
 
 

@@ -77,13 +77,17 @@ def test_sync_bn_equals_global_batchnorm(world):
     spawn_gloo(_worker, world)
 
 
+def _grouped_workers(rank: int, world: int, group_sizes: tuple[int, ...]):
+    for group_size in group_sizes:  # one set of processes for every group size: starting 8 costs seconds
+        _worker(rank, world, group_size)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("group_size", [2, 4])
-def test_grouped_sync_bn_on_8_processes_equals_batchnorm_over_each_group(group_size):
-    """bn.sync: group at 8 ranks (torch.distributed subgroups): each block of `group_size` ranks normalises
+def test_grouped_sync_bn_on_8_processes_equals_batchnorm_over_each_group():
+    """bn.sync: group at 8 ranks (torch.distributed subgroups), groups of 2 and of 4: each block normalises
     over its own concatenated batch, independently of the other blocks."""
-    spawn_gloo(_worker, 8, group_size)
+    spawn_gloo(_grouped_workers, 8, (2, 4))
 
 
 def test_single_replica_sync_bn_is_batchnorm():
