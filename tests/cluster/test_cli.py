@@ -47,6 +47,32 @@ def test_show_prints_resolved_recipe_and_derived_values(cli, tiny):
     assert d["steps_per_epoch"] == d["train_examples"] // 256
     assert d["warmup_steps"] == round(0.5 * d["steps_per_epoch"])
     assert d["total_steps"] == 2 * d["steps_per_epoch"]
+    # the share of the training set an epoch trains on: all but the remainder of one global batch
+    assert d["epoch_coverage"] == pytest.approx(d["steps_per_epoch"] * 256 / d["train_examples"], abs=1e-6)
+
+
+def test_show_says_how_to_repack_a_format_1_shard_directory(cli, tiny, tmp_path):
+    import json
+
+    from tests.images import write_jpeg_folder
+    from trainer.data.shards import pack_folder
+
+    folder = write_jpeg_folder(tmp_path / "folder", classes=2, per_class=4, val_per_class=2)
+    pack_folder(folder, tmp_path / "packed", shard_size_bytes=20_000)
+    recipe = ["--set", "data.name=shards", "--set", f"data.root={tmp_path / 'packed'}", "--set", "data.batch_size=2",
+              "--set", "cluster.workers=2", "--set", "data.image_size=32"]
+    code, _, err = cli("show", tiny, *recipe)
+    assert code == 0 and "format-1" not in err
+    index = json.loads((tmp_path / "packed" / "index.json").read_text())
+    index["version"] = 1
+    for entry in index["splits"].values():
+        for shard in entry["shards"]:
+            del shard["offsets"]
+    (tmp_path / "packed" / "index.json").write_text(json.dumps(index))
+    code, _, err = cli("show", tiny, *recipe)
+    lines = [line for line in err.splitlines() if "format-1" in line]
+    assert code == 0 and len(lines) == 1
+    assert f"bigbatch data pack SOURCE_FOLDER {tmp_path / 'packed'}" in lines[0]
 
 
 def test_recipes_and_models_and_keys(cli):
