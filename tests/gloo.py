@@ -7,10 +7,16 @@ import torch.multiprocessing as mp
 
 
 def _join_then_run(rank: int, world: int, init_file: str, fn, args: tuple) -> None:
+    import torch.distributed as dist
+
     from cluster.backends.torch_dist import init_process_group
 
     init_process_group("gloo", f"file://{init_file}", rank, world)
     fn(rank, world, *args)
+    # leave together and tear the group down: a process that exits while gloo's threads still run can abort
+    # ("terminate called without an active exception")
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def spawn_gloo(fn, world: int, *args) -> None:

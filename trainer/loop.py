@@ -35,6 +35,7 @@ from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_mode
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.hardware import describe
+from trainer.models.complexity import count_macs
 from trainer.recipe.schema import Recipe
 from trainer.step_outcomes import Settled, StepOutcomes
 from trainer.stop import STOP_FILE, StopRequests
@@ -85,6 +86,8 @@ class Trainer:
         self.outcomes = StepOutcomes(collective.world_size)
         self.grad_norm: float | None = None
         self.hardware = describe(collective.device, collective.world_size)
+        self.macs_per_image = (count_macs(self.model, self.parts.data.channels, self.parts.data.image_size)
+                               if self.is_main else 0)  # for the summary, which rank 0 writes
 
     def _shared_run_id(self) -> str:
         """A fresh id, rank 0's on every rank."""
@@ -353,6 +356,7 @@ class Trainer:
                   "loss": window["loss"] / max(1, window["steps"]), "lr": lr,
                   "global_batch": self.plan.global_batch_at(self.plan.locate(self.step - 1)[0]),
                   "images_per_s": window["images"] / max(elapsed, 1e-9), **workers}
+        record["images_per_s_per_worker"] = record["images_per_s"] / self.collective.world_size
         if self.grad_norm is not None:
             record["grad_norm"] = self.grad_norm
             self.grad_norm = None
@@ -362,7 +366,8 @@ class Trainer:
             record.update(trust_ratio_min=r.min().item(), trust_ratio_median=r.median().item(),
                           trust_ratio_max=r.max().item())
         self.metrics.write(record)
-        self.console.step(self.step, {k: record[k] for k in ("loss", "lr", "images_per_s")})
+        self.console.step(self.step, {"loss": record["loss"], "lr": record["lr"], "img/s": record["images_per_s"],
+                                      "img/s/worker": record["images_per_s_per_worker"]})
 
     def _evaluate(self) -> dict:
         """Score the checkpoint's model: rank 0's BatchNorm statistics on every rank first (unsynced BN leaves
@@ -391,11 +396,16 @@ class Trainer:
         return path
 
     def _finish(self, last_eval: dict, start_step: int, elapsed: float) -> dict:
+        images_per_s = self._images_between(start_step, self.step) / max(elapsed, 1e-9)
         summary = {"status": "finished", "run_id": self.run_id, "step": self.step,
                    "epoch": self._epoch_progress(), "top1": last_eval.get("top1"),
                    "top5": last_eval.get("top5"), "best_top1": self.best_top1,
                    "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
-                   "images_per_s": self._images_between(start_step, self.step) / max(elapsed, 1e-9),
+                   "images_per_s": images_per_s,
+                   "images_per_s_per_worker": images_per_s / self.collective.world_size,
+                   # forward + backward ~ 3 forward passes: comparable across machines and models
+                   "model_macs_per_image": self.macs_per_image,
+                   "model_macs_per_s": 3 * self.macs_per_image * images_per_s,
                    "world_size": self.collective.world_size,
                    "global_batch": self.plan.global_batch_at(self.plan.locate(self.step - 1)[0]),
                    "hardware": self.hardware}

@@ -92,6 +92,8 @@ def test_two_workers_train_on_packed_shards_and_evaluate_every_sample_once(ray_c
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evaluations = [r for r in records if "top1" in r and "event" not in r]
     assert len(evaluations) == 2 and all(r["examples"] == 9 for r in evaluations)  # 3 classes x 3, once each
+    steps = [r for r in records if "loss" in r and "event" not in r]
+    assert steps and all(r["images_per_s_per_worker"] == pytest.approx(r["images_per_s"] / 2) for r in steps)
 
 
 def test_ray_storage_copies_checkpoints_only_to_another_file_system(tmp_path):

@@ -49,3 +49,15 @@ def test_a_failed_run_says_so_in_its_summary_and_metrics(tiny, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "non-finite loss" in summary["error"]
     assert records(tmp_path)[-1]["event"] == "failed"
+
+
+def test_throughput_is_reported_per_worker_and_in_model_multiply_adds(tiny, tmp_path):
+    # mlp on 8x8 digits: Linear(64 -> 128) and Linear(128 -> 10) are 64*128 + 128*10 multiply-adds per image
+    summary = fit(tiny, tmp_path, ["model.name=mlp", "model.kwargs={hidden: 128}", "train.max_steps=4",
+                                   "train.log_every_steps=2", "train.eval_every_epochs=0"])
+    macs = 64 * 128 + 128 * 10
+    assert summary["model_macs_per_image"] == macs
+    assert summary["model_macs_per_s"] == pytest.approx(3 * macs * summary["images_per_s"])
+    assert summary["images_per_s_per_worker"] == summary["images_per_s"]  # one worker
+    steps = [r for r in records(tmp_path) if "loss" in r]
+    assert steps and all(r["images_per_s_per_worker"] == r["images_per_s"] for r in steps)
