@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/data.py
 	$(BIN)/python bench/shard_coverage.py
+	$(BIN)/python bench/gpu.py
 
 # Goyal et al. / LARS in miniature on Fashion-MNIST (bench/largebatch.py): ~20 min, or ~8 min reduced.
 largebatch: $(STAMP) $(FASHION_MNIST)
