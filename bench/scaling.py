@@ -13,12 +13,20 @@ efficiency = images/s(2 workers) / (2 x images/s(1 worker)); SyncBN overhead =
 step time with SyncBN / step time with local BN - 1. On a machine with a GPU
 it also measures one GPU worker (bf16 autocast, channels_last) against one CPU
 worker in the same run. Results go to bench/results/scaling.txt.
+
+Ray's own cost: the same recipe as a plain DDP script under `torchrun` with 1
+and 2 processes (bench/plain_ddp.py: same model, data, batch, threads,
+optimizer and parameter groups, throughput measured the same way), interleaved
+with the Ray runs. bigbatch on Ray / torchrun at 2 workers is what Ray and
+bigbatch's loop cost together (target >= 0.95); torchrun's own 2 / (2 x 1) is
+what two processes on this machine allow without either.
 """
 
 import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -35,6 +43,18 @@ train: {epochs: 1, max_steps: %(steps)d, eval_every_epochs: 0, log_every_steps: 
 optim: {name: sgd, base_lr: 0.1, warmup_epochs: 0}
 cluster: {workers: 1, backend: torch}
 """
+
+
+def torchrun(recipe_path: Path, processes: int, out: Path) -> float:
+    """bench/plain_ddp.py under torchrun (rendezvous on 127.0.0.1); its images/s."""
+    from cluster.local_cluster import free_ports
+
+    port = free_ports(1)[0]
+    runner = Path(sys.executable).with_name("torchrun")
+    subprocess.run([str(runner), "--nnodes", "1", f"--nproc-per-node={processes}", "--master-addr", "127.0.0.1",
+                    "--master-port", str(port), str(REPO / "bench" / "plain_ddp.py"), str(recipe_path), str(out)],
+                   check=True, cwd=REPO, capture_output=True, text=True)
+    return json.loads(out.read_text())["images_per_s"]
 
 
 def throughput(run_dir: Path) -> float:
@@ -69,13 +89,16 @@ def main() -> None:
         variants["1 GPU worker (bf16, NHWC)"] = ["cluster.workers=1", "cluster.gpus_per_worker=1",
                                                  "train.precision=bf16", "train.channels_last=true"]
     ray.init(num_cpus=2, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
-    rates: dict[str, list[float]] = {name: [] for name in variants}
+    plain = {"torchrun, 1 process": 1, "torchrun, 2 processes": 2}
+    rates: dict[str, list[float]] = {name: [] for name in [*variants, *plain]}
     try:
         for repeat in range(args.repeats):
             for name, overrides in variants.items():
                 run_dir = work / f"{name.replace(' ', '_').replace('+', 'p')}-{repeat}"
                 launch(load_recipe(recipe_path, overrides), run_dir)
                 rates[name].append(throughput(run_dir))
+            for name, processes in plain.items():
+                rates[name].append(torchrun(recipe_path, processes, work / f"plain-{processes}-{repeat}.json"))
     finally:
         ray.shutdown()
     med = {name: statistics.median(v) for name, v in rates.items()}
@@ -84,9 +107,17 @@ def main() -> None:
     lines = [f"Ray Train scaling: resnet_small, synthetic 3x32x32, per-worker batch {args.batch_size}, "
              f"1 thread per worker, {args.steps} steps, median of {args.repeats} interleaved runs", "",
              f"{'run':22} {'images/s':>10}   runs", "-" * 50]
-    lines += [f"{name:22} {med[name]:10.1f}   {', '.join(f'{r:.0f}' for r in rates[name])}" for name in variants]
-    lines += ["", f"scaling efficiency 2 workers / (2 x 1 worker): {efficiency:.3f} (target >= 0.85)",
-              f"SyncBN overhead (step time, 2 workers): {syncbn_overhead * 100:.1f}% (target <= 15%)"]
+    lines += [f"{name:22} {med[name]:10.1f}   {', '.join(f'{r:.0f}' for r in rates[name])}" for name in rates]
+    ray_cost = med["2 workers"] / med["torchrun, 2 processes"]
+    plain_efficiency = med["torchrun, 2 processes"] / (2 * med["torchrun, 1 process"])
+    lines += ["", f"bigbatch on embedded Ray / plain torchrun, 2 workers: {ray_cost:.3f} (target >= 0.95)",
+              f"bigbatch / plain torchrun, 1 worker: {med['1 worker'] / med['torchrun, 1 process']:.3f}",
+              f"plain torchrun 2 processes / (2 x 1 process): {plain_efficiency:.3f} (what 2 processes on this "
+              "machine allow without Ray or bigbatch)",
+              f"scaling efficiency 2 workers / (2 x 1 worker): {efficiency:.3f} (target >= 0.85)",
+              f"SyncBN overhead (step time, 2 workers): {syncbn_overhead * 100:.1f}% (target <= 15%)",
+              f"command: python bench/scaling.py --batch-size {args.batch_size} --steps {args.steps} "
+              f"--repeats {args.repeats}"]
     if gpus:
         lines.append(f"1 GPU worker / 1 CPU worker: {med['1 GPU worker (bf16, NHWC)'] / med['1 worker']:.1f}x "
                      f"({torch.cuda.get_device_name(0)})")
