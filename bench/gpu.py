@@ -30,6 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.publish import publish  # noqa: E402
+
 RECIPE = """\
 description: bench/gpu.py - bigbatch on one GPU
 seed: 0
@@ -156,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio bigbatch/plain (eager): {rows[0][2][0] / rows[0][1][0]:.3f} (target >= 0.98)",
               f"command: python bench/gpu.py --steps {args.steps} --batch-size {args.batch_size} --warmup {args.warmup}"]
     text = "\n".join(lines) + "\n"
-    print(text, end="")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    publish(text, args.out)
     return 0
 
 

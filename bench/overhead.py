@@ -49,6 +49,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.publish import publish  # noqa: E402
 from optim import split_param_groups
 from trainer.build import make_optimizer
 from trainer.collective import LocalCollective
@@ -248,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} #{i}: {result['images_per_s']:.1f} images/s (cpu util {result['cpu_util']:.0%})",
                       file=sys.stderr, flush=True)
     text = report(rows, args, time.perf_counter() - started)
-    print(text, end="")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    publish(text, args.out)
     return 0
 
 
