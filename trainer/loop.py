@@ -61,7 +61,7 @@ class Interrupted(Exception):
 class Trainer:
     """One worker's share of a run. `on_checkpoint` replaces the barrier after each checkpoint (Ray reports
     the checkpoint to its storage there); a STOP file in the run directory or SIGINT/SIGTERM on any rank
-    makes every rank stop after the same step with a checkpoint."""
+    makes every rank stop after the same step (the next log step) with a checkpoint."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, collective: Collective, resume: str | None = None,
                  on_checkpoint: CheckpointHook | None = None):

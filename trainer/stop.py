@@ -2,8 +2,9 @@
 
 Any rank may see a request (a spot node's SIGTERM reaches only its own workers;
 the driver of a Ray run writes the STOP file). The loop all-reduces the request
-together with the step's loss, so every rank stops after the same step, writes
-one checkpoint and exits cleanly instead of hanging in a collective.
+together with the step's loss and reads it at log steps, so every rank stops
+after the same step, writes one checkpoint and exits cleanly instead of hanging
+in a collective.
 
 Python runs signal handlers on the main thread only, and only the main thread
 may install them. A training loop on another thread (Ray Train V2 runs the
@@ -23,7 +24,7 @@ STOP_FILE = "STOP"
 
 
 def request_stop(run_dir: Path, signum: int = signal.SIGTERM) -> None:
-    """Ask the run in `run_dir` to checkpoint and stop after its current step."""
+    """Ask the run in `run_dir` to checkpoint and stop (at its next log step)."""
     write_atomic(Path(run_dir) / STOP_FILE, f"{int(signum)}\n")
 
 
