@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from trainer.data import load_data
+    from trainer.data import layout_warning, load_data
     from trainer.recipe import load_recipe
     from trainer.recipe.plan import make_plan
 
@@ -83,9 +83,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         data = load_data(recipe.data, recipe.seed, recipe.cluster.workers, 0)
         examples = len(data.train)
-        layout = getattr(data.train, "layout_warning", None)
-        if layout is not None and (line := layout(recipe.data.loader_workers)):
-            print(f"bigbatch: warning: {line}", file=sys.stderr)
+        if line := layout_warning(data, recipe.data.loader_workers):
+            print(line, file=sys.stderr)
     plan = make_plan(recipe, examples)
     text = yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)

@@ -103,4 +103,4 @@ def broadcast_text(text: str, collective: Collective, src: int = 0) -> str:
     buffer = torch.zeros(int(length.item()), dtype=torch.uint8, device=collective.device)
     if collective.rank == src:
         buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-    return bytes(collective.broadcast(buffer, src).cpu().tolist()).decode("utf-8")
+    return collective.broadcast(buffer, src).cpu().numpy().tobytes().decode("utf-8")  # no per-byte objects

@@ -30,7 +30,7 @@ from trainer.checkpoint import (
     set_rng_state,
 )
 from trainer.collective import Collective, broadcast_buffers, broadcast_text
-from trainer.data import TrainOrder, iterate_batches
+from trainer.data import TrainOrder, iterate_batches, layout_warning
 from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
@@ -273,9 +273,8 @@ class Trainer:
                             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                             **self.plan.as_dict(), "hardware": self.hardware})
         self.console = Console(self.plan.total_steps, self.step, True, self.recipe.train.progress_bar)
-        layout = getattr(self.parts.data.train, "layout_warning", None)
-        if layout is not None and (line := layout(self.recipe.data.loader_workers)):
-            self.console.say(f"bigbatch: warning: {line}")
+        if line := layout_warning(self.parts.data, self.recipe.data.loader_workers):
+            self.console.say(line)
         if self.resumed_from:
             self.console.say(f"bigbatch: resumed from {self.resumed_from} at step {self.step}")
 
@@ -354,7 +353,7 @@ class Trainer:
         elapsed = time.perf_counter() - window["start"]
         record = {"step": self.step, "epoch": self._epoch_progress(),
                   "loss": window["loss"] / max(1, window["steps"]), "lr": lr,
-                  "global_batch": self.plan.global_batch_at(self.plan.locate(self.step - 1)[0]),
+                  "global_batch": self.plan.global_batch_of_step(self.step),
                   "images_per_s": window["images"] / max(elapsed, 1e-9), **workers}
         record["images_per_s_per_worker"] = record["images_per_s"] / self.collective.world_size
         if self.grad_norm is not None:
@@ -407,7 +406,7 @@ class Trainer:
                    "model_macs_per_image": self.macs_per_image,
                    "model_macs_per_s": 3 * self.macs_per_image * images_per_s,
                    "world_size": self.collective.world_size,
-                   "global_batch": self.plan.global_batch_at(self.plan.locate(self.step - 1)[0]),
+                   "global_batch": self.plan.global_batch_of_step(self.step),
                    "hardware": self.hardware}
         if self.is_main:
             self.metrics.write({"event": "finish", **summary})

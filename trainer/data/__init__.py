@@ -42,4 +42,13 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
     raise ValueError(f"unknown data set {cfg.name!r}")
 
 
-__all__ = ["DataSplits", "InMemoryDataset", "TrainOrder", "eval_shard", "iterate_batches", "load_data"]
+def layout_warning(data: DataSplits, loader_workers: int) -> str | None:
+    """One warning line when the training data's layout makes the run read more than it needs (shards:
+    a format-1 index), with the command that fixes it; None otherwise."""
+    check = getattr(data.train, "layout_warning", None)
+    line = check(loader_workers) if check is not None else None
+    return f"bigbatch: warning: {line}" if line else None
+
+
+__all__ = ["DataSplits", "InMemoryDataset", "TrainOrder", "eval_shard", "iterate_batches", "layout_warning",
+           "load_data"]

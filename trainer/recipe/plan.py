@@ -66,6 +66,10 @@ class Plan:
     def global_batch_at(self, epoch: int) -> int:
         return self.world_size * self.per_worker_batch * self.epoch_accumulation[epoch]
 
+    def global_batch_of_step(self, step: int) -> int:
+        """The global batch optimizer step number `step` (1-based) took."""
+        return self.global_batch_at(self.locate(max(step - 1, 0))[0])
+
 
 def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
     """The global step at (possibly fractional) `epoch`."""

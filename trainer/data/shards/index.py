@@ -115,25 +115,21 @@ def _record(shard: str, key: str, members: dict[str, bytes], num_classes: int) -
 
 
 def read_shard(fs, path: str, name: str, num_classes: int, start: int = 0, count: int | None = None,
-               offsets: list[int] | None = None) -> Iterator[Record]:
-    """Samples start.. of one tar (at most `count`), streamed. With `offsets` (format 2) the reader seeks to
-    the first one; without, it reads past the `start` samples before it. A truncated or damaged tail ends the
-    stream with one Record carrying the error."""
+               offsets=None) -> Iterator[Record]:
+    """Samples start.. of one tar (at most `count`), streamed from one seek to `offsets[start]` (each
+    sample's byte offset; needed when start > 0). A truncated or damaged tail ends the stream with one
+    Record carrying the error."""
     if count is not None and count <= 0:
         return
+    if start and offsets is None:
+        raise ValueError(f"{path}: reading from sample {start} needs the samples' byte offsets")
     try:
         f = fs.open(path, "rb")
     except FileNotFoundError:
         raise RecipeError(f"{path}: shard missing (listed in {INDEX})") from None
-    skip = start
-    if offsets is not None and start:
-        f.seek(offsets[start])
-        skip = 0
+    if start:
+        f.seek(int(offsets[start]))
     key, members, reading, emitted = None, {}, None, 0
-
-    def done() -> bool:
-        return count is not None and emitted >= count
-
     with f:
         try:
             with tarfile.open(fileobj=f, mode="r|") as tar:
@@ -142,25 +138,22 @@ def read_shard(fs, path: str, name: str, num_classes: int, start: int = 0, count
                         continue
                     k, ext = split_member(member.name)
                     if k != key and key is not None:
-                        if skip:
-                            skip -= 1
-                        else:
-                            yield _record(name, key, members, num_classes)
-                            emitted += 1
-                            if done():
-                                return
+                        yield _record(name, key, members, num_classes)
+                        emitted += 1
+                        if count is not None and emitted >= count:
+                            return
                         members = {}
                     key = reading = k
-                    members[ext] = tar.extractfile(member).read() if not skip else b""
+                    members[ext] = tar.extractfile(member).read()
                     reading = None
         except (tarfile.TarError, EOFError, OSError) as e:
             last = _record(name, key, members, num_classes) if reading is None and key is not None else None
-            if not skip and last is not None and last.error is None:  # the damage is past the last whole sample
+            if last is not None and last.error is None:  # the damage is past the last whole sample: keep it
                 yield last
                 emitted += 1
-                if done():
+                if count is not None and emitted >= count:
                     return
             yield Record(name, reading or f"(after {key or 'the start'})", -1, b"", f"{TRUNCATED} ({e})")
             return
-    if key is not None and not skip:
+    if key is not None:
         yield _record(name, key, members, num_classes)

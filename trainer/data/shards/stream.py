@@ -20,6 +20,7 @@ import random
 import warnings
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from trainer.data.base import DataSplits
@@ -93,11 +94,14 @@ class ShardedDataset(IterableDataset):
             raise RecipeError(f"{join(self.root, INDEX)}: no {split!r} split (has: "
                               f"{', '.join(index.get('splits', {})) or 'none'})")
         self.classes: list[str] = index["classes"]
-        self.shards: list[dict] = index["splits"][split]["shards"]
+        shards = index["splits"][split]["shards"]
+        # offsets as one int64 array per shard, not Python ints (ImageNet: 1.28M of them, held by every
+        # rank and copied into every loader worker); format-1 shards get theirs on first use (sample_offsets)
+        self.offsets = [np.asarray(s["offsets"], np.int64) if "offsets" in s else None for s in shards]
+        self.shards: list[dict] = [{k: v for k, v in s.items() if k != "offsets"} for s in shards]
         self.sizes = [s["samples"] for s in self.shards]
         self.num_samples: int = sum(self.sizes)
-        self.has_offsets = all("offsets" in s for s in self.shards)
-        self._offsets: dict[int, list[int]] = {}
+        self.has_offsets = all(o is not None for o in self.offsets)
         if verify:
             check_shards(self.root, self.shards, storage_options)
 
@@ -122,11 +126,9 @@ class ShardedDataset(IterableDataset):
     def _segment_records(self, fs, base: str, segment: plan.Segment) -> Iterator[Record]:
         """Exactly `segment.count` records: a shard that ends early is padded with error records."""
         shard = self.shards[segment.shard]
-        offsets = shard.get("offsets")
-        if offsets is None and segment.start:
-            if segment.shard not in self._offsets:
-                self._offsets[segment.shard] = sample_offsets(fs, join(base, shard["name"]))
-            offsets = self._offsets[segment.shard]
+        if self.offsets[segment.shard] is None and segment.start:
+            self.offsets[segment.shard] = np.asarray(sample_offsets(fs, join(base, shard["name"])), np.int64)
+        offsets = self.offsets[segment.shard]
         got = 0
         for record in read_shard(fs, join(base, shard["name"]), shard["name"], len(self.classes),
                                  segment.start, segment.count, offsets):
