@@ -11,7 +11,13 @@ from PIL import Image
 
 from tests.images import sample_photos, write_jpeg_folder
 from trainer.collective import LocalCollective
-from trainer.data.decode import decode_eval, decode_train, normalize_batch, random_resized_crop_box
+from trainer.data.decode import (
+    decode_eval,
+    decode_train,
+    normalize_batch,
+    random_resized_crop_box,
+    resized_crop,
+)
 from trainer.errors import TrainingFailed
 from trainer.loop import Trainer
 from trainer.recipe import load_recipe
@@ -63,6 +69,43 @@ def test_eval_decode_is_resize_256_over_224_then_centre_crop():
     ref = torch.from_numpy(resized[top:top + 56, left:left + 56].copy()).permute(2, 0, 1)
     assert out.shape == (3, 56, 56) and (out.float() - ref.float()).abs().mean() < 8
     assert torch.equal(out, decode_eval(data, 56))
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")  # lossless: the pixels are exactly the pattern
+    return buffer.getvalue()
+
+
+def pil_bilinear(array: np.ndarray, size: int) -> np.ndarray:
+    """PIL's antialiased bilinear (the triangle filter widened by the shrink factor): torchvision's resize."""
+    return np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR, reducing_gap=None), float)
+
+
+def test_antialias_shrink_is_pils_filter_and_fast_aliases():
+    # one-pixel black/white stripes shrunk 5x: a low-pass filter gives ~mid grey everywhere; a bilinear sample
+    # without one lands on single stripes (0 or 255)
+    stripes = np.zeros((460, 460, 3), np.uint8)
+    stripes[:, 1::2] = 255
+    box = (0, 0, 460, 460)
+    smooth = resized_crop(png(stripes), box, 92, "antialias").permute(1, 2, 0).numpy()
+    aliased = resized_crop(png(stripes), box, 92, "fast").permute(1, 2, 0).numpy()
+    assert np.abs(smooth - pil_bilinear(stripes, 92)).max() <= 1
+    assert np.abs(smooth - 127.5).max() < 30
+    assert np.abs(aliased - 127.5).max() > 100
+
+
+def test_antialias_shrink_of_a_photo_is_pils_resize():
+    photo = np.ascontiguousarray(sample_photos()[0][:384, :384])
+    out = resized_crop(png(photo), (0, 0, 384, 384), 96, "antialias").permute(1, 2, 0).numpy()
+    assert np.abs(out - pil_bilinear(photo, 96)).max() <= 1
+
+
+@pytest.mark.parametrize("quality", ["antialias", "fast"])
+def test_enlarging_is_bilinear_in_both_qualities(quality):
+    photo = np.ascontiguousarray(sample_photos()[1][:40, :40])
+    out = resized_crop(png(photo), (0, 0, 40, 40), 80, quality).permute(1, 2, 0).numpy()
+    assert np.abs(out - pil_bilinear(photo, 80)).mean() < 2
 
 
 def test_normalisation_on_the_device_is_the_definition():

@@ -34,11 +34,11 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
         from trainer.data.shards import load_shard_splits
 
         return load_shard_splits(cfg.root, seed, cfg.image_size or 224, cfg.batch_size, cfg.shuffle_buffer,
-                                 world_size, rank)  # the epoch's accumulation comes with each set_epoch
+                                 world_size, rank, resize_quality=cfg.resize_quality)  # accumulation: set_epoch
     if cfg.name == "folder":
         from trainer.data.folder import load_folder_splits
 
-        return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share)
+        return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share, cfg.resize_quality)
     raise ValueError(f"unknown data set {cfg.name!r}")
 
 

@@ -9,6 +9,14 @@ decoded and less is resized (the 3/8-7/8 scales are slower than a full decode). 
 per example (same image in any worker, after any resume). Evaluation: resize
 the short side to size * 256 / 224, centre crop. Normalisation happens later,
 on the device, on whole uint8 batches (`normalize_batch`).
+
+Resize quality (`data.resize_quality`): `antialias` (default) shrinks with
+PIL's antialiased bilinear filter (torch's uint8 kernel of it), the filter of
+torchvision's reference pipeline, and enlarges bilinearly; `fast` resizes
+bilinearly without antialiasing (2x2 taps whatever the factor, as DALI's and
+FFCV's fast paths can), faster per image, at the cost of aliasing on crops
+shrunk by more than ~2x. `bench/data.py`
+measures both against a full-decode Lanczos reference, beside torchvision's.
 """
 
 import io
@@ -91,41 +99,52 @@ def _header(data: bytes) -> tuple[int, int]:
         raise CorruptImage(str(e) or e.__class__.__name__) from None
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 HWC -> uint8 HWC at (height, width): OpenCV's bilinear, ~6x faster than PIL's or torch's
-    antialiased resize here. Without antialiasing; the DCT-domain decode keeps shrink factors below 2 in the
-    common case, where bilinear aliasing is small (FFCV and DALI make the same trade)."""
+def _resize(image: np.ndarray, height: int, width: int, quality: str = "antialias") -> torch.Tensor:
+    """uint8 HWC (any strides) -> uint8 CHW tensor at (height, width). Shrinking with `antialias`: torch's
+    antialiased bilinear on uint8 (PIL's filter - the triangle widened by the shrink factor - in an AVX2
+    kernel, ~2.5x faster than PIL and OpenCV's area filter here); with `fast`: OpenCV's bilinear, which
+    samples 2x2 pixels whatever the factor (~4x faster again, aliasing when shrinking by more than ~2x).
+    Enlarging: OpenCV's bilinear in both (antialiasing changes nothing there)."""
     if image.shape[:2] == (height, width):
-        return np.ascontiguousarray(image)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if quality == "antialias" and (image.shape[0] > height or image.shape[1] > width):
+        chw = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)  # the strided crop view, no copy
+        return torch.nn.functional.interpolate(chw, size=(height, width), mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+    hwc = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)  # reads the strided view
+    return torch.from_numpy(hwc).permute(2, 0, 1)
 
 
-def decode_train(data: bytes, size: int, rng: random.Random) -> torch.Tensor:
-    """RandomResizedCrop(size) + flip of an encoded image, as uint8 CHW."""
+def resized_crop(data: bytes, box: tuple[int, int, int, int], size: int, quality: str = "antialias") -> torch.Tensor:
+    """The (top, left, h, w) box of an encoded image resized to size x size, as uint8 CHW: decoded at the
+    smallest fast DCT scale that keeps the box >= size on both sides."""
     height, width = _header(data)
-    top, left, h, w = random_resized_crop_box(height, width, rng)
-    flip = rng.random() < 0.5
-    # decode at the smallest fast DCT scale that keeps the crop >= size on both sides
+    top, left, h, w = box
     image = _decode(data, *_fast_scale(height, width, math.ceil(height * size / h), math.ceil(width * size / w)))
     sy, sx = image.shape[0] / height, image.shape[1] / width
     y0, x0 = int(top * sy), int(left * sx)
     y1, x1 = max(y0 + 1, round((top + h) * sy)), max(x0 + 1, round((left + w) * sx))
-    crop = _resize(image[y0:y1, x0:x1], size, size)  # OpenCV reads the strided view, no copy
-    if flip:
-        crop = cv2.flip(crop, 1)
-    return torch.from_numpy(crop).permute(2, 0, 1)
+    return _resize(image[y0:y1, x0:x1], size, size, quality)
 
 
-def decode_eval(data: bytes, size: int) -> torch.Tensor:
+def decode_train(data: bytes, size: int, rng: random.Random, quality: str = "antialias") -> torch.Tensor:
+    """RandomResizedCrop(size) + flip of an encoded image, as uint8 CHW."""
+    box = random_resized_crop_box(*_header(data), rng)
+    flip = rng.random() < 0.5
+    crop = resized_crop(data, box, size, quality)
+    return crop.flip(-1) if flip else crop
+
+
+def decode_eval(data: bytes, size: int, quality: str = "antialias") -> torch.Tensor:
     """Resize the short side to size * 256 / 224, centre-crop size x size, as uint8 CHW."""
     height, width = _header(data)
     short = round(size * 256 / 224)
     scale = short / min(height, width)
     new_h, new_w = max(short, round(height * scale)), max(short, round(width * scale))
     image = _decode(data, *_fast_scale(height, width, new_h, new_w))
-    resized = _resize(image, new_h, new_w)
+    resized = _resize(image, new_h, new_w, quality)
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return torch.from_numpy(np.ascontiguousarray(resized[top:top + size, left:left + size])).permute(2, 0, 1)
+    return resized[:, top:top + size, left:left + size].contiguous()
 
 
 def normalize_batch(images: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format,

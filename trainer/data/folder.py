@@ -45,9 +45,10 @@ class ImageFolderDataset(Dataset):
     """Encoded images decoded per example (simplejpeg, DCT-downscaled) into uint8 CHW tensors; an unreadable
     file becomes a `Skipped` marker that the loader drops and reports."""
 
-    def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int):
+    def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int,
+                 resize_quality: str = "antialias"):
         self.samples, self.size, self.train, self.seed, self.epoch = samples, image_size, train, seed, 0
-        self.channels = channels
+        self.channels, self.resize_quality = channels, resize_quality
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -63,9 +64,9 @@ class ImageFolderDataset(Dataset):
             data = Path(path).read_bytes()
             if self.train:
                 rng = random.Random(f"{self.seed}:{epoch}:{index}")  # per example; as shards do by key
-                image = decode_train(data, self.size, rng)
+                image = decode_train(data, self.size, rng, self.resize_quality)
             else:
-                image = decode_eval(data, self.size)
+                image = decode_eval(data, self.size, self.resize_quality)
         except (CorruptImage, OSError) as e:
             return Skipped(path, str(e)), label
         if self.channels == 1:  # ITU-R 601 luma, as PIL's "L" mode
@@ -85,7 +86,7 @@ def list_splits(root: str) -> dict:
 
 
 def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int = 0, rank: int = 0,
-                       share: Callable[[str], str] | None = None) -> DataSplits:
+                       share: Callable[[str], str] | None = None, resize_quality: str = "antialias") -> DataSplits:
     """With `share` (rank 0's text on every rank), only rank 0 lists the folder: listing ImageNet's 1.28M
     files takes minutes on a network file system, and every rank doing it multiplies that load by W.
     A listing error on rank 0 reaches every rank, so all stop with the same message."""
@@ -104,8 +105,8 @@ def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int 
     train, val = ([(path, int(label)) for path, label in listing[s]] for s in ("train", "val"))
     size, chans = image_size or 224, channels or 3
     return DataSplits(
-        train=ImageFolderDataset(train, size, True, seed, chans),
-        val=ImageFolderDataset(val, size, False, seed, chans),
+        train=ImageFolderDataset(train, size, True, seed, chans, resize_quality),
+        val=ImageFolderDataset(val, size, False, seed, chans, resize_quality),
         num_classes=len(listing["classes"]), channels=chans, image_size=size, classes=listing["classes"],
         normalize=normalize_batch,
     )

@@ -10,6 +10,7 @@ from optim import DECAYS, LR_SCALING_RULES, OPTIMIZERS, WARMUPS
 from trainer.recipe.fields import REQUIRED, setting
 
 DATASETS = ("digits", "fashion_mnist", "mnist", "synthetic", "folder", "shards")
+RESIZE_QUALITIES = ("antialias", "fast")  # trainer/data/decode.py
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +31,9 @@ class DataConfig:
                         "directory of the IDX files (fashion_mnist default: Debian's /usr/share/datasets/fashion-mnist)")
     image_size: int = setting(0, min=0, help="training/eval crop size; 0 = the data set's native size")
     channels: int = setting(0, choices=(0, 1, 3), help="0 = native; 3 repeats grayscale to RGB")
+    resize_quality: str = setting("antialias", choices=RESIZE_QUALITIES, help="folder / shards: antialias = "
+                                  "PIL's antialiased bilinear when shrinking (torchvision's image quality); "
+                                  "fast = bilinear without antialiasing (faster; aliases on large shrinks)")
     num_classes: int = setting(10, min=2, help="synthetic: number of classes")
     shuffle_buffer: int = setting(1000, min=1, help="shards: samples each loader worker shuffles among")
     max_bad_images: int = setting(100, min=0, help="unreadable (corrupt) images a worker skips, each reported "

@@ -78,13 +78,15 @@ class ShardedDataset(IterableDataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", image_size: int = 224, *,
                  train: bool | None = None, seed: int = 0, world_size: int = 1, rank: int = 0,
                  shuffle_buffer: int = 1000, batch_size: int = 1, accumulation: int = 1, decode: bool = True,
-                 mark_skipped: bool = False, verify: bool = True, storage_options: dict | None = None):
+                 mark_skipped: bool = False, verify: bool = True, storage_options: dict | None = None,
+                 resize_quality: str = "antialias"):
         self.root, self.split, self.image_size = str(root), split, image_size
         self.train = split == "train" if train is None else train
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.shuffle_buffer, self.batch_size, self.accumulation = shuffle_buffer, batch_size, accumulation
         self.decode, self.mark_skipped, self.storage_options = decode, mark_skipped, storage_options
         self.epoch, self.consumed, self.skipped = 0, 0, 0
+        self.resize_quality = resize_quality
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         if batch_size < 1:
@@ -211,9 +213,9 @@ class ShardedDataset(IterableDataset):
             try:
                 if self.train:
                     rng = random.Random(f"{self.seed}:{epoch}:{record.key}")
-                    image = decode_train(record.data, self.image_size, rng)
+                    image = decode_train(record.data, self.image_size, rng, self.resize_quality)
                 else:
-                    image = decode_eval(record.data, self.image_size)
+                    image = decode_eval(record.data, self.image_size, self.resize_quality)
                 return image, record.label
             except CorruptImage as e:
                 error = f"corrupt image ({e})"
@@ -228,7 +230,8 @@ class ShardedDataset(IterableDataset):
 
 
 def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, shuffle_buffer: int,
-                      world_size: int, rank: int, accumulation: int = 1) -> DataSplits:
+                      world_size: int, rank: int, accumulation: int = 1,
+                      resize_quality: str = "antialias") -> DataSplits:
     """Train and validation streams of a packed directory for one rank; the plan counts every training
     sample (an epoch is N // global batch steps, shards/plan.py)."""
     from trainer.data.decode import normalize_batch
@@ -237,8 +240,8 @@ def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, sh
         raise RecipeError("data.root: the shards data set needs data.root, the directory or URI of index.json")
     train = ShardedDataset(root, "train", image_size, train=True, seed=seed, world_size=world_size, rank=rank,
                            shuffle_buffer=shuffle_buffer, batch_size=batch_size, accumulation=accumulation,
-                           mark_skipped=True)
+                           mark_skipped=True, resize_quality=resize_quality)
     val = ShardedDataset(root, "val", image_size, train=False, seed=seed, world_size=world_size, rank=rank,
-                         batch_size=batch_size, mark_skipped=True, verify=False)
+                         batch_size=batch_size, mark_skipped=True, verify=False, resize_quality=resize_quality)
     return DataSplits(train=train, val=val, num_classes=len(train.classes), channels=3, image_size=image_size,
                       classes=train.classes, normalize=normalize_batch)
