@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/optim_step.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/data.py
+	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/shard_coverage.py
 	$(BIN)/python bench/gpu.py
 

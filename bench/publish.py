@@ -1,9 +1,13 @@
-"""Where every benchmark's table goes: the console and its file in bench/results/ (the committed figures)."""
+"""Where every benchmark's table goes: the console and its file in bench/results/ (the committed figures),
+ending with the command that made it."""
 
+import shlex
+import sys
 from pathlib import Path
 
 
 def publish(text: str, path: Path) -> None:
-    print(text, end="" if text.endswith("\n") else "\n")
+    text = text.rstrip("\n") + f"\n\ncommand: {shlex.join(['python', *sys.argv])}\n"
+    print(text, end="")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text if text.endswith("\n") else text + "\n")
+    path.write_text(text)
