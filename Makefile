@@ -38,7 +38,7 @@ train: $(STAMP)
 	$(BIN)/bigbatch train recipes/quickstart.yaml --out $(RUN)
 
 test: $(STAMP) $(FASHION_MNIST) $(HOROVOD)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check trainer optim cluster tests bench
