@@ -8,7 +8,7 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist horovod largebatch largebatch-reduced
+.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced
 
 setup: $(STAMP)
 
@@ -24,6 +24,16 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends dataset-fashion-mnist)
 
+# Test tools from Debian: tmux (a real pseudo-terminal for the console tests) and Chromium (the dashboard test
+# opens the dashboard in headless Chromium).
+TEST_TOOLS := /usr/bin/tmux /usr/bin/chromium
+
+test-tools: $(TEST_TOOLS)
+
+$(TEST_TOOLS):
+	$(SUDO) apt-get install -y --no-install-recommends tmux chromium || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends tmux chromium)
+
 # Optional backend (cluster.backend: horovod): horovod 0.28.1 patched to build against this torch; the wheel is
 # cached in ~/.cache/bigbatch/wheels per (horovod, torch, python) version, so only the first build takes minutes.
 HOROVOD := $(VENV)/.horovod-stamp
@@ -37,7 +47,7 @@ $(HOROVOD): $(STAMP) cluster/install/horovod.sh
 train: $(STAMP)
 	$(BIN)/bigbatch train recipes/quickstart.yaml --out $(RUN)
 
-test: $(STAMP) $(FASHION_MNIST) $(HOROVOD)
+test: $(STAMP) $(FASHION_MNIST) $(HOROVOD) $(TEST_TOOLS)
 	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)

@@ -38,6 +38,8 @@ def make_parser() -> argparse.ArgumentParser:
     _recipe_args(train)
     train.add_argument("--out", help="run directory (default: runs/RECIPE_NAME)")
     train.add_argument("--resume", help="'auto' (newest valid checkpoint of --out, if any) or a checkpoint path")
+    train.add_argument("--verbose", action="store_true", help="also show Ray's and Horovod's own output (worker "
+                       "logs, placement groups, reports); by default it stays in Ray's log files")
     show = sub.add_parser("show", help="print the resolved recipe and its derived values")
     _recipe_args(show)
     recipes = sub.add_parser("recipes", help="list recipe files")
@@ -58,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out or Path("runs") / Path(args.recipe).stem)
     try:
-        summary = launch(recipe, out, resume=args.resume)
+        summary = launch(recipe, out, resume=args.resume, verbose=args.verbose)
     except Interrupted as stop:
         print(f"bigbatch: stopped by signal {stop.signum}; checkpoint written to {stop.checkpoint}; "
               f"continue with: bigbatch train {args.recipe} --out {out} --resume auto", file=sys.stderr)

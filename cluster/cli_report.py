@@ -26,7 +26,14 @@ def add_commands(sub) -> dict:
     runs.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="SECONDS",
                       help="a run whose last event is a start is 'running' if metrics.jsonl changed within "
                            f"this many seconds, else 'lost' (default {STALE_AFTER_S:g})")
-    return {"report": cmd_report, "runs": cmd_runs}
+    dashboard = sub.add_parser("dashboard", help="serve TensorBoard over every run under DIR on this machine: "
+                                                 "the local dashboard (no account, no network)")
+    dashboard.add_argument("directory", nargs="?", default="runs", help="where the runs are (default: runs)")
+    dashboard.add_argument("--port", type=int, default=6006, help="default 6006")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to "
+                                "the network)")
+    return {"report": cmd_report, "runs": cmd_runs, "dashboard": cmd_dashboard}
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -51,4 +58,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"bigbatch: no run directories (holding metrics.jsonl) under {args.directory}", file=sys.stderr)
     else:
         print(format_runs(rows))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """TensorBoard over DIR until Ctrl-C / SIGTERM; runs started later appear on their own (it rescans)."""
+    import signal
+    import threading
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise RecipeError(f"{directory}: no such directory (expected the runs' directory, e.g. runs/)")
+    if not 0 < args.port < 65536:
+        raise RecipeError(f"--port: expected 1-65535, got {args.port}")
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(directory), "--host", args.host, "--port", str(args.port),
+                          "--reload_interval", "5", "--load_fast", "true"])  # explicit: no notice about it
+    try:
+        url = board.launch()
+    except program.TensorBoardServerException as e:  # port taken, bad host
+        raise RecipeError(f"--port/--host: {e.msg}") from None
+    print(f"bigbatch: dashboard of the runs under {directory} at {url} (Ctrl-C stops it)", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
     return 0

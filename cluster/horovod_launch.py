@@ -25,15 +25,18 @@ from trainer.errors import RecipeError, TrainingFailed
 from trainer.recipe.schema import Recipe
 
 
-def _worker(recipe: Recipe, run_dir: str, resume: str | None) -> dict | None:
+def _worker(recipe: Recipe, run_dir: str, resume: str | None, console_sink=None) -> dict | None:
     """One Horovod rank: join, train, return rank 0's summary (None when a signal stopped the run)."""
     import horovod.torch as hvd
     import torch
 
     from cluster.backends.horovod_backend import HorovodCollective, init_horovod
+    from cluster.progress import install_worker_channel
     from cluster.ray_launch import write_worker_info
     from trainer.loop import Interrupted, Trainer
 
+    if console_sink is not None:
+        install_worker_channel(console_sink)
     init_horovod(recipe.cluster.workers, (recipe.bn.group_size,) if recipe.bn.sync == "group" else ())
     device = torch.device("cuda", hvd.local_rank()) if recipe.cluster.gpus_per_worker > 0 else "cpu"
     if isinstance(device, torch.device):
@@ -79,7 +82,7 @@ def _close(servers: list) -> None:
             server._httpd.server_close()
 
 
-def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
+def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool = False) -> dict:
     from cluster.backends.horovod_backend import require_horovod
 
     try:
@@ -88,19 +91,22 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
         from horovod.ray import RayExecutor
     except ImportError as e:
         raise RecipeError(f"cluster.backend: horovod is not usable here ({e})") from None
-    from cluster.ray_launch import DriverStops, connect, explain, root_cause, run_outcome
+    from cluster.progress import DriverConsole
+    from cluster.ray_launch import DriverStops, connect, explain, root_cause, run_outcome, say_starting
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = recipe.cluster
-    started_here = connect(cfg)
+    started_here = connect(cfg, verbose)
     embedded = started_here and not cfg.address and not os.environ.get("RAY_ADDRESS")
     host = "127.0.0.1" if embedded else ray.util.get_node_ip_address()
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    say_starting(cfg, "Horovod", run_dir)
     settings = RayExecutor.create_settings(timeout_s=int(cfg.start_timeout_s),
                                            placement_group_timeout_s=int(cfg.start_timeout_s))
     use_gpu = cfg.gpus_per_worker > 0
     stops = DriverStops(run_dir)
+    console = DriverConsole()
     try:
         for attempt in range(cfg.max_failures + 1):
             executor = RayExecutor(settings, num_workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker,
@@ -109,7 +115,8 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
             try:
                 with _rendezvous_on(host) as servers:
                     executor.start(extra_env_vars={"HOROVOD_GLOO_RENDEZVOUS_ADDR": host})
-                refs = executor.run_remote(_worker, args=[recipe, str(run_dir), resume if attempt == 0 else "auto"])
+                refs = executor.run_remote(_worker, args=[recipe, str(run_dir), resume if attempt == 0 else "auto",
+                                                          console.sink])
                 failure = _wait(refs)
             except Exception as e:  # placement timeout, rendezvous failure
                 failure = e
@@ -123,9 +130,10 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
             deterministic = isinstance(root_cause(failure), (RecipeError, TrainingFailed))  # would fail again
             if deterministic or attempt == cfg.max_failures or _stopped(run_dir):
                 raise cause
-            print(f"bigbatch: the Horovod worker group failed ({cause}); restarting it from the newest "
-                  f"checkpoint (attempt {attempt + 2} of {cfg.max_failures + 1})", flush=True)
+            console.apply(("say", f"bigbatch: the Horovod worker group failed ({cause}); restarting it from the "
+                                  f"newest checkpoint (attempt {attempt + 2} of {cfg.max_failures + 1})"))
     finally:
+        console.close()
         stops.restore()
         if started_here:
             ray.shutdown()

@@ -31,8 +31,9 @@ def check_run_dir(recipe: Recipe, run_dir: Path, resume: str | None) -> str | No
                       "pass --resume auto to continue it with this one, or choose another --out")
 
 
-def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None) -> dict:
-    """Train `recipe` into `run_dir`; return the run summary (raises Interrupted when stopped by a signal)."""
+def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None, verbose: bool = False) -> dict:
+    """Train `recipe` into `run_dir`; return the run summary (raises Interrupted when stopped by a signal).
+    `verbose` shows Ray's and Horovod's own output beside bigbatch's console."""
     run_dir = Path(run_dir)
     resume = check_run_dir(recipe, run_dir, resume)
     clear_stop(run_dir)
@@ -45,7 +46,7 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None) -> di
     if recipe.cluster.backend == "torch":
         from cluster.ray_launch import launch_ray
 
-        return launch_ray(recipe, run_dir, resume)
+        return launch_ray(recipe, run_dir, resume, verbose)
     if recipe.cluster.backend == "horovod":
         from cluster.horovod_launch import launch_horovod
 
@@ -54,5 +55,5 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None) -> di
             raise RecipeError(f"cluster.gpus_per_worker: Horovod gives each worker whole GPUs (NCCL cannot share "
                               f"one between ranks); got {gpus:g}, expected 0, 1, 2, ...")
 
-        return launch_horovod(recipe, run_dir, resume)
+        return launch_horovod(recipe, run_dir, resume, verbose)
     raise RecipeError(f"cluster.backend: unknown backend {recipe.cluster.backend!r}")

@@ -29,11 +29,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from cluster.progress import driver_console, install_worker_channel
 from trainer.atomic import write_json_atomic
 from trainer.checkpoint import STEP_FILE
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.recipe.schema import ClusterConfig, Recipe
 from trainer.stop import StopRequests, request_stop
+from trainer.track import notice
 
 REFERENCE = "checkpoint_ref.json"
 
@@ -95,6 +97,7 @@ def _worker_loop(config: dict) -> None:
     from trainer.loop import Interrupted, Trainer
 
     recipe: Recipe = config["recipe"]
+    install_worker_channel(config["console_sink"])
     _signals_on_main_thread()
     device = ray.train.torch.get_device() if recipe.cluster.gpus_per_worker > 0 else "cpu"
     collective = TorchDistributedCollective(device)
@@ -127,8 +130,7 @@ def _signals_on_main_thread() -> None:
     else:
         why = "not run on the main thread"
     if not installed:
-        print(f"bigbatch: warning: a signal to this worker will stop it without a checkpoint ({why})",
-              file=sys.stderr)
+        notice(f"bigbatch: warning: a signal to this worker will stop it without a checkpoint ({why})")
 
 
 def write_worker_info(run_dir: Path, rank: int, device: str) -> None:
@@ -160,25 +162,30 @@ def check_reachable(address: str, timeout_s: float, key: str = "cluster.address"
                           f"({e.strerror or e.__class__.__name__})") from None
 
 
-def connect(cfg: ClusterConfig) -> bool:
-    """Join the recipe's cluster or start an embedded one; True if this call started Ray."""
+def connect(cfg: ClusterConfig, verbose: bool = False) -> bool:
+    """Join the recipe's cluster or start an embedded one; True if this call started Ray. Unless `verbose`,
+    Ray's own output stays in its log files (session_*/logs): workers' output is not forwarded (the console
+    comes through cluster/progress.py) and the driver's Ray loggers show errors only."""
+    import logging
+
     import ray
 
     if cfg.address:
         check_reachable(cfg.address, cfg.connect_timeout_s)
     if ray.is_initialized():
         return False
+    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
     if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=True)
+        ray.init(address=cfg.address, **quiet)
     elif os.environ.get("RAY_ADDRESS"):  # a submitted job's driver: join the cluster it runs on
-        ray.init(log_to_driver=True)
+        ray.init(**quiet)
     else:
         ray.init(num_cpus=max(int(cfg.workers * cfg.cpus_per_worker + 0.999), 1), include_dashboard=False,
-                 log_to_driver=True)
+                 **quiet)
     return True
 
 
-def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
+def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool = False) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = recipe.cluster
     # Bounded start: Ray Train otherwise waits for resources (and retries the wait) forever.
@@ -187,26 +194,28 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    started_here = connect(cfg)
+    started_here = connect(cfg, verbose)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    say_starting(cfg, "torch.distributed", run_dir)
     use_gpu = cfg.gpus_per_worker > 0
     storage = cfg.storage_path or str(run_dir / "ray")
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto",
-                           "by_reference": same_file_system(storage, run_dir)},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=run_dir.name, storage_path=storage,
-                             checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures,
-                                                          controller_failure_limit=cfg.max_failures)),
-    )
     stops = DriverStops(run_dir)
     try:
-        trainer.fit()
+        with driver_console() as console:
+            TorchTrainer(
+                _worker_loop,
+                train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto",
+                                   "by_reference": same_file_system(storage, run_dir), "console_sink": console.sink},
+                torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+                scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
+                                             resources_per_worker=resources),
+                run_config=RunConfig(name=run_dir.name, storage_path=storage,
+                                     checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
+                                     failure_config=FailureConfig(max_failures=cfg.max_failures,
+                                                                  controller_failure_limit=cfg.max_failures)),
+            ).fit()
     except Exception as e:  # Ray wraps worker errors; surface ours with their exit codes
         raise explain(e, cfg) from None
     finally:
@@ -214,6 +223,13 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None) -> dict:
         if started_here:
             ray.shutdown()
     return run_outcome(run_dir)
+
+
+def say_starting(cfg: ClusterConfig, backend: str, run_dir: Path) -> None:
+    """The driver's first line: what starts where (the workers take a while to appear)."""
+    where = cfg.address or ("the Ray cluster of this job" if os.environ.get("RAY_ADDRESS") else "Ray on this machine")
+    print(f"bigbatch: starting {cfg.workers} {backend} worker{'s' * (cfg.workers > 1)} on {where}; run directory "
+          f"{run_dir}", file=sys.stderr, flush=True)
 
 
 def run_outcome(run_dir: Path) -> dict:

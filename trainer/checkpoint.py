@@ -12,13 +12,13 @@ import hashlib
 import io
 import random
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainer.atomic import link_atomic, write_atomic
+from trainer.track import notice
 
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -113,7 +113,7 @@ class CheckpointDir:
             _sidecar(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
 
-    def newest_verified(self, report=lambda msg: print(msg, file=sys.stderr)) -> tuple[Path, bytes] | None:
+    def newest_verified(self, report=notice) -> tuple[Path, bytes] | None:
         """Newest checkpoint that verifies, with its bytes (read once); corrupt or truncated ones are reported
         and skipped."""
         for path in self.step_files():
@@ -123,7 +123,7 @@ class CheckpointDir:
                 report(f"bigbatch: skipping checkpoint {path}: {str(e).removeprefix(f'{path}: ')}")
         return None
 
-    def latest_valid(self, report=lambda msg: print(msg, file=sys.stderr)) -> Path | None:
+    def latest_valid(self, report=notice) -> Path | None:
         found = self.newest_verified(report)
         return found[0] if found else None
 

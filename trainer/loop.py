@@ -7,7 +7,6 @@ process (LocalCollective) and in Ray / torch.distributed / Horovod workers.
 import contextlib
 import dataclasses
 import math
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +38,8 @@ from trainer.models.complexity import count_macs
 from trainer.recipe.schema import Recipe
 from trainer.step_outcomes import Settled, StepOutcomes
 from trainer.stop import STOP_FILE, StopRequests
-from trainer.track import Console, MetricsFile
+from trainer.tensorboard_tracker import TensorBoardTracker
+from trainer.track import Console, MetricsFile, notice
 from trainer.wandb_tracker import WandbTracker
 from trainer.worker_times import WorkerTimes
 
@@ -142,8 +142,8 @@ class Trainer:
         batch = self.plan.global_batch_at(epoch)
         step = self.plan.epoch_start(epoch) + min(offset // batch, self.plan.epoch_steps[epoch])
         if step != saved_step and self.is_main:
-            print(f"bigbatch: the global batch changed since the checkpoint; epoch {epoch}, example {offset} of "
-                  f"the epoch -> step {step} (was step {saved_step})", file=sys.stderr)
+            notice(f"bigbatch: the global batch changed since the checkpoint; epoch {epoch}, example {offset} of "
+                   f"the epoch -> step {step} (was step {saved_step})")
         return step
 
     def state_dict(self) -> dict:
@@ -260,15 +260,22 @@ class Trainer:
             self.stop.restore()
             if self.is_main:
                 self.metrics.close()
-                self.tracker.finish()
+                for tracker in self.trackers:
+                    tracker.finish()
                 self.console.close()
+
+    def _mirror(self, record: dict) -> None:
+        for tracker in self.trackers:
+            tracker.log(record)
 
     def _start_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.run_dir / "recipe.yaml", yaml.safe_dump(dataclasses.asdict(self.recipe), sort_keys=False))
-        self.tracker = WandbTracker(self.recipe.track, self.run_dir, self.run_id, dataclasses.asdict(self.recipe))
-        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl",
-                                   resume_step=self.step if self.resumed_from else None, mirror=self.tracker.log)
+        recipe_yaml = yaml.safe_dump(dataclasses.asdict(self.recipe), sort_keys=False)
+        write_atomic(self.run_dir / "recipe.yaml", recipe_yaml)
+        resume_step = self.step if self.resumed_from else None
+        self.trackers = [WandbTracker(self.recipe.track, self.run_dir, self.run_id, dataclasses.asdict(self.recipe)),
+                         TensorBoardTracker(self.recipe.track.tensorboard, self.run_dir, resume_step, recipe_yaml)]
+        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl", resume_step=resume_step, mirror=self._mirror)
         self.metrics.write({"event": "start", "run_id": self.run_id, "step": self.step,
                             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
                             **self.plan.as_dict(), "hardware": self.hardware})

@@ -126,7 +126,25 @@ def summarize(records: list[dict], mtime: float, stale_after_s: float = STALE_AF
         "started": records[0].get("time") if records else None,
         "last_time": records[-1].get("time") if records else None,
         "end": last if last.get("event") in _ENDINGS else None,
+        "eta_s": eta_s(records) if status == "running" else None,
     }
+
+
+def eta_s(records: list[dict]) -> float | None:
+    """Seconds left at the pace of the current attempt: steps left x its seconds per step so far (from its
+    start record to its newest step record); None before its first step record."""
+    starts = [i for i, r in enumerate(records) if r.get("event") == "start"]
+    if not starts:
+        return None
+    start = records[starts[-1]]
+    progress = [r for r in step_records(records[starts[-1]:]) if isinstance(r.get("time"), int | float)]
+    total = start.get("total_steps")
+    if not progress or not isinstance(total, int) or not isinstance(start.get("time"), int | float):
+        return None
+    done, elapsed = progress[-1]["step"] - start.get("step", 0), progress[-1]["time"] - start["time"]
+    if done <= 0 or elapsed <= 0:
+        return None
+    return max(total - progress[-1]["step"], 0) * elapsed / done
 
 
 def warmup_end(records: list[dict], recipe: dict) -> int | None:
@@ -285,7 +303,8 @@ def _markdown(run_dir: Path, records: list[dict], recipe: dict, s: dict) -> str:
              f"- status: **{s['status']}**{_status_note(s)}",
              f"- started: {local_time(s['started'])} (local time)",
              f"- wall time: {hms(s['duration_s'])} ({s['duration_s']:.1f} s over {s['starts']} start(s))",
-             f"- steps: {s['steps_done']} / {total}"]
+             f"- steps: {s['steps_done']} / {total}"
+             + (f" (about {hms(s['eta_s'])} left at the current pace)" if s.get("eta_s") is not None else "")]
     if s["best_top1"] is None:
         lines.append("- best top-1: n/a (no evaluation yet)")
         lines.append("- final top-1 / top-5: n/a (no evaluation yet)")
@@ -296,6 +315,8 @@ def _markdown(run_dir: Path, records: list[dict], recipe: dict, s: dict) -> str:
                      f"at epoch {_num(s['final_epoch'], 'g')}")
     lines.append(f"- median images/s: {_num(s['median_images_per_s'], '.1f')} "
                  f"(over {s['step_records']} step records)")
+    if (run_dir / "tensorboard").is_dir():
+        lines.append(f"- live curves: `bigbatch dashboard {run_dir.resolve().parent}` (TensorBoard, on 127.0.0.1)")
 
     model, data = recipe.get("model") or {}, recipe.get("data") or {}
     train, optim, cluster = recipe.get("train") or {}, recipe.get("optim") or {}, recipe.get("cluster") or {}

@@ -30,8 +30,9 @@ def find_run_dirs(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
 def list_runs(root: Path, stale_after_s: float = STALE_AFTER_S) -> list[dict]:
     """One row per run directory under root, newest first: name (path relative to root, "." for root itself),
     path, run_id, status (finished / interrupted / failed / running / lost), steps_done, steps_total,
-    best_top1 (None before the first evaluation), duration_s (wall time summed over (re)starts) and
-    started (unix time of the first record; None for an empty metrics.jsonl)."""
+    best_top1 (None before the first evaluation), duration_s (wall time summed over (re)starts), started (unix
+    time of the first record; None for an empty metrics.jsonl) and eta_s (a running run's seconds left at its
+    current pace, else None)."""
     root = Path(root)
     if not root.is_dir():
         raise RecipeError(f"{root}: directory not found (expected a directory of run directories, "
@@ -43,7 +44,8 @@ def list_runs(root: Path, stale_after_s: float = STALE_AFTER_S) -> list[dict]:
         name = run_dir.relative_to(root).as_posix()
         rows.append({"name": name, "path": str(run_dir), "run_id": s["run_id"],
                      "status": s["status"], "steps_done": s["steps_done"], "steps_total": s["steps_total"],
-                     "best_top1": s["best_top1"], "duration_s": s["duration_s"], "started": s["started"]})
+                     "best_top1": s["best_top1"], "duration_s": s["duration_s"], "started": s["started"],
+                     "eta_s": s["eta_s"]})
     return _newest_first(rows)
 
 
@@ -53,15 +55,17 @@ def _newest_first(rows: list[dict]) -> list[dict]:
 
 
 def format_runs(rows: list[dict]) -> str:
-    """A plain aligned table, newest first: run, status, steps, best top1, duration (h:mm:ss), started."""
-    header = ("run", "status", "steps", "best top1", "duration", "started")
+    """A plain aligned table, newest first: run, status, steps, best top1, duration (h:mm:ss), started, and
+    ETA (h:mm:ss) for running runs."""
+    header = ("run", "status", "steps", "best top1", "duration", "started", "eta")
     table = [header] + [
         (r["name"], r["status"], f"{r['steps_done']}/{'?' if r['steps_total'] is None else r['steps_total']}",
          "-" if r["best_top1"] is None else f"{r['best_top1']:.4f}", hms(r["duration_s"]),
-         "-" if r["started"] is None else local_time(r["started"]))
+         "-" if r["started"] is None else local_time(r["started"]),
+         "-" if r.get("eta_s") is None else hms(r["eta_s"]))
         for r in _newest_first(rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    right = {2, 3, 4}  # numbers
+    right = {2, 3, 4, 6}  # numbers
     lines = []
     for row in table:
         cells = [cell.rjust(w) if i in right else cell.ljust(w)

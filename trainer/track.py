@@ -6,6 +6,7 @@ Only rank 0 writes. wandb plugs in beside these in its own issue.
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,8 +34,8 @@ class MetricsFile:
                 continue
             record = parse_record(line)
             if record is None:
-                print(f"bigbatch: warning: {self.path}, line {number}: not a whole JSON record (a write cut "
-                      "short by a crash?); dropped", file=sys.stderr)
+                notice(f"bigbatch: warning: {self.path}, line {number}: not a whole JSON record (a write cut "
+                       "short by a crash?); dropped")
                 changed = True
             elif resume_step is not None and record.get("step", 0) > resume_step:
                 changed = True
@@ -62,31 +63,105 @@ def parse_record(line: bytes | str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-class Console:
-    """A tqdm bar over optimizer steps (ETA, loss, lr, images/s) when stderr is a terminal; lines otherwise."""
+class ConsoleView:
+    """What a person sees: a tqdm bar over optimizer steps (ETA, loss, lr, images/s) when stderr is a
+    terminal; otherwise one line per log interval (step/total, the same fields, ETA). Notes print above it."""
 
-    def __init__(self, total_steps: int, start_step: int, enabled: bool, show_bar: bool):
-        self.enabled = enabled
+    def __init__(self, total_steps: int, start_step: int, show_bar: bool, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.start_step, self.started = total_steps, start_step, time.monotonic()
         self.bar = None
-        if enabled and show_bar and sys.stderr.isatty():
+        if show_bar and self.stream.isatty():
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                            file=sys.stderr)
+                            file=self.stream)
 
     def step(self, step: int, fields: dict | None = None) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(step - self.bar.n)
-        if fields:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in fields.items()}, refresh=False)
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            if fields:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in fields.items()}, refresh=True)
+        elif fields:  # a log step: one line
+            shown = " ".join(f"{k} {v:.4g}" for k, v in fields.items())
+            self.say(f"step {step}/{self.total} ({100 * step / self.total:.0f}%) {shown} ETA {self.eta(step)}")
+
+    def eta(self, step: int) -> str:
+        done = step - self.start_step
+        if done <= 0:
+            return "?"
+        left = (time.monotonic() - self.started) / done * (self.total - step)
+        return time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else f"{left / 3600:.0f} h"
 
     def say(self, message: str) -> None:
-        if not self.enabled:
-            return
         if self.bar is not None:
-            self.bar.write(message, file=sys.stderr)
+            self.bar.write(message, file=self.stream)
         else:
-            print(message, file=sys.stderr, flush=True)
+            print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+
+# Where the console goes in a worker process launched by Ray or Horovod: a function that sends each event to
+# the driver (cluster/progress.py), which draws the one bar. None: this process draws its own.
+_channel: Callable[[tuple, bool], None] | None = None
+STEP_EVENTS_EVERY_S = 0.25  # a bar needs no more; a log step's fields always go
+
+
+def set_channel(send: Callable[[tuple, bool], None] | None) -> None:
+    """Route this process's console (bar, notes) to `send(event, wait)`; None draws locally again."""
+    global _channel
+    _channel = send
+
+
+def notice(message: str) -> None:
+    """A warning or note for the person at the console, from any rank: printed here, or sent to the driver
+    (which shows each distinct message once)."""
+    if _channel is not None:
+        _channel(("say", message), False)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def tracker_off(name: str, error: BaseException) -> None:
+    """The one warning a dashboard tracker (wandb, TensorBoard) gives when it fails and turns itself off."""
+    why = str(error).splitlines()[0] if str(error) else ""
+    notice(f"bigbatch: warning: {name} is off for this run ({error.__class__.__name__}: {why}); metrics.jsonl "
+           "still has everything")
+
+
+class Console:
+    """Rank 0's console: drawn here (a ConsoleView), or forwarded to the driver when this process runs under
+    Ray or Horovod (see set_channel); `enabled` False (other ranks) shows nothing."""
+
+    def __init__(self, total_steps: int, start_step: int, enabled: bool, show_bar: bool):
+        self.enabled, self.send, self.view = enabled, _channel, None
+        self.last_sent = 0.0
+        if not enabled:
+            return
+        if self.send is not None:
+            self.send(("open", total_steps, start_step, show_bar), False)
+        else:
+            self.view = ConsoleView(total_steps, start_step, show_bar)
+
+    def step(self, step: int, fields: dict | None = None) -> None:
+        if self.view is not None:
+            self.view.step(step, fields)
+        elif self.enabled and self.send is not None:
+            now = time.monotonic()
+            if fields or now - self.last_sent >= STEP_EVENTS_EVERY_S:
+                self.send(("step", step, fields), False)
+                self.last_sent = now
+
+    def say(self, message: str) -> None:
+        if self.view is not None:
+            self.view.say(message)
+        elif self.enabled and self.send is not None:
+            self.send(("say", message), False)
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
+        elif self.enabled and self.send is not None:
+            self.send(("close",), True)  # waits: every event before it has reached the driver

@@ -19,10 +19,10 @@ them too, as they happened).
 
 import netrc
 import os
-import sys
 from pathlib import Path
 
 from trainer.recipe.schema import TrackConfig
+from trainer.track import tracker_off
 
 
 def resolve_mode(cfg: TrackConfig) -> str:
@@ -57,9 +57,7 @@ class WandbTracker:
             self._off(e)
 
     def _off(self, error: BaseException) -> None:
-        print(f"bigbatch: warning: wandb is off for this run ({error.__class__.__name__}: "
-              f"{str(error).splitlines()[0] if str(error) else ''}); metrics.jsonl still has everything",
-              file=sys.stderr)
+        tracker_off("wandb", error)
         self.run = None
 
     def log(self, record: dict) -> None:

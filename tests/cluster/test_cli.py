@@ -106,11 +106,29 @@ def test_training_failure_exits_1(cli, tiny, tmp_path):
     assert code == 1 and "non-finite loss at step" in err and err.count("\n") == 1
 
 
+# Ray's and Ray Train's own lines that a default run must not show (issue 17), and --verbose must
+RAY_CHATTER = ("Failed to query Ray Train Controller", "TrainingReport(", "Checkpoint successfully created",
+               "Setting up process group", "Token authentication is enabled", "(RayTrainWorker pid=",
+               "(TrainController pid=", "Started a local Ray instance")
+
+
 @pytest.mark.slow
-def test_quickstart_reaches_95_percent_and_writes_the_run_directory(tmp_path):
-    out = tmp_path / "qs"
-    proc = bigbatch("train", "recipes/quickstart.yaml", "--out", out)
-    assert proc.returncode == 0, proc.stderr
+@pytest.mark.timeout(330)
+def test_quickstart_in_a_terminal_one_moving_bar_no_repeats_no_ray_chatter_and_95_percent(quickstart_in_terminal):
+    run = quickstart_in_terminal
+    out, screen, positions = run.out, run.screen, run.positions
+    assert run.code == 0, screen
+    # the bar moved: several distinct step counts, never backwards, up to the end
+    assert len(set(positions)) >= 3 and positions == sorted(positions) and max(positions) == 330, positions
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    repeated = {line for line in lines if lines.count(line) > 1}
+    assert not repeated, repeated
+    assert not [line for line in lines if any(chatter in line for chatter in RAY_CHATTER)], screen
+    evals = [line for line in lines if line.startswith("epoch ")]
+    assert len(evals) == 15 and evals[-1].startswith("epoch 15.00 step 330: top1 ")
+    assert lines[0].startswith("bigbatch: starting 2 torch.distributed workers on Ray on this machine")
+    assert lines[-1].startswith(f"bigbatch: finished {out} at step 330: top1 ")
+
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "top1" in r and "event" not in r]
     steps = [r for r in records if "loss" in r]

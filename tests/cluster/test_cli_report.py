@@ -58,7 +58,7 @@ def test_runs_table_and_json(cli, tmp_path, monkeypatch):
     code, out, err = cli("runs", root)
     assert code == 0, err
     table = out.splitlines()
-    assert table[0].split() == ["run", "status", "steps", "best", "top1", "duration", "started"]
+    assert table[0].split() == ["run", "status", "steps", "best", "top1", "duration", "started", "eta"]
     assert [line.split()[:5] for line in table[1:]] == [
         ["killed", "lost", "4/10", "0.6250", "0:00:06"],
         ["x/stopped", "interrupted", "5/10", "0.6250", "0:00:08"],
@@ -70,7 +70,7 @@ def test_runs_table_and_json(cli, tmp_path, monkeypatch):
                                                      "done": "finished"}
     assert rows[0] == {"name": "killed", "path": str(root / "killed"), "run_id": "r1", "status": "running",
                        "steps_done": 4, "steps_total": 10, "best_top1": 0.625, "duration_s": 6.0,
-                       "started": 1_700_000_200.0}
+                       "started": 1_700_000_200.0, "eta_s": 6.0}  # 6 steps left at 4 s per 4 steps
 
     monkeypatch.chdir(tmp_path)  # DIR defaults to ./runs
     code, out, _ = cli("runs")

@@ -70,17 +70,19 @@ def test_sigterm_to_the_driver_checkpoints_the_workers_and_resume_continues(tiny
     run_dir = tmp_path / "run"
     sets = [a for s in [*TWO_WORKERS, "train.epochs=50"] for a in ("--set", s)]
     env = {**os.environ, **RAY_TEST_ENV}
-    driver = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", str(tiny), "--out", str(run_dir), *sets],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # --verbose: Ray's own lines (hidden by default: test_cli's terminal test) reach the console too
+    driver = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", str(tiny), "--out", str(run_dir), *sets,
+                               "--verbose"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_step(run_dir, 3, timeout_s=120)
         driver.send_signal(signal.SIGTERM)
-        _, err = driver.communicate(timeout=90)
+        out, err = driver.communicate(timeout=90)
     finally:
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "--resume auto" in err
+    assert "(RayTrainWorker pid=" in out + err and "(TrainController pid=" in out + err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == signal.SIGTERM
     stopped = torch.load(summary["checkpoint"], weights_only=True)

@@ -121,7 +121,7 @@ def test_report_before_any_evaluation_says_so(tmp_path):
         check_png(run / "report" / name)  # top1.png says "no evaluation yet" instead of a curve
     assert field(md, "best top-1") == "n/a (no evaluation yet)"
     assert "(top1.png): top-1 and top-5 against epoch (no evaluation yet)" in md
-    assert field(md, "steps") == "6 / 20"
+    assert re.fullmatch(r"6 / 20 \(about \d+:\d\d:\d\d left at the current pace\)", field(md, "steps"))
     assert field(md, "median images/s").startswith("200.0 (over 3 ")
     assert field(md, "wall time").startswith("0:00:03 (3.0 s")
     assert field(md, "status") == "**running**"  # last event a start, metrics.jsonl just written
@@ -180,12 +180,13 @@ def test_format_runs_is_an_aligned_table_newest_first():
     rows = [{"name": "old", "status": "finished", "steps_done": 88, "steps_total": 88, "best_top1": 0.98331,
              "duration_s": 3723.4, "started": 1e9},
             {"name": "group/new", "status": "running", "steps_done": 4, "steps_total": None,
-             "best_top1": None, "duration_s": 59.6, "started": 2e9}]
+             "best_top1": None, "duration_s": 59.6, "started": 2e9, "eta_s": 125.2}]
     text = format_runs(rows).splitlines()
-    assert text[0].split() == ["run", "status", "steps", "best", "top1", "duration", "started"]
+    assert text[0].split() == ["run", "status", "steps", "best", "top1", "duration", "started", "eta"]
     assert text[1].split()[:5] == ["group/new", "running", "4/?", "-", "0:01:00"]
     assert text[2].split()[:5] == ["old", "finished", "88/88", "0.9833", "1:02:03"]
     assert text[2].split()[5] == time.strftime("%Y-%m-%d", time.localtime(1e9))
+    assert text[1].split()[-1] == "0:02:05" and text[2].split()[-1] == "-"  # ETA only for a running run
     assert len(text[1]) == len(text[2])  # aligned: every row's cells are padded to the column's width
     assert text[1].index("0:01:00") + len("0:01:00") == text[2].index("1:02:03") + len("1:02:03")
 

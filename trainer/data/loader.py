@@ -1,12 +1,12 @@
 """Turn lists of example indices into (images, labels) batches, and batches into model inputs."""
 
-import sys
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from trainer.data.base import InMemoryDataset
+from trainer.track import notice
 
 
 class Skipped:
@@ -37,7 +37,7 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
 
 
 def report_skipped(skipped: Skipped) -> None:
-    print(f"bigbatch: warning: skipping {skipped.name}: {skipped.reason}", file=sys.stderr)
+    notice(f"bigbatch: warning: skipping {skipped.name}: {skipped.reason}")
 
 
 class _Batches:

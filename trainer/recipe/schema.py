@@ -63,7 +63,8 @@ class TrainConfig:
     keep_checkpoints: int = setting(3, min=1, help="keep the newest K step checkpoints (plus best.pt)")
     on_nonfinite: str = setting("stop", choices=("stop", "skip"), help="non-finite loss: stop the run (found at the next log step, no per-step host sync), or skip the step (reads every step's loss before the update)")
     max_skipped_steps: int = setting(10, min=0, help="with on_nonfinite=skip: fail after this many skipped steps")
-    progress_bar: bool = setting(True, help="console progress bar with ETA (only on a terminal)")
+    progress_bar: bool = setting(True, help="console progress bar with ETA on a terminal (drawn by the driver "
+                                 "under Ray/Horovod); false, or off a terminal: a line per log interval")
     channels_last: bool = setting(False, help="NHWC memory format for model and images (faster convolutions on "
                                   "GPUs with tensor cores)")
     compile: bool = setting(False, help="torch.compile the model (inductor; needs a C++ compiler on CPU)")
@@ -149,6 +150,8 @@ class TrackConfig:
                          help="auto = WANDB_MODE if set, else online with an API key, else offline (wandb sync later)")
     project: str = setting("bigbatch", help="wandb project")
     entity: str = setting("", help="wandb entity (team or user); empty = your default")
+    tensorboard: bool = setting(True, help="TensorBoard event files in RUN_DIR/tensorboard (rank 0), for "
+                                "`bigbatch dashboard`: the local dashboard, no account or network")
 
 
 @dataclass(frozen=True, kw_only=True)
