@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 training failure, 2 bad input (one line, no traceback),
 
 import argparse
 import dataclasses
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -74,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from trainer.data import layout_warning, load_data
     from trainer.recipe import load_recipe
-    from trainer.recipe.plan import make_plan
+    from trainer.recipe.plan import elastic_table, make_plan
 
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.data.name == "folder" and not Path(recipe.data.root).is_dir():
@@ -90,6 +91,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     plan = make_plan(recipe, examples)
     text = yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)
+    if recipe.cluster.min_workers and recipe.cluster.min_workers < recipe.cluster.workers:
+        text += yaml.safe_dump({"elastic": elastic_table(recipe, examples)}, sort_keys=False)
     print(text, end="")
     return 0
 
@@ -153,12 +156,19 @@ def cmd_keys(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "show": cmd_show, "recipes": cmd_recipes, "models": cmd_models, "keys": cmd_keys}
 
 
+def _with_recipe_file(message: str, recipe: str | None) -> str:
+    """An error about a recipe key found after loading (the plan, the launch) names the recipe file too."""
+    if recipe and re.match(r"[a-z_]+\.[a-z_.]+: ", message):
+        return f"{recipe}: {message}"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except RecipeError as e:
-        print(f"bigbatch: error: {e}", file=sys.stderr)
+        print(f"bigbatch: error: {_with_recipe_file(str(e), getattr(args, 'recipe', None))}", file=sys.stderr)
         return e.exit_code
     except TrainingFailed as e:
         print(f"bigbatch: training failed: {e}", file=sys.stderr)

@@ -209,7 +209,7 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
                 train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto",
                                    "by_reference": same_file_system(storage, run_dir), "console_sink": console.sink},
                 torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-                scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu,
+                scaling_config=ScalingConfig(num_workers=worker_range(cfg), use_gpu=use_gpu,
                                              resources_per_worker=resources),
                 run_config=RunConfig(name=run_dir.name, storage_path=storage,
                                      checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
@@ -223,6 +223,15 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
         if started_here:
             ray.shutdown()
     return run_outcome(run_dir)
+
+
+def worker_range(cfg: ClusterConfig) -> int | tuple[int, int]:
+    """Ray Train's group size: fixed, or (min, max) for an elastic group (cluster.min_workers), which starts
+    with as many workers as can be placed and restarts with those left; the plan holds the global batch at
+    whatever size it gets (trainer/recipe/plan.py: world_shape)."""
+    if cfg.min_workers and cfg.min_workers < cfg.workers:
+        return (cfg.min_workers, cfg.workers)
+    return cfg.workers
 
 
 def say_starting(cfg: ClusterConfig, backend: str, run_dir: Path) -> None:

@@ -36,6 +36,7 @@ from trainer.evaluate import evaluate
 from trainer.hardware import describe
 from trainer.models.complexity import count_macs
 from trainer.recipe.schema import Recipe
+from trainer.report import read_history, resizes
 from trainer.step_outcomes import Settled, StepOutcomes
 from trainer.stop import STOP_FILE, StopRequests
 from trainer.tensorboard_tracker import TensorBoardTracker
@@ -361,6 +362,8 @@ class Trainer:
         record = {"step": self.step, "epoch": self._epoch_progress(),
                   "loss": window["loss"] / max(1, window["steps"]), "lr": lr,
                   "global_batch": self.plan.global_batch_of_step(self.step),
+                  "world_size": self.collective.world_size,
+                  "accumulation_steps": self.plan.epoch_accumulation[self.plan.locate(max(self.step - 1, 0))[0]],
                   "images_per_s": window["images"] / max(elapsed, 1e-9), **workers}
         record["images_per_s_per_worker"] = record["images_per_s"] / self.collective.world_size
         if self.grad_norm is not None:
@@ -416,6 +419,7 @@ class Trainer:
                    "global_batch": self.plan.global_batch_of_step(self.step),
                    "hardware": self.hardware}
         if self.is_main:
+            summary["resizes"] = resizes(read_history(self.metrics.path))
             self.metrics.write({"event": "finish", **summary})
             self._write_summary(summary)
         return summary

@@ -90,6 +90,22 @@ def wall_time(records: list[dict]) -> float:
     return total
 
 
+def resizes(records: list[dict]) -> list[dict]:
+    """Each change of world size between a run's (re)starts: {step, from, to, why}. An elastic group that Ray
+    restarted with the workers it could place, or a resume on another machine, shows here; the global batch
+    stays the recipe's (the start records carry it)."""
+    out, previous = [], None
+    for record in records:
+        if record.get("event") != "start" or not isinstance(record.get("world_size"), int):
+            continue
+        if previous is not None and record["world_size"] != previous:
+            out.append({"step": record.get("step", 0), "from": previous, "to": record["world_size"],
+                        "why": f"resumed from {record.get('resumed_from') or 'a checkpoint'} with "
+                               f"{record['world_size']} workers"})
+        previous = record["world_size"]
+    return out
+
+
 def summarize(records: list[dict], mtime: float, stale_after_s: float = STALE_AFTER_S,
               now: float | None = None) -> dict:
     """What `report` and `runs` say about a run, from its records and metrics.jsonl's modification time.
@@ -315,6 +331,9 @@ def _markdown(run_dir: Path, records: list[dict], recipe: dict, s: dict) -> str:
                      f"at epoch {_num(s['final_epoch'], 'g')}")
     lines.append(f"- median images/s: {_num(s['median_images_per_s'], '.1f')} "
                  f"(over {s['step_records']} step records)")
+    for change in resizes(records):
+        lines.append(f"- resized at step {change['step']}: {change['from']} -> {change['to']} workers "
+                     "(the global batch held)")
     if (run_dir / "tensorboard").is_dir():
         lines.append(f"- live curves: `bigbatch dashboard {run_dir.resolve().parent}` (TensorBoard, on 127.0.0.1)")
 

@@ -8,6 +8,8 @@ runs on the meta device, so no arithmetic is done and even large models at
 their full resolution count in milliseconds.
 """
 
+import functools
+
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -30,6 +32,7 @@ def count_macs(model: nn.Module, in_chans: int = 3, resolution: int = 224) -> in
     return counter.get_total_flops() // 2
 
 
+@functools.cache  # deterministic; `bigbatch models` and the catalogue tests share it
 def measure(builder, num_classes: int = 1000, in_chans: int = 3, resolution: int = 224) -> tuple[int, int]:
     """(parameters, multiply-adds) of `builder(...)`, built on the meta device (or on CPU when a builder's
     initialisation needs real values, as torchvision's RegNet does)."""

@@ -79,18 +79,61 @@ def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
     return sum(epoch_steps[:whole]) + round((epoch - whole) * epoch_steps[whole])
 
 
+def recipe_global_batch(recipe: Recipe) -> int:
+    """The run's invariant: cluster.workers x data.batch_size x train.accumulation_steps (at epoch 0)."""
+    return recipe.cluster.workers * recipe.data.batch_size * recipe.train.accumulation_steps
+
+
+def world_shape(recipe: Recipe, world: int) -> tuple[int, int] | None:
+    """(per-worker micro-batch, accumulation steps) that keep the recipe's global batch G on `world` workers, or
+    None when `world` does not divide G. Each worker takes E = G / world examples a step, in the fewest
+    micro-steps k (a divisor of E) whose micro-batch E / k is at most data.batch_size (the memory the recipe
+    was sized for). At cluster.workers this is the recipe's own (data.batch_size, train.accumulation_steps)."""
+    per_worker, remainder = divmod(recipe_global_batch(recipe), world)
+    if remainder:
+        return None
+    k = next(k for k in range(1, per_worker + 1) if per_worker % k == 0 and per_worker // k <= recipe.data.batch_size)
+    return per_worker // k, k
+
+
+def elastic_sizes(recipe: Recipe) -> list[int]:
+    """Every world size an elastic run may have (cluster.min_workers .. cluster.workers); one that cannot keep
+    the global batch is a RecipeError naming the sizes that can."""
+    cluster = recipe.cluster
+    lowest = cluster.min_workers or cluster.workers
+    if lowest > cluster.workers:
+        raise RecipeError(f"cluster.min_workers: {lowest} is more than cluster.workers ({cluster.workers})")
+    sizes = list(range(lowest, cluster.workers + 1))
+    bad = [w for w in sizes if world_shape(recipe, w) is None]
+    if bad:
+        good = [w for w in range(1, cluster.workers + 1) if world_shape(recipe, w) is not None]
+        raise RecipeError(f"cluster.min_workers: the global batch {recipe_global_batch(recipe)} (cluster.workers x "
+                          f"data.batch_size x train.accumulation_steps) cannot be split evenly over "
+                          f"{', '.join(map(str, bad))} workers; world sizes that keep it: "
+                          f"{', '.join(map(str, good))} (raise min_workers, or choose a batch they all divide)")
+    return sizes
+
+
 def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None) -> Plan:
-    """Global batch = workers x per-worker batch x accumulation; lr scaled to it (Goyal et al. section 2.1)."""
+    """Global batch = workers x per-worker batch x accumulation; lr scaled to it (Goyal et al. section 2.1).
+    On another world size (an elastic run that lost or regained workers, or a resume elsewhere) the global
+    batch, and so the lr schedule and the examples of every step, stay the recipe's (`world_shape`)."""
+    elastic_sizes(recipe)  # a recipe whose global batch some allowed world size cannot keep is bad input
     world = world_size or recipe.cluster.workers
     train, opt = recipe.train, recipe.optim
-    per_micro = world * recipe.data.batch_size
+    shape = world_shape(recipe, world)
+    if shape is None:
+        raise RecipeError(f"cluster.workers: {world} workers cannot share the global batch "
+                          f"{recipe_global_batch(recipe)} evenly (it must divide by the world size)")
+    per_worker_batch, base_accumulation = shape
+    per_micro = world * per_worker_batch
     growth = [bisect.bisect_right(sorted(train.batch_growth_epochs), e) for e in range(train.epochs)]
-    accumulation = [train.accumulation_steps * train.batch_growth_factor ** g for g in growth]
+    accumulation = [base_accumulation * train.batch_growth_factor ** g for g in growth]
     epoch_steps = [train_examples // (per_micro * a) for a in accumulation]
     global_batch = per_micro * accumulation[0]
     if min(epoch_steps) == 0:
         worst = per_micro * max(accumulation)
-        raise RecipeError(f"data.batch_size: global batch {worst} (= {world} workers x {recipe.data.batch_size} "
+        raise RecipeError(f"data.batch_size: global batch {worst} (= {world} workers x {per_worker_batch} "
                           f"x {max(accumulation)} accumulation steps) exceeds the {train_examples} training examples")
     scaled = scale_lr(opt.base_lr, global_batch, opt.reference_batch, opt.lr_scaling)
     warmup = opt.warmup_steps or _epoch_to_step(opt.warmup_epochs, epoch_steps)
@@ -107,9 +150,20 @@ def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None
     total = min(train.max_steps, schedule_steps) if train.max_steps else schedule_steps
     momentum = opt.momentum if opt.name != "lamb" else opt.lamb.betas[0]
     return Plan(
-        world_size=world, per_worker_batch=recipe.data.batch_size, accumulation_steps=accumulation[0],
+        world_size=world, per_worker_batch=per_worker_batch, accumulation_steps=accumulation[0],
         global_batch=global_batch, train_examples=train_examples, steps_per_epoch=epoch_steps[0],
         scaled_lr=scaled, warmup_start_lr=schedule.warmup_start_lr, warmup_steps=warmup,
         schedule_steps=schedule_steps, total_steps=total,
         noise_scale=noise_scale(scaled, momentum, train_examples, global_batch), momentum=momentum,
         epoch_accumulation=tuple(accumulation), epoch_steps=tuple(epoch_steps), schedule=schedule)
+
+
+def elastic_table(recipe: Recipe, train_examples: int) -> list[dict]:
+    """What `bigbatch show` prints for an elastic recipe: the shape of a step at every world size it may run at
+    (the global batch, steps and lr schedule are the same at each)."""
+    rows = []
+    for world in elastic_sizes(recipe):
+        plan = make_plan(recipe, train_examples, world)
+        rows.append({"world_size": world, "per_worker_batch": plan.per_worker_batch,
+                     "accumulation_steps": plan.accumulation_steps, "global_batch": plan.global_batch})
+    return rows

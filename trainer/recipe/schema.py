@@ -121,6 +121,8 @@ class OptimConfig:
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     workers: int = setting(1, min=1, help="data-parallel workers (world size)")
+    min_workers: int = setting(0, min=0, help="elastic runs: the fewest workers the run goes on with after losing "
+                               "some (0 = cluster.workers, a fixed group); the global batch is held at every size")
     backend: str = setting("local", choices=("local", "torch", "horovod"),
                            help="local = one plain process; torch = Ray Train workers over torch.distributed; "
                                 "horovod = Horovod workers launched by Ray (`make horovod`)")
