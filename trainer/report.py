@@ -219,6 +219,7 @@ def _read_recipe(run_dir: Path) -> dict:
 def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
     steps = step_records(records)
     resumes = [r["step"] for r in records if r.get("event") == "start" and r.get("step")]
+    changes = resizes(records)
     warmup = warmup_end(records, recipe)
 
     fig, ax = _figure("learning rate", "step", "lr")
@@ -226,13 +227,13 @@ def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
     if _line(ax, series, "lr", "no training steps logged yet"):
         if warmup is not None:
             ax.axvline(warmup, color="tab:orange", linestyle="--", label=f"warmup end (step {warmup})")
-        _resume_lines(ax, resumes)
+        _resume_lines(ax, resumes, changes)
         ax.legend(loc="best")
     _save(fig, out / "lr.png")
 
     fig, ax = _figure("training loss", "step", "loss")
     if _line(ax, [(r["step"], r["loss"]) for r in steps], "loss", "no training steps logged yet"):
-        _resume_lines(ax, resumes)
+        _resume_lines(ax, resumes, changes)
         ax.legend(loc="best")
     _save(fig, out / "loss.png")
 
@@ -251,7 +252,7 @@ def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
     if _line(ax, series, "images/s", "no training steps logged yet"):
         median = summary["median_images_per_s"]
         ax.axhline(median, color="tab:green", linestyle=":", label=f"median {median:.1f}")
-        _resume_lines(ax, resumes)
+        _resume_lines(ax, resumes, changes)
         ax.legend(loc="best")
     _save(fig, out / "images_per_s.png")
 
@@ -285,9 +286,15 @@ def _line(ax, points: list[tuple], label: str, empty: str) -> bool:
     return True
 
 
-def _resume_lines(ax, resumes: list[int]) -> None:
-    for i, step in enumerate(resumes):
+def _resume_lines(ax, resumes: list[int], changes: list[dict] = ()) -> None:
+    """Dotted lines where the run was resumed; where the world size changed, a dash-dot line saying how."""
+    resized = {change["step"]: change for change in changes}
+    plain = [step for step in resumes if step not in resized]
+    for i, step in enumerate(plain):
         ax.axvline(step, color="gray", linestyle=":", label="resumed" if i == 0 else None)
+    for step, change in resized.items():
+        ax.axvline(step, color="tab:red", linestyle="-.", label=f"workers {change['from']} -> {change['to']} "
+                                                               f"(step {step})")
 
 
 def _save(fig, path: Path) -> None:

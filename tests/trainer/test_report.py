@@ -233,3 +233,15 @@ def test_a_last_line_still_being_written_is_left_out(tmp_path):
     with open(path, "a") as f:
         f.write('{"step": 4, "epoch": 0.4, "lo')
     assert [r.get("step") for r in read_history(path)] == [0, 2]
+
+
+def test_plots_mark_where_the_world_size_changed():
+    from trainer.report import _figure, _resume_lines, resizes
+
+    records = [{"event": "start", "step": 0, "world_size": 2}, {"event": "start", "step": 8, "world_size": 2},
+               {"event": "start", "step": 12, "world_size": 1, "resumed_from": "c.pt"}]
+    assert resizes(records) == [{"step": 12, "from": 2, "to": 1, "why": "resumed from c.pt with 1 workers"}]
+    _, ax = _figure("t", "step", "lr")
+    _resume_lines(ax, [8, 12], resizes(records))
+    assert ax.get_legend_handles_labels()[1] == ["resumed", "workers 2 -> 1 (step 12)"]
+    assert sorted(line.get_xdata()[0] for line in ax.get_lines()) == [8, 12]
