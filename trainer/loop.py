@@ -363,7 +363,7 @@ class Trainer:
                   "loss": window["loss"] / max(1, window["steps"]), "lr": lr,
                   "global_batch": self.plan.global_batch_of_step(self.step),
                   "world_size": self.collective.world_size,
-                  "accumulation_steps": self.plan.epoch_accumulation[self.plan.locate(max(self.step - 1, 0))[0]],
+                  "accumulation_steps": self.plan.accumulation_of_step(self.step),
                   "images_per_s": window["images"] / max(elapsed, 1e-9), **workers}
         record["images_per_s_per_worker"] = record["images_per_s"] / self.collective.world_size
         if self.grad_norm is not None:

@@ -82,3 +82,21 @@ def test_three_steps_on_two_workers_then_three_on_one_equal_six_on_two_and_one_p
         [(1, 2, 1, 32), (2, 2, 1, 32), (3, 2, 1, 32), (4, 1, 2, 32), (5, 1, 2, 32), (6, 1, 2, 32)]
     [resize] = json.loads((tmp_path / "shrunk" / "summary.json").read_text())["resizes"]
     assert (resize["step"], resize["from"], resize["to"]) == (3, 2, 1) and "step_00000003.pt" in resize["why"]
+
+
+def test_at_1024_workers_on_imagenet_an_elastic_range_must_divide_the_global_batch(write):
+    # ImageNet-1k's 1,281,167 training images, 1,024 workers x 32: G = 32,768 = 2^15, so only powers of two keep it
+    imagenet = 1_281_167
+    fixed = load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=1024", "cluster.min_workers=0",
+                                                    "data.batch_size=32"])
+    plan = make_plan(fixed, imagenet, 1024)
+    assert (plan.global_batch, plan.steps_per_epoch) == (32_768, imagenet // 32_768)
+    halved = make_plan(fixed, imagenet, 512)  # a resume on half the workers: same G, twice the micro-steps
+    assert (halved.global_batch, halved.per_worker_batch, halved.accumulation_steps) == (32_768, 32, 2)
+    elastic = load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=1024", "cluster.min_workers=512",
+                                                      "data.batch_size=32"])
+    divisors = [w for w in range(1, 1025) if 32_768 % w == 0]
+    with pytest.raises(RecipeError) as error:
+        make_plan(elastic, imagenet)
+    assert str(error.value).endswith(f"world sizes that keep it: {', '.join(map(str, divisors))} (raise "
+                                     "min_workers, or choose a batch they all divide)")

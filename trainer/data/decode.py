@@ -115,10 +115,12 @@ def _resize(image: np.ndarray, height: int, width: int, quality: str = "antialia
     return torch.from_numpy(hwc).permute(2, 0, 1)
 
 
-def resized_crop(data: bytes, box: tuple[int, int, int, int], size: int, quality: str = "antialias") -> torch.Tensor:
+def resized_crop(data: bytes, box: tuple[int, int, int, int], size: int, quality: str = "antialias",
+                 dims: tuple[int, int] | None = None) -> torch.Tensor:
     """The (top, left, h, w) box of an encoded image resized to size x size, as uint8 CHW: decoded at the
-    smallest fast DCT scale that keeps the box >= size on both sides."""
-    height, width = _header(data)
+    smallest fast DCT scale that keeps the box >= size on both sides. `dims`: the image's (height, width) when
+    the caller has read the header already."""
+    height, width = dims or _header(data)
     top, left, h, w = box
     image = _decode(data, *_fast_scale(height, width, math.ceil(height * size / h), math.ceil(width * size / w)))
     sy, sx = image.shape[0] / height, image.shape[1] / width
@@ -129,9 +131,10 @@ def resized_crop(data: bytes, box: tuple[int, int, int, int], size: int, quality
 
 def decode_train(data: bytes, size: int, rng: random.Random, quality: str = "antialias") -> torch.Tensor:
     """RandomResizedCrop(size) + flip of an encoded image, as uint8 CHW."""
-    box = random_resized_crop_box(*_header(data), rng)
+    dims = _header(data)
+    box = random_resized_crop_box(*dims, rng)
     flip = rng.random() < 0.5
-    crop = resized_crop(data, box, size, quality)
+    crop = resized_crop(data, box, size, quality, dims)
     return crop.flip(-1) if flip else crop
 
 

@@ -66,9 +66,13 @@ class Plan:
     def global_batch_at(self, epoch: int) -> int:
         return self.world_size * self.per_worker_batch * self.epoch_accumulation[epoch]
 
+    def accumulation_of_step(self, step: int) -> int:
+        """The accumulation steps optimizer step number `step` (1-based) took."""
+        return self.epoch_accumulation[self.locate(max(step - 1, 0))[0]]
+
     def global_batch_of_step(self, step: int) -> int:
         """The global batch optimizer step number `step` (1-based) took."""
-        return self.global_batch_at(self.locate(max(step - 1, 0))[0])
+        return self.world_size * self.per_worker_batch * self.accumulation_of_step(step)
 
 
 def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
@@ -160,10 +164,8 @@ def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None
 
 def elastic_table(recipe: Recipe, train_examples: int) -> list[dict]:
     """What `bigbatch show` prints for an elastic recipe: the shape of a step at every world size it may run at
-    (the global batch, steps and lr schedule are the same at each)."""
-    rows = []
-    for world in elastic_sizes(recipe):
-        plan = make_plan(recipe, train_examples, world)
-        rows.append({"world_size": world, "per_worker_batch": plan.per_worker_batch,
-                     "accumulation_steps": plan.accumulation_steps, "global_batch": plan.global_batch})
-    return rows
+    (the global batch, steps and lr schedule are the same at each: make_plan checks the recipe once)."""
+    make_plan(recipe, train_examples)
+    return [{"world_size": world, "per_worker_batch": shape[0], "accumulation_steps": shape[1],
+             "global_batch": recipe_global_batch(recipe)}
+            for world in elastic_sizes(recipe) if (shape := world_shape(recipe, world))]
