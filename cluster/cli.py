@@ -91,7 +91,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     plan = make_plan(recipe, examples)
     text = yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)
-    if recipe.cluster.min_workers and recipe.cluster.min_workers < recipe.cluster.workers:
+    if recipe.cluster.elastic:
         text += yaml.safe_dump({"elastic": elastic_table(recipe, examples)}, sort_keys=False)
     print(text, end="")
     return 0

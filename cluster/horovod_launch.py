@@ -44,7 +44,8 @@ def _worker(recipe: Recipe, run_dir: str, resume: str | None, console_sink=None)
     collective = HorovodCollective(device)
     write_worker_info(Path(run_dir), collective.rank, str(device))
     try:
-        return Trainer(recipe, run_dir, collective, resume=resume).fit()
+        return Trainer(recipe, run_dir, collective, resume=resume,
+                       restartable=recipe.cluster.max_failures > 0).fit()
     except Interrupted:
         return None
     finally:
@@ -92,7 +93,15 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None, verbose: b
     except ImportError as e:
         raise RecipeError(f"cluster.backend: horovod is not usable here ({e})") from None
     from cluster.progress import DriverConsole
-    from cluster.ray_launch import DriverStops, connect, explain, root_cause, run_outcome, say_starting
+    from cluster.ray_launch import (
+        DriverStops,
+        connect,
+        explain,
+        record_final_failure,
+        root_cause,
+        run_outcome,
+        say_starting,
+    )
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = recipe.cluster
@@ -129,6 +138,7 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None, verbose: b
             cause = explain(failure, cfg)
             deterministic = isinstance(root_cause(failure), (RecipeError, TrainingFailed))  # would fail again
             if deterministic or attempt == cfg.max_failures or _stopped(run_dir):
+                record_final_failure(run_dir, cause)
                 raise cause
             console.apply(("say", f"bigbatch: the Horovod worker group failed ({cause}); restarting it from the "
                                   f"newest checkpoint (attempt {attempt + 2} of {cfg.max_failures + 1})"))

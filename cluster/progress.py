@@ -46,9 +46,12 @@ def install_worker_channel(sink) -> None:
     import ray
 
     def send(event: tuple, wait: bool) -> None:
-        ref = sink.put.remote(event)
-        if wait:
-            ray.get(ref, timeout=30)
+        try:
+            ref = sink.put.remote(event)
+            if wait:
+                ray.get(ref, timeout=30)
+        except Exception:  # the console is not worth a run: training goes on without it
+            pass
 
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
         send(("say", f"bigbatch: warning: {category.__name__}: {message}"), False)
@@ -61,7 +64,12 @@ class DriverConsole:
     """Polls the sink and draws what it holds; shows each distinct note once."""
 
     def __init__(self, stream=None):
-        self.sink = _sink_class().remote()
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # on the driver's node, as Ray Train's controller: a sink on a worker node would die with that node
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        self.sink = _sink_class().options(scheduling_strategy=here).remote()
         self.stream = stream or sys.stderr
         self.view: ConsoleView | None = None
         self.shown: set[str] = set()

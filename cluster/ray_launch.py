@@ -104,7 +104,8 @@ def _worker_loop(config: dict) -> None:
     write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
     with _restored_checkpoint(config["resume"]) as resume:
         report = functools.partial(_report_checkpoint, by_reference=config["by_reference"])
-        trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=report)
+        trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=report,
+                          restartable=recipe.cluster.max_failures > 0)
     try:
         summary = trainer.fit()
     except Interrupted:
@@ -189,7 +190,10 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cfg = recipe.cluster
     # Bounded start: Ray Train otherwise waits for resources (and retries the wait) forever.
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.start_timeout_s)
+    # An elastic group starts only on resources Ray reports free, so its wait is for a restart that counted a
+    # lost node still present: it gives up after cluster.restart_timeout_s and asks again with what is left.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.restart_timeout_s if cfg.elastic
+                                                               else cfg.start_timeout_s)
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -217,7 +221,9 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
                                                                   controller_failure_limit=cfg.max_failures)),
             ).fit()
     except Exception as e:  # Ray wraps worker errors; surface ours with their exit codes
-        raise explain(e, cfg) from None
+        error = explain(e, cfg)
+        record_final_failure(run_dir, error)
+        raise error from None
     finally:
         stops.restore()
         if started_here:
@@ -225,13 +231,30 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
     return run_outcome(run_dir)
 
 
+def record_final_failure(run_dir: Path, error: Exception) -> None:
+    """Ray gave up restarting the group: a run whose last word was "restarting" (rank 0 records each failed
+    attempt so, cluster.max_failures > 0) is now failed, in summary.json and metrics.jsonl."""
+    summary_path = run_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return
+    if summary.get("status") != "restarting":
+        return
+    from trainer.track import MetricsFile
+
+    final = {**summary, "status": "failed", "error": str(error).splitlines()[0] if str(error) else summary["error"]}
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    metrics.write({"event": "failed", **final})
+    metrics.close()
+    write_json_atomic(summary_path, final)
+
+
 def worker_range(cfg: ClusterConfig) -> int | tuple[int, int]:
     """Ray Train's group size: fixed, or (min, max) for an elastic group (cluster.min_workers), which starts
     with as many workers as can be placed and restarts with those left; the plan holds the global batch at
     whatever size it gets (trainer/recipe/plan.py: world_shape)."""
-    if cfg.min_workers and cfg.min_workers < cfg.workers:
-        return (cfg.min_workers, cfg.workers)
-    return cfg.workers
+    return (cfg.min_workers, cfg.workers) if cfg.elastic else cfg.workers
 
 
 def say_starting(cfg: ClusterConfig, backend: str, run_dir: Path) -> None:

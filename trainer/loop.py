@@ -59,14 +59,22 @@ class Interrupted(Exception):
         self.checkpoint = checkpoint
 
 
+class Preempted(Exception):
+    """A worker of an elastic run was signalled (a node shutting down): every rank checkpointed at the same
+    step and ends this attempt with this error, so that Ray restarts the group with the workers it can place."""
+
+
 class Trainer:
     """One worker's share of a run. `on_checkpoint` replaces the barrier after each checkpoint (Ray reports
     the checkpoint to its storage there); a STOP file in the run directory or SIGINT/SIGTERM on any rank
     makes every rank stop after the same step (the next log step) with a checkpoint."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, collective: Collective, resume: str | None = None,
-                 on_checkpoint: CheckpointHook | None = None):
+                 on_checkpoint: CheckpointHook | None = None, restartable: bool = False):
         self.recipe, self.collective = recipe, collective
+        self.restartable = restartable  # a failure is one attempt's (Ray restarts the group): not the run's end
+        # elastic: a signal to a worker is that worker leaving (checkpoint, restart without it), not a stop
+        self.leave_on_signal = restartable and recipe.cluster.elastic
         self.run_dir = Path(run_dir)
         self.is_main = collective.rank == 0
         self.parts = build(recipe, collective)
@@ -191,8 +199,10 @@ class Trainer:
                 self.parts.scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
         waited = time.perf_counter()
-        stop_flag = torch.full((), float(self.stop.pending() > 0), device=device)  # a fill, not a host copy
-        self.outcomes.add(self.step + 1, self.collective.all_reduce(torch.stack([loss_sum, stop_flag]), op="sum"))
+        requested = self.stop.pending() > 0
+        leave = requested and self.stop.by_signal and self.leave_on_signal
+        flags = [torch.full((), float(flag), device=device) for flag in (requested and not leave, leave)]  # fills
+        self.outcomes.add(self.step + 1, self.collective.all_reduce(torch.stack([loss_sum, *flags]), op="sum"))
         self.times.add_step(time.perf_counter() - waited)
         settled = None
         if self.recipe.train.on_nonfinite == "skip":
@@ -292,7 +302,7 @@ class Trainer:
         window = {"loss": 0.0, "steps": 0, "images": 0, "start": time.perf_counter()}
         last_eval: dict = {}
         epoch_started = time.perf_counter()
-        stop = 0
+        stop, leaving = 0, False
         while self.step < plan.total_steps:
             epoch, in_epoch = plan.locate(self.step)
             accum = plan.epoch_accumulation[epoch]
@@ -322,6 +332,7 @@ class Trainer:
                     settled = self.outcomes.settle()  # the only host read of the step's outcome
                 if settled is not None:
                     stop = self._take_in(settled, window)
+                    leaving = settled.leaving
                 if logging:
                     workers = self.times.gather() if self.collective.world_size > 1 else {}
                     if self.is_main:
@@ -334,7 +345,11 @@ class Trainer:
                 if checkpoint_due and self.step not in (epoch_end, plan.total_steps):
                     self._save()
             if stop:
-                self._interrupted(stop, self._save())
+                checkpoint = self._save()
+                if leaving:
+                    raise Preempted(f"signal {stop} to a worker (a node shutting down?): every rank checkpointed at "
+                                    f"step {self.step}; the group restarts with the workers Ray can place")
+                self._interrupted(stop, checkpoint)
             finished_epoch, done = self.step == epoch_end, self.step == plan.total_steps
             is_best, record = False, {"step": self.step, "epoch": self._epoch_progress()}
             if finished_epoch:
@@ -434,11 +449,15 @@ class Trainer:
         raise Interrupted(signum, checkpoint)
 
     def _failed(self, error: BaseException) -> None:
-        """Record why the run died (`bigbatch runs` shows it failed); the error itself still propagates."""
+        """Record why the run died (`bigbatch runs` shows it failed), or, when Ray will restart the group, why
+        this attempt did (status "restarting"; the driver records "failed" if Ray gives up): a lost worker, not an
+        error that would recur; the error itself still propagates."""
         message = str(error).splitlines()[0] if str(error) else error.__class__.__name__
-        summary = {"status": "failed", "run_id": self.run_id, "step": self.step, "error": message}
+        again = isinstance(error, (RecipeError, TrainingFailed))  # bad input, non-finite loss: it would fail again
+        event, status = ("attempt_failed", "restarting") if self.restartable and not again else ("failed", "failed")
+        summary = {"status": status, "run_id": self.run_id, "step": self.step, "error": message}
         with contextlib.suppress(Exception):  # the run directory itself may be what failed
-            self.metrics.write({"event": "failed", **summary})
+            self.metrics.write({"event": event, **summary})
             self._write_summary(summary)
 
     def _write_summary(self, summary: dict) -> None:

@@ -23,7 +23,8 @@ DPI = 100
 FIGURE_PX = (640, 400)  # width, height of every PNG
 PLOTS = ("lr.png", "loss.png", "top1.png", "images_per_s.png")
 STALE_AFTER_S = 600.0  # last event a start and metrics.jsonl older than this: the run is "lost"
-_ENDINGS = {"finish": "finished", "interrupted": "interrupted", "failed": "failed"}
+_ENDINGS = {"finish": "finished", "interrupted": "interrupted", "failed": "failed",
+            "attempt_failed": "restarting"}  # restarting: a worker group failed and Ray restarts it
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -94,15 +95,18 @@ def resizes(records: list[dict]) -> list[dict]:
     """Each change of world size between a run's (re)starts: {step, from, to, why}. An elastic group that Ray
     restarted with the workers it could place, or a resume on another machine, shows here; the global batch
     stays the recipe's (the start records carry it)."""
-    out, previous = [], None
+    out, previous, cause = [], None, ""
     for record in records:
+        if record.get("event") in ("attempt_failed", "interrupted"):
+            cause = (f"step {record.get('step', '?')}: "
+                     + (record.get("error") or f"stopped by signal {record.get('signal', '?')}") + "; ")
         if record.get("event") != "start" or not isinstance(record.get("world_size"), int):
             continue
         if previous is not None and record["world_size"] != previous:
             out.append({"step": record.get("step", 0), "from": previous, "to": record["world_size"],
-                        "why": f"resumed from {record.get('resumed_from') or 'a checkpoint'} with "
+                        "why": f"{cause}resumed from {record.get('resumed_from') or 'a checkpoint'} with "
                                f"{record['world_size']} workers"})
-        previous = record["world_size"]
+        previous, cause = record["world_size"], ""
     return out
 
 
@@ -387,6 +391,9 @@ def _status_note(s: dict) -> str:
                 f"checkpoint {end.get('checkpoint')}")
     if s["status"] == "failed":
         return f" at step {end.get('step', '?')}: {end.get('error', 'no error given')}"
+    if s["status"] == "restarting":
+        return (f": the worker group failed at step {end.get('step', '?')} ({end.get('error', 'no error given')}) "
+                "and Ray restarts it from the newest checkpoint")
     if s["status"] == "lost":
         return (f" (no record since {local_time(s['last_time'])}: killed without a word, e.g. SIGKILL; "
                 f"continue with `bigbatch train RECIPE --out RUN_DIR --resume auto`)")

@@ -16,10 +16,12 @@ import torch
 
 @dataclass
 class Settled:
-    """The steps since the last read: (step number, global mean loss) each, and the stop flag."""
+    """The steps since the last read: (step number, global mean loss) each, the stop flag, and whether the stop
+    is some worker's leaving (a signal to it in an elastic run: the group restarts without it)."""
 
     losses: list[tuple[int, float]]
     stop_requested: bool
+    leaving: bool = False
 
     def first_nonfinite(self) -> int | None:
         return next((step for step, loss in self.losses if not math.isfinite(loss)), None)
@@ -32,7 +34,7 @@ class StepOutcomes:
     def __init__(self, world_size: int):
         self.world_size = world_size
         self._steps: list[int] = []
-        self._values: list[torch.Tensor] = []  # each [loss sum over ranks, stop requests over ranks]
+        self._values: list[torch.Tensor] = []  # each [loss sum, stop requests, leave requests] over ranks
 
     def add(self, step: int, reduced: torch.Tensor) -> None:
         self._steps.append(step)
@@ -46,7 +48,7 @@ class StepOutcomes:
         if not self._values:
             return Settled([], False)
         table = torch.stack(self._values).tolist()
-        settled = Settled([(step, loss / self.world_size) for step, (loss, _) in zip(self._steps, table, strict=True)],
-                          any(stop for _, stop in table))
+        settled = Settled([(step, row[0] / self.world_size) for step, row in zip(self._steps, table, strict=True)],
+                          any(row[1] or row[2] for row in table), any(row[2] for row in table))
         self._steps, self._values = [], []
         return settled

@@ -70,6 +70,7 @@ class StopRequests:
         self.stop_file = stop_file
         self.poll_interval_s = poll_interval_s
         self.signum: int | None = None
+        self.by_signal = False  # the request came to this process (a signal), not through the STOP file
         self._next_poll = 0.0
         self._previous: dict = {}
         self._listening = False  # reading install_process_handler's signals (installed off the main thread)
@@ -99,12 +100,12 @@ class StopRequests:
     def _on_signal(self, signum, frame) -> None:
         if self.signum is not None:
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self.by_signal = signum, True
 
     def pending(self) -> int:
         """The signal number of a request seen by this process (0 if none); polls the file at most once per interval."""
         if self.signum is None and self._listening and _process_signals:
-            self.signum = _process_signals[0]
+            self.signum, self.by_signal = _process_signals[0], True
         if self.signum is None and self.stop_file is not None and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.poll_interval_s
             try:

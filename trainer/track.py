@@ -13,6 +13,8 @@ from tqdm import tqdm
 
 from trainer.atomic import write_atomic
 
+KEPT = ("attempt_failed",)  # history a resume keeps though it lies past the resumed step (why the group restarted)
+
 
 class MetricsFile:
     """Append-only JSON lines. Opening repairs the file first: a line a crash left half-written is dropped
@@ -37,7 +39,7 @@ class MetricsFile:
                 notice(f"bigbatch: warning: {self.path}, line {number}: not a whole JSON record (a write cut "
                        "short by a crash?); dropped")
                 changed = True
-            elif resume_step is not None and record.get("step", 0) > resume_step:
+            elif resume_step is not None and record.get("step", 0) > resume_step and record.get("event") not in KEPT:
                 changed = True
             else:
                 kept.append(line + b"\n")

@@ -21,12 +21,23 @@ def final_model(run_dir) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_two_workers_with_sync_bn_equal_one_worker_with_the_double_batch(ray_cluster, tiny, tmp_path):
-    common = ["train.max_steps=6", "train.eval_every_epochs=0", "optim.warmup_epochs=0"]
-    summary = launch(load_recipe(tiny, [*common, "cluster.backend=torch", "cluster.workers=2", "bn.sync=all",
-                                        "data.batch_size=16"]), tmp_path / "two")
+def test_two_workers_with_sync_bn_equal_one_worker_with_the_double_batch_and_their_checkpoint_resumes_on_one(
+        ray_cluster, tiny, tmp_path):
+    common = ["train.eval_every_epochs=0", "optim.warmup_epochs=0"]
+    # storage on another file system (tmpfs) gets a real copy of each checkpoint
+    shared = Path(tempfile.mkdtemp(prefix="bigbatch-storage-", dir="/dev/shm"))
+    assert shared.stat().st_dev != tmp_path.stat().st_dev, "needs /dev/shm on another file system"
+    try:
+        summary = launch(load_recipe(tiny, [*common, "train.max_steps=6", "cluster.backend=torch",
+                                            "cluster.workers=2", "bn.sync=all", "data.batch_size=16",
+                                            f"cluster.storage_path={shared}"]), tmp_path / "two")
+        (reported,) = shared.rglob("step_00000006.pt")  # Ray's copy went to cluster.storage_path
+        assert reported.read_bytes() == (tmp_path / "two" / "checkpoints" / "step_00000006.pt").read_bytes()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     assert summary["world_size"] == 2 and summary["global_batch"] == 32 and summary["step"] == 6
-    Trainer(load_recipe(tiny, [*common, "data.batch_size=32"]), tmp_path / "one", LocalCollective()).fit()
+    Trainer(load_recipe(tiny, [*common, "train.max_steps=6", "data.batch_size=32"]), tmp_path / "one",
+            LocalCollective()).fit()
     two, one = final_model(tmp_path / "two"), final_model(tmp_path / "one")
     assert two.keys() == one.keys()
     for key in one:
@@ -40,6 +51,13 @@ def test_two_workers_with_sync_bn_equal_one_worker_with_the_double_batch(ray_clu
                for r in steps for k in (0, 1))
     assert all(r["slowest_rank"] in (0, 1) for r in steps)
 
+    # the two workers' checkpoint resumes in one process, at the same example
+    saved = torch.load(tmp_path / "two" / "checkpoints" / "step_00000006.pt", weights_only=True)
+    assert saved["world_size"] == 2 and saved["sampler"]["offset"] == 6 * 32
+    summary = launch(load_recipe(tiny, [*common, "data.batch_size=32", "train.max_steps=8"]), tmp_path / "two",
+                     resume="auto")
+    assert summary["world_size"] == 1 and summary["step"] == 8
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
@@ -50,28 +68,6 @@ def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_
                                 "optim.warmup_epochs=0"])
     with pytest.raises(TrainingFailed, match="non-finite loss at step"):
         launch(recipe, tmp_path / "nf")
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_checkpoint_of_two_workers_resumes_on_one(ray_cluster, tiny, tmp_path):
-    common = ["train.eval_every_epochs=0", "optim.warmup_epochs=0"]
-    # storage on another file system (tmpfs) gets a real copy of each checkpoint
-    shared = Path(tempfile.mkdtemp(prefix="bigbatch-storage-", dir="/dev/shm"))
-    assert shared.stat().st_dev != tmp_path.stat().st_dev, "needs /dev/shm on another file system"
-    try:
-        launch(load_recipe(tiny, [*common, "cluster.backend=torch", "cluster.workers=2", "bn.sync=all",
-                                  "data.batch_size=8", "train.max_steps=3", f"cluster.storage_path={shared}"]),
-               tmp_path / "run")
-        (reported,) = shared.rglob("step_00000003.pt")  # Ray's copy went to cluster.storage_path
-        assert reported.read_bytes() == (tmp_path / "run" / "checkpoints" / "step_00000003.pt").read_bytes()
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "step_00000003.pt", weights_only=True)
-    assert saved["world_size"] == 2 and saved["sampler"]["offset"] == 3 * 16
-    summary = launch(load_recipe(tiny, [*common, "data.batch_size=16", "train.max_steps=5"]), tmp_path / "run",
-                     resume="auto")
-    assert summary["world_size"] == 1 and summary["step"] == 5
 
 
 @pytest.mark.slow

@@ -1,15 +1,19 @@
-"""Submission end to end on a real 2-node Ray cluster started on this machine, with token auth on."""
+"""Submission end to end on a real 2-node Ray cluster started on this machine, with token auth on; an elastic
+run on it loses a node."""
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.run_files import wait_for_step
+from tests.run_files import records, wait_for_step
 
 REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "recipes" / "smoke.yaml"
 
 
 def group_alive(pgid: int) -> bool:
@@ -20,49 +24,78 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+# An elastic run: 3 workers asked of 2 one-CPU nodes, so it starts on 2. G = 3 x 32 = 96: 2 epochs of digits are
+# 28 steps. A model without BatchNorm, so that any split of a step's 96 examples gives the same update.
+ELASTIC = ("--set", "model.name=mlp", "--set", "model.kwargs={}", "--set", "cluster.workers=3", "--set",
+           "train.epochs=2", "--set", "train.max_steps=100", "--set", "bn.sync=none", "--set",
+           "train.checkpoint_every_steps=6", "--set", "cluster.min_workers=1", "--set", "cluster.max_failures=1",
+           "--set", "cluster.restart_timeout_s=30")
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(420)
-def test_submit_follow_resubmit_and_job_commands_on_a_local_two_node_cluster(cli, tmp_path):
+@pytest.mark.timeout(480)
+def test_submit_node_loss_resubmit_and_job_commands_on_a_local_two_node_cluster(cli, capsys, tmp_path):
+    """One cluster for every job (each cluster costs ~15 s): an elastic run that loses a node and finishes on the
+    worker left (issue 18), its resubmission and stop, a failing job, and the jobs commands."""
     state = tmp_path / "cluster"
     code, out, err = cli("cluster", "up", "--local", "--nodes", "2", "--cpus-per-node", "1", "--state-dir", state)
     assert code == 0, err
     recorded = json.loads((state / "cluster.json").read_text())
     assert len(recorded["process_groups"]) == 2 and recorded["dashboard_url"].startswith("http://127.0.0.1:")
     assert oct((state / "auth_token").stat().st_mode & 0o777) == "0o600"
+    run = Path(recorded["storage"]) / "smoke"
     try:
-        code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state, "--follow")
-        assert code == 0, err[-3000:]
+        code, out, err = cli("submit", SMOKE, "--state-dir", state, *ELASTIC)
+        assert code == 0, err
         job_id = out.splitlines()[0]
-        assert job_id.startswith("bigbatch-smoke-") and f"job {job_id}: SUCCEEDED" in err
-        run = Path(recorded["storage"]) / "smoke"
-        assert json.loads((run / "summary.json").read_text())["status"] == "finished"
-        assert torch.load(run / "checkpoints" / "step_00000012.pt", weights_only=True)["world_size"] == 2
-        # reported to Ray's storage too: by reference, as the storage shares the run directory's file system
-        references = [json.loads(p.read_text())["path"] for p in (run / "ray").rglob("checkpoint_ref.json")]
-        assert str((run / "checkpoints" / "step_00000012.pt").resolve()) in references
+        assert job_id.startswith("bigbatch-smoke-")
+        wait_for_step(run, 8, timeout_s=180)
         nodes = {json.loads((run / "workers" / f"rank_{r}.json").read_text())["node_id"] for r in (0, 1)}
         assert len(nodes) == 2  # one worker per node
+        os.killpg(recorded["process_groups"][1], signal.SIGKILL)  # the second node: its raylet and its worker
+        killed_at = time.time()
+        code, out, err = cli("jobs", "logs", job_id, "--state-dir", state, "--follow")
+        assert code == 0, (out + err)[-3000:]
+        assert "finished" in out
 
-        # the same name again continues the run from its newest checkpoint; `jobs stop` then stops it: the
-        # driver gets SIGTERM, the workers checkpoint, the job ends STOPPED (one job for both: each costs ~40 s)
-        code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state,
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["step"] == 28 and summary["world_size"] == 1
+        steps = [r for r in records(run) if "loss" in r]
+        assert {r["global_batch"] for r in steps} == {96}
+        before = [r for r in steps if r["time"] <= killed_at]
+        after = [r for r in steps if r["time"] > killed_at]
+        assert {(r["world_size"], r["accumulation_steps"]) for r in before} == {(2, 2)}  # 2 x 24 as 2 x 12 (<= 32)
+        assert {(r["world_size"], r["accumulation_steps"]) for r in after} == {(1, 3)}  # 1 x 32 x 3 micro-steps
+        assert [(r["from"], r["to"]) for r in summary["resizes"]] == [(2, 1)]
+        final = run / "checkpoints" / "step_00000028.pt"
+        assert torch.load(final, weights_only=True)["world_size"] == 1
+        # reported to Ray's storage too: by reference, as the storage shares the run directory's file system
+        references = [json.loads(p.read_text())["path"] for p in (run / "ray").rglob("checkpoint_ref.json")]
+        assert str(final.resolve()) in references
+        resumed = [r for r in records(run) if r.get("event") == "start"][-1]
+        with capsys.disabled():
+            print(f"\nnode loss: {after[0]['time'] - killed_at:.1f} s from the kill to the next step record "
+                  f"(resumed at step {resumed['step']})")
+
+        # the same name again continues the run from its newest checkpoint, on the node left; `jobs stop` then
+        # stops it: the driver gets SIGTERM, the workers checkpoint, the job ends STOPPED
+        code, out, err = cli("submit", SMOKE, "--state-dir", state, *ELASTIC,
                              "--set", "train.epochs=100", "--set", "train.max_steps=5000")
         assert code == 0, err
         long_id = out.splitlines()[0]
-        wait_for_step(run, 15)
+        wait_for_step(run, 31)
         code, out, _ = cli("jobs", "stop", long_id, "--state-dir", state)
         assert code == 0 and "stop requested" in out
         code, _, _ = cli("jobs", "logs", long_id, "--state-dir", state, "--follow")
         assert code == 143
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        starts = [r for r in records if r.get("event") == "start"]
-        assert len(starts) == 2 and starts[1]["step"] == 12 and starts[1]["resumed_from"]
+        starts = [r for r in records(run) if r.get("event") == "start"]
+        assert len(starts) == 3 and starts[2]["step"] == 28 and starts[2]["resumed_from"]
         stopped = json.loads((run / "summary.json").read_text())
-        assert stopped["status"] == "interrupted" and stopped["step"] >= 15 and Path(stopped["checkpoint"]).is_file()
+        assert stopped["status"] == "interrupted" and stopped["step"] >= 31 and Path(stopped["checkpoint"]).is_file()
 
         # a run that fails on the cluster: exit 1, and `jobs status` shows why with the log's tail (trained by
         # the job's driver itself, cluster.backend local: the failure path is the job's, and it fails in seconds)
-        code, out, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--state-dir", state, "--name", "bad",
+        code, out, err = cli("submit", SMOKE, "--state-dir", state, "--name", "bad",
                              "--set", "optim.base_lr=1e30", "--set", "optim.warmup_epochs=0", "--set",
                              "cluster.backend=local", "--set", "cluster.workers=1", "--set", "bn.sync=none",
                              "--follow")
@@ -90,10 +123,17 @@ def test_submit_follow_resubmit_and_job_commands_on_a_local_two_node_cluster(cli
     assert not any(group_alive(pgid) for pgid in recorded["process_groups"])
     assert not (state / "cluster.json").exists()
 
+    # the elastic run against the same run never interrupted: one process with G = 96 as 3 micro-steps of 32
+    code, _, err = cli("train", SMOKE, "--out", tmp_path / "whole", *ELASTIC, "--set", "cluster.backend=local",
+                       "--set", "cluster.workers=1", "--set", "train.accumulation_steps=3")
+    assert code == 0, err
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert whole["global_batch"] == 96 and abs(summary["top1"] - whole["top1"]) <= 0.01
+
 
 def test_a_recipe_error_never_reaches_the_cluster(cli, tmp_path):
     # the address is unreachable on purpose: the recipe must be rejected before anything is contacted
-    code, _, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--address", "http://127.0.0.1:1",
+    code, _, err = cli("submit", SMOKE, "--address", "http://127.0.0.1:1",
                        "--set", "optim.base_lr=fast")
     assert code == 2 and "optim.base_lr" in err and "cannot reach" not in err
 
@@ -104,7 +144,7 @@ def test_an_unreachable_jobs_address_fails_fast(cli):
 
 
 def test_object_store_uris_are_refused_as_run_storage(cli, tmp_path):
-    code, _, err = cli("submit", REPO / "recipes" / "smoke.yaml", "--address", "http://127.0.0.1:1",
+    code, _, err = cli("submit", SMOKE, "--address", "http://127.0.0.1:1",
                        "--storage", "s3://bucket/runs")
     assert code == 2 and "--storage: expected a directory every node mounts" in err
 

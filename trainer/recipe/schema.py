@@ -135,8 +135,16 @@ class ClusterConfig:
                                 "(shared directory or s3:// / gs:// URI); empty = <run dir>/ray")
     start_timeout_s: float = setting(300.0, min=1.0, help="fail if the worker group cannot start (no free or "
                                      "replacement node) within this many seconds")
+    restart_timeout_s: float = setting(60.0, min=1.0, help="elastic runs: how long a restart waits to place its "
+                                       "workers before it asks again with what is left (Ray counts a lost node "
+                                       "as present until its death is noticed, ~30 s)")
     connect_timeout_s: float = setting(15.0, min=1.0, help="fail if cluster.address does not answer within this "
                                        "many seconds")
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the group may run on fewer workers than cluster.workers (cluster.min_workers)."""
+        return 0 < self.min_workers < self.workers
 
 
 @dataclass(frozen=True, kw_only=True)
