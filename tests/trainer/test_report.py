@@ -245,3 +245,38 @@ def test_plots_mark_where_the_world_size_changed():
     _resume_lines(ax, [8, 12], resizes(records))
     assert ax.get_legend_handles_labels()[1] == ["resumed", "workers 2 -> 1 (step 12)"]
     assert sorted(line.get_xdata()[0] for line in ax.get_lines()) == [8, 12]
+
+
+def test_a_failed_attempt_ray_retries_reads_restarting_and_the_resize_says_why(tmp_path):
+    from trainer.report import resizes
+    from trainer.track import MetricsFile
+
+    path = tmp_path / "metrics.jsonl"
+    metrics = MetricsFile(path)
+    for record in ({"event": "start", "step": 0, "world_size": 2}, {"step": 6, "loss": 1.0},
+                   {"step": 8, "loss": 0.9}, {"event": "attempt_failed", "step": 8, "error": "peer closed"}):
+        metrics.write(record)
+    metrics.close()
+    assert summarize(read_history(path), mtime=0.0, now=1e9)["status"] == "restarting"
+    # the restarted group resumes at step 6: the step past it goes, the failed attempt's record stays
+    metrics = MetricsFile(path, resume_step=6)
+    metrics.write({"event": "start", "step": 6, "world_size": 1, "resumed_from": "c.pt"})
+    metrics.close()
+    history = read_history(path)
+    assert [r.get("event") or r["step"] for r in history] == ["start", 6, "attempt_failed", "start"]
+    assert resizes(history) == [{"step": 6, "from": 2, "to": 1,
+                                 "why": "step 8: peer closed; resumed from c.pt with 1 workers"}]
+    assert summarize(history, mtime=1e9, now=1e9)["status"] == "running"
+
+
+def test_the_driver_turns_restarting_into_failed_when_ray_gives_up(tmp_path):
+    from cluster.ray_launch import record_final_failure
+
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "restarting", "step": 8, "error": "peer closed"}))
+    record_final_failure(tmp_path, RuntimeError("Ray Train run failed: 2 failures"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == "Ray Train run failed: 2 failures"
+    assert read_history(tmp_path / "metrics.jsonl")[-1]["event"] == "failed"
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "finished"}))
+    record_final_failure(tmp_path, RuntimeError("late"))  # a run that ended otherwise is left as it is
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "finished"}
