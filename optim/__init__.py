@@ -15,7 +15,7 @@ from optim.scaling import scale_lr
 from optim.schedule import DECAYS, WARMUPS, LRSchedule
 from optim.sgd import SGD
 
-OPTIMIZERS = ("sgd", "lars", "lamb")
+OPTIMIZERS = ("sgd", "lars", "lamb", "rmsproptf")  # rmsproptf: timm's RMSpropTF (trainer/build.py)
 
 __all__ = ["DECAYS", "LAMB", "LARS", "LR_SCALING_RULES", "OPTIMIZERS", "SGD", "WARMUPS", "LRSchedule",
            "is_excluded", "noise_scale", "scale_lr", "split_param_groups"]

@@ -70,6 +70,13 @@ def make_optimizer(opt: OptimConfig, model: nn.Module, lr: float) -> torch.optim
     if opt.name == "lamb":
         return optim.LAMB(groups, lr=lr, betas=tuple(opt.lamb.betas), eps=opt.lamb.eps,
                           weight_decay=opt.weight_decay, bias_correction=opt.lamb.bias_correction)
+    if opt.name == "rmsproptf":
+        from timm.optim import RMSpropTF
+
+        # TensorFlow's form: eps inside the square root, the mean square starting at 1, the lr inside the momentum
+        # buffer (so a changing lr needs no momentum correction), L2 weight decay on the gradient
+        return RMSpropTF(groups, lr=lr, alpha=opt.rmsprop.alpha, eps=opt.rmsprop.eps, momentum=opt.momentum,
+                         weight_decay=opt.weight_decay)
     raise RecipeError(f"optim.name: unknown optimizer {opt.name!r}")
 
 

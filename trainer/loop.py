@@ -33,6 +33,7 @@ from trainer.data import TrainOrder, iterate_batches, layout_warning
 from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
+from trainer.grad_clip import clip_gradients, clipped_parameters
 from trainer.hardware import describe
 from trainer.models.complexity import count_macs
 from trainer.recipe.schema import Recipe
@@ -42,6 +43,7 @@ from trainer.stop import STOP_FILE, StopRequests
 from trainer.tensorboard_tracker import TensorBoardTracker
 from trainer.track import Console, MetricsFile, notice
 from trainer.wandb_tracker import WandbTracker
+from trainer.weight_average import make_weight_average
 from trainer.worker_times import WorkerTimes
 
 # Called on every rank after rank 0 wrote a checkpoint (path on rank 0, None elsewhere); collective.
@@ -85,6 +87,9 @@ class Trainer:
         self.train_model = torch.compile(self.wrapped_model) if recipe.train.compile else self.wrapped_model
         self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
         self.plan = self.parts.plan
+        self.ema = make_weight_average(recipe.train.ema, self.model)
+        self.clip_params = (clipped_parameters(self.model, recipe.train.clip_mode) if recipe.train.clip_grad
+                            else None)
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
         self.on_checkpoint = on_checkpoint
         self.step, self.best_top1, self.skipped_steps, self.bad_images = 0, -1.0, 0, 0
@@ -135,6 +140,11 @@ class Trainer:
         except (ValueError, OSError, RuntimeError) as e:
             raise RecipeError(f"{path}: --resume: cannot load checkpoint: {e}") from None
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.module.load_state_dict(state["ema"])
+            else:
+                self.ema.restart_from(self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -166,6 +176,7 @@ class Trainer:
             "schedule": {"step": self.step, "lr": self.plan.schedule(self.step)},
             "world_size": self.collective.world_size, "global_batch": self.plan.global_batch_at(epoch),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
             "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
             "best_top1": self.best_top1, "skipped_steps": self.skipped_steps,
             "recipe": dataclasses.asdict(self.recipe),
@@ -211,11 +222,17 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return settled
         self.collective.synchronize_gradients(self.optimizer)  # before GradScaler looks for infs in them
+        if measure or self.clip_params is not None:
+            self.parts.scaler.unscale_(self.optimizer)
         if measure:
-            self.grad_norm = self._grad_norm()
+            self.grad_norm = self._grad_norm()  # before clipping: what the data gave
+        if self.clip_params is not None:
+            clip_gradients(self.clip_params, self.recipe.train.clip_grad, self.recipe.train.clip_mode)
         self.parts.scaler.step(self.optimizer)
         self.parts.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.after_step(self.model, self.step + 1)
         return settled
 
     def _take_in(self, settled: Settled, window: dict) -> int:
@@ -230,8 +247,7 @@ class Trainer:
         return int(self.stop.signum or SIGTERM) if settled.stop_requested else 0
 
     def _grad_norm(self) -> float:
-        """Global gradient norm: gradients are already averaged over ranks (synchronize_gradients)."""
-        self.parts.scaler.unscale_(self.optimizer)
+        """Global norm of the unscaled gradient, already averaged over ranks (synchronize_gradients)."""
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         return torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
 
@@ -357,8 +373,9 @@ class Trainer:
             if done or (finished_epoch and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0):
                 last_eval = self._evaluate()
                 record.update(last_eval)
-                is_best = last_eval["top1"] > self.best_top1
-                self.best_top1 = max(self.best_top1, last_eval["top1"])
+                score = last_eval["top1_ema" if self.recipe.train.ema.best == "ema" else "top1"]
+                is_best = score > self.best_top1
+                self.best_top1 = max(self.best_top1, score)
             if self.is_main and len(record) > 2:
                 self.metrics.write(record)
             if finished_epoch or done:
@@ -396,17 +413,25 @@ class Trainer:
     def _evaluate(self) -> dict:
         """Score the checkpoint's model: rank 0's BatchNorm statistics on every rank first (unsynced BN leaves
         each rank its own; DDP's per-forward broadcast is one batch behind; Horovod has none)."""
+        result = self._score(self.model, self.train_model)
+        line = f"top1 {result['top1']:.4f} top5 {result['top5']:.4f} val_loss {result['val_loss']:.4f}"
+        if self.ema is not None:
+            averaged = self._score(self.ema.module, self.ema.module)
+            result.update({f"{key}_ema": averaged[key] for key in ("top1", "top5", "val_loss")})
+            line += f" top1_ema {averaged['top1']:.4f}"
+        if self.is_main:
+            self.console.say(f"epoch {self._epoch_progress():.2f} step {self.step}: {line}")
+        return result
+
+    def _score(self, model: torch.nn.Module, runnable: torch.nn.Module) -> dict:
+        """Evaluate `runnable` (the model, or its compiled form) with rank 0's BatchNorm buffers of `model`."""
         parts = self.parts
         if self.collective.world_size > 1:
-            broadcast_buffers(self.model, self.collective)
-        result = evaluate(self.train_model, parts.data.val, self.collective,
-                          self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
-                          parts.autocast(self.collective.device), self.recipe.data.loader_workers,
-                          parts.data.normalize, self.memory_format, self.recipe.data.prefetch_batches)
-        if self.is_main:
-            self.console.say(f"epoch {self._epoch_progress():.2f} step {self.step}: top1 {result['top1']:.4f} "
-                             f"top5 {result['top5']:.4f} val_loss {result['val_loss']:.4f}")
-        return result
+            broadcast_buffers(model, self.collective)
+        return evaluate(runnable, parts.data.val, self.collective,
+                        self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
+                        parts.autocast(self.collective.device), self.recipe.data.loader_workers,
+                        parts.data.normalize, self.memory_format, self.recipe.data.prefetch_batches)
 
     def _save(self, is_best: bool = False) -> Path | None:
         """Rank 0 writes; every rank waits so nobody runs ahead of a checkpoint being written."""
@@ -424,6 +449,7 @@ class Trainer:
         summary = {"status": "finished", "run_id": self.run_id, "step": self.step,
                    "epoch": self._epoch_progress(), "top1": last_eval.get("top1"),
                    "top5": last_eval.get("top5"), "best_top1": self.best_top1,
+                   **{key: value for key, value in last_eval.items() if key.endswith("_ema")},
                    "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
                    "images_per_s": images_per_s,
                    "images_per_s_per_worker": images_per_s / self.collective.world_size,

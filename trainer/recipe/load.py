@@ -166,6 +166,8 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
         fail("optim.lamb.betas", f"expected two values in [0, 1), got {betas}")
     if recipe.bn.sync == "group" and recipe.cluster.workers % recipe.bn.group_size:
         fail("bn.group_size", f"must divide cluster.workers ({recipe.cluster.workers}), got {recipe.bn.group_size}")
+    if train.ema.best == "ema" and not train.ema.decay:
+        fail("train.ema.best", "'ema' needs an average: set train.ema.decay (e.g. 0.9998)")
     growth = train.batch_growth_epochs
     if growth != sorted(set(growth)) or any(not 0 < e < train.epochs for e in growth):
         fail("train.batch_growth_epochs", f"expected increasing epochs between 1 and train.epochs-1 "

@@ -47,6 +47,17 @@ class DataConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EmaConfig:
+    decay: float = setting(0.0, min=0.0, below=1.0, help="exponential moving average of the weights (timm "
+                           "ModelEmaV3), e.g. 0.9998; 0 = off. Every rank keeps it; evaluated beside the raw "
+                           "weights (top1_ema) and saved in checkpoints")
+    warmup: bool = setting(False, help="ramp the decay up: min(decay, 1 - n^(-2/3)) at the n-th update (timm's "
+                           "warmup); with or without it the first update copies the weights")
+    every_steps: int = setting(1, min=1, help="update the average every N optimizer steps")
+    best: str = setting("raw", choices=("raw", "ema"), help="which weights' top-1 picks best.pt")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = setting(REQUIRED, min=1, help="epochs; the lr schedule spans all of them")
     max_steps: int = setting(0, min=0, help="stop after this many optimizer steps; 0 = run the epochs")
@@ -73,6 +84,13 @@ class TrainConfig:
     batch_growth_epochs: list[int] = setting([], help="epochs at which the global batch grows by "
                                              "batch_growth_factor (more accumulation steps, same lr; Smith et al. 2018)")
     batch_growth_factor: int = setting(2, min=2, help="factor for batch_growth_epochs")
+    clip_grad: float = setting(0.0, min=0.0, help="clip the averaged, unscaled gradient (0 = off): the global "
+                               "norm bound (clip_mode norm), the per-element bound (value) or AGC's clip factor "
+                               "(agc, e.g. 0.01)")
+    clip_mode: str = setting("norm", choices=("norm", "value", "agc"), help="norm = global L2 norm (timm "
+                             "--clip-mode norm); agc = adaptive, unit-wise ||g|| <= factor x ||w|| (Brock et al. "
+                             "2021), not on the final classifier")
+    ema: EmaConfig = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +108,16 @@ class LambConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RmspropConfig:
+    alpha: float = setting(0.9, min=0.0, below=1.0, help="decay of the mean square (TensorFlow's rho)")
+    eps: float = setting(0.001, min=0.0, help="inside the square root, as TensorFlow (MobileNet v2, MnasNet and "
+                         "EfficientNet used 0.001)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    name: str = setting("sgd", choices=OPTIMIZERS, help="sgd (with momentum correction), lars or lamb")
+    name: str = setting("sgd", choices=OPTIMIZERS, help="sgd (with momentum correction), lars, lamb or "
+                      "rmsproptf (RMSProp in TensorFlow's form)")
     base_lr: float = setting(REQUIRED, min=0.0, help="lr at reference_batch; scaled to the global batch")
     reference_batch: int = setting(256, min=1, help="batch size base_lr was tuned for")
     lr_scaling: str = setting("linear", choices=LR_SCALING_RULES, help="how the lr grows with the global batch")
@@ -116,6 +142,7 @@ class OptimConfig:
     decay_factor: float = setting(0.1, min=0.0, max=1.0, help="multistep / step factor")
     lars: LarsConfig = None  # type: ignore[assignment]
     lamb: LambConfig = None  # type: ignore[assignment]
+    rmsprop: RmspropConfig = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,104 @@
+"""Training procedures of timm / torchvision recipes, each against its definition: EMA of the weights, gradient
+clipping by global norm and AGC."""
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from trainer.collective import LocalCollective
+from trainer.errors import RecipeError
+from trainer.grad_clip import clip_gradients, clipped_parameters
+from trainer.loop import Trainer
+from trainer.recipe import load_recipe
+
+NO_BN = ["model.name=mlp", "model.kwargs={}", "train.eval_every_epochs=0"]
+
+
+def checkpoint(run_dir, step) -> dict:
+    return torch.load(run_dir / "checkpoints" / f"step_{step:08d}.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_weight_average_follows_its_definition_step_by_step(tiny, tmp_path, warmup):
+    decay, every, steps = 0.6, 2, 8
+    recipe = load_recipe(tiny, [*NO_BN, f"train.max_steps={steps}", "train.checkpoint_every_steps=1",
+                                f"train.keep_checkpoints={steps}", f"train.ema.decay={decay}",
+                                f"train.ema.warmup={str(warmup).lower()}", f"train.ema.every_steps={every}"])
+    Trainer(recipe, tmp_path, LocalCollective()).fit()
+    # e <- d_n e + (1 - d_n) w after every `every` steps, n = 1, 2, ...: d_1 = 0 (a copy of the weights), then
+    # d_n = decay, or with warmup min(decay, 1 - n^(-2/3))
+    average = None
+    for step in range(1, steps + 1):
+        weights = checkpoint(tmp_path, step)["model"]
+        if step % every == 0:
+            n = step // every
+            d = 0.0 if n == 1 else min(decay, 1 - n ** (-2 / 3)) if warmup else decay
+            average = {k: d * average[k] + (1 - d) * w if average else w.clone() for k, w in weights.items()}
+        saved = checkpoint(tmp_path, step)["ema"]
+        if average is None:  # before the first update: the initial weights
+            continue
+        for key, value in average.items():
+            torch.testing.assert_close(saved[key], value, rtol=1e-6, atol=1e-7, msg=f"step {step} {key}")
+
+
+def test_evaluations_score_the_average_beside_the_weights_and_best_pt_follows_the_choice(tiny, tmp_path):
+    recipe = load_recipe(tiny, ["train.max_steps=0", "train.epochs=2", "train.ema.decay=0.9",
+                                "train.ema.best=ema"])
+    summary = Trainer(recipe, tmp_path, LocalCollective()).fit()
+    evals = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "top1" in r
+             and "event" not in r]
+    assert len(evals) == 2 and all({"top1_ema", "top5_ema", "val_loss_ema"} <= set(r) for r in evals)
+    assert summary["best_top1"] == max(r["top1_ema"] for r in evals) and summary["top1_ema"] == evals[-1]["top1_ema"]
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert best["step"] == max(evals, key=lambda r: r["top1_ema"])["step"] and "ema" in best
+
+
+def test_choosing_best_by_an_average_that_is_off_is_a_recipe_error(tiny):
+    with pytest.raises(RecipeError, match=r"train.ema.best: 'ema' needs an average"):
+        load_recipe(tiny, ["train.ema.best=ema"])
+
+
+def test_a_clipped_step_of_plain_sgd_moves_the_weights_by_lr_times_the_bound(tiny, tmp_path):
+    bound = 1e-3
+    recipe = load_recipe(tiny, [*NO_BN, "train.max_steps=1", "train.checkpoint_every_steps=1",
+                                "optim.momentum=0", "optim.weight_decay=0", f"train.clip_grad={bound}",
+                                "train.log_every_steps=1"])
+    trainer = Trainer(recipe, tmp_path, LocalCollective())
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = checkpoint(tmp_path, 1)["model"]
+    record = next(r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in r)
+    moved = torch.sqrt(sum(((after[k] - before[k]) ** 2).sum() for k in before))
+    assert record["grad_norm"] > bound  # the logged norm is the one before clipping
+    torch.testing.assert_close(moved.item(), record["lr"] * bound, rtol=1e-4, atol=0)
+
+
+def test_clipping_by_global_norm_and_agc_follow_their_definitions():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 10
+    grads = [p.grad.clone() for p in model.parameters()]
+
+    clip_gradients(clipped_parameters(model, "norm"), 2.0, "norm")
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    for p, g in zip(model.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, g * 2.0 / total)
+
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    factor, eps = 0.01, 1e-3
+    clip_gradients(clipped_parameters(model, "agc"), factor, "agc")
+    conv = model[0]
+    # AGC, Brock et al. 2021 eq. 3, unit-wise: each output unit's gradient norm is capped at factor x max(|w|, eps);
+    # a unit is an output row of a weight, and a whole vector for a bias (the NFNets reference's unitwise_norm)
+    for p, g in ((conv.weight, grads[0]), (conv.bias, grads[1])):
+        dims = tuple(range(1, g.dim())) or None
+        g_norm = torch.linalg.vector_norm(g, dim=dims, keepdim=True)
+        w_norm = torch.linalg.vector_norm(p.detach(), dim=dims, keepdim=True).clamp(min=eps)
+        limit = factor * w_norm
+        expected = torch.where(g_norm > limit, g * limit / g_norm, g)
+        torch.testing.assert_close(p.grad, expected)
+    assert torch.equal(model[2].weight.grad, grads[2]) and torch.equal(model[2].bias.grad, grads[3])  # the head
