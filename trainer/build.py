@@ -36,6 +36,7 @@ class Parts:
     criterion: nn.Module
     scaler: torch.amp.GradScaler
     precision: str
+    soft_criterion: nn.Module | None = None  # for mixed (soft) targets: train.mixup
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         dtype = AUTOCAST_DTYPES.get(self.precision)
@@ -101,5 +102,10 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     optimizer = make_optimizer(recipe.optim, model, plan.scaled_lr)
     criterion = AuxiliaryLoss(nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing),
                               recipe.train.auxiliary_weight)
+    soft = None
+    if recipe.train.mixup.alpha or recipe.train.mixup.cutmix_alpha:
+        from timm.loss import SoftTargetCrossEntropy
+
+        soft = AuxiliaryLoss(SoftTargetCrossEntropy(), recipe.train.auxiliary_weight)
     scaler = torch.amp.GradScaler(collective.device.type, enabled=recipe.train.precision == "fp16")
-    return Parts(data, plan, model, optimizer, criterion, scaler, recipe.train.precision)
+    return Parts(data, plan, model, optimizer, criterion, scaler, recipe.train.precision, soft)

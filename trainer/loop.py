@@ -35,6 +35,8 @@ from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.grad_clip import clip_gradients, clipped_parameters
 from trainer.hardware import describe
+from trainer.mixing import draw as draw_mix
+from trainer.mixing import mix_batch
 from trainer.models.complexity import count_macs
 from trainer.recipe.schema import Recipe
 from trainer.report import read_history, resizes
@@ -197,16 +199,23 @@ class Trainer:
             group["lr"] = lr
         seed_step(self.recipe.seed, self.step, self.collective.rank)
         loss_sum = torch.zeros((), device=device)
+        mixup, mix, criterion = self.recipe.train.mixup, None, self.parts.criterion
+        if self.parts.soft_criterion is not None and not (mixup.off_epoch and
+                                                          self.plan.locate(self.step)[0] >= mixup.off_epoch):
+            criterion = self.parts.soft_criterion
         for micro in range(accum):
             x, y = next(micro_batches)
             if not len(y):
                 raise TrainingFailed(f"step {self.step + 1}: every image of a micro-batch was unreadable")
             x = to_model_input(x, device, self.memory_format, self.parts.data.normalize)
             y = y.to(device, non_blocking=True)
+            if criterion is self.parts.soft_criterion:
+                mix = mix or draw_mix(mixup, self.recipe.seed, self.step, x.shape[-2], x.shape[-1])
+                x, y = mix_batch(x, y, mix, self.parts.data.num_classes, self.recipe.train.label_smoothing)
             sync = contextlib.nullcontext() if micro == accum - 1 else self.collective.no_sync(self.wrapped_model)
             with sync:
                 with self.parts.autocast(device):
-                    loss = self.parts.criterion(model(x), y) / accum
+                    loss = criterion(model(x), y) / accum
                 self.parts.scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
         waited = time.perf_counter()

@@ -23,9 +23,10 @@ def final_model(run_dir, step) -> dict:
 @pytest.mark.parametrize("model", [
     ["model.name=resnet_small"],  # BatchNorm running stats, momentum buffers
     ["model.name=mlp", "model.kwargs={dropout: 0.3}"],  # dropout: the torch RNG must be restored
-    # timm's procedures: the weight average, AGC, RMSProp in TensorFlow's form
+    # timm's procedures: the weight average, AGC, RMSProp in TensorFlow's form, Mixup/CutMix until epoch 1
     ["model.name=resnet_small", "train.ema.decay=0.9", "train.ema.warmup=true", "train.clip_grad=0.05",
-     "train.clip_mode=agc", "optim.name=rmsproptf", "optim.base_lr=0.016"],
+     "train.clip_mode=agc", "optim.name=rmsproptf", "optim.base_lr=0.016", "train.mixup.alpha=0.2",
+     "train.mixup.cutmix_alpha=1.0", "train.mixup.off_epoch=1", "train.label_smoothing=0.1"],
 ])
 def test_resume_mid_epoch_is_bitwise_identical(tiny, tmp_path, model):
     # 44 steps per epoch: 25 is mid-epoch and 50 crosses an epoch boundary after resuming

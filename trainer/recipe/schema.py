@@ -58,6 +58,15 @@ class EmaConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MixupConfig:
+    alpha: float = setting(0.0, min=0.0, help="Mixup: lambda ~ Beta(alpha, alpha) (timm --mixup, e.g. 0.2); 0 = off")
+    cutmix_alpha: float = setting(0.0, min=0.0, help="CutMix: lambda ~ Beta(a, a) (timm --cutmix, e.g. 1.0); 0 = off")
+    prob: float = setting(1.0, min=0.0, max=1.0, help="probability that a step is mixed at all")
+    switch_prob: float = setting(0.5, min=0.0, max=1.0, help="with both on: probability of CutMix for a step")
+    off_epoch: int = setting(0, min=0, help="no mixing from this epoch on (timm --mixup-off-epoch); 0 = never off")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = setting(REQUIRED, min=1, help="epochs; the lr schedule spans all of them")
     max_steps: int = setting(0, min=0, help="stop after this many optimizer steps; 0 = run the epochs")
@@ -91,6 +100,7 @@ class TrainConfig:
                              "--clip-mode norm); agc = adaptive, unit-wise ||g|| <= factor x ||w|| (Brock et al. "
                              "2021), not on the final classifier")
     ema: EmaConfig = None  # type: ignore[assignment]
+    mixup: MixupConfig = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, kw_only=True)
