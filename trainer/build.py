@@ -93,7 +93,7 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
                          zero_init_residual=recipe.model.zero_init_residual,
-                         **recipe.model.kwargs).to(collective.device)
+                         drop_path_rate=recipe.model.drop_path_rate, **recipe.model.kwargs).to(collective.device)
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if recipe.bn.sync != "none" and collective.world_size > 1:

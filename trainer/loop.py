@@ -31,6 +31,7 @@ from trainer.checkpoint import (
 from trainer.collective import Collective, broadcast_buffers, broadcast_text
 from trainer.data import TrainOrder, iterate_batches, layout_warning
 from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
+from trainer.drop_path import DropPathRamp
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.grad_clip import clip_gradients, clipped_parameters
@@ -90,6 +91,7 @@ class Trainer:
         self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
         self.plan = self.parts.plan
         self.ema = make_weight_average(recipe.train.ema, self.model)
+        self.drop_path_ramp = DropPathRamp(self.model) if recipe.model.drop_path_ramp else None
         self.clip_params = (clipped_parameters(self.model, recipe.train.clip_mode) if recipe.train.clip_grad
                             else None)
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
@@ -331,6 +333,8 @@ class Trainer:
         while self.step < plan.total_steps:
             epoch, in_epoch = plan.locate(self.step)
             accum = plan.epoch_accumulation[epoch]
+            if self.drop_path_ramp is not None:
+                self.drop_path_ramp.set_epoch(epoch, len(plan.epoch_steps))
             order = TrainOrder(seed=self.recipe.seed, num_examples=len(parts.data.train),
                                batch_size=plan.per_worker_batch, world_size=self.collective.world_size,
                                rank=self.collective.rank, accumulation_steps=accum)

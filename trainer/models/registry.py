@@ -111,12 +111,33 @@ def zero_init_last_bn(model: nn.Module, name: str) -> None:
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, image_size: int = 224,
-                 zero_init_residual: bool = False, **kwargs) -> nn.Module:
+                 zero_init_residual: bool = False, drop_path_rate: float = 0.0, **kwargs) -> nn.Module:
     """Build model `name` with fresh weights for `num_classes` classes, `in_chans` channels, `image_size` input."""
+    if drop_path_rate:
+        kwargs = {**kwargs, _drop_path_kwarg(name, kwargs): drop_path_rate}
     model = _build(name, num_classes, in_chans, image_size, **kwargs)
     if zero_init_residual:
         zero_init_last_bn(model, name)
     return model
+
+
+def _drop_path_kwarg(name: str, kwargs: dict) -> str:
+    """The builder's own name for the stochastic-depth probability (model.drop_path_rate)."""
+    if name.startswith("timm:"):
+        key = "drop_path_rate"
+    elif name.startswith("torchvision:"):
+        key = "stochastic_depth_prob"
+    else:
+        accepted = [k for k in ("drop_path_rate", "drop_path") if k in inspect.signature(_REGISTRY[name].builder).parameters]
+        if not accepted:
+            able = sorted(n for n, e in _REGISTRY.items()
+                          if {"drop_path_rate", "drop_path"} & set(inspect.signature(e.builder).parameters))
+            raise RecipeError(f"model.drop_path_rate: {name} has no stochastic depth; models that do: "
+                              f"{', '.join(able)}, and timm:NAME / torchvision:NAME with it")
+        key = accepted[0]
+    if key in kwargs:
+        raise RecipeError(f"model.drop_path_rate: set it or model.kwargs.{key}, not both")
+    return key
 
 
 def _build(name: str, num_classes: int, in_chans: int, image_size: int, **kwargs) -> nn.Module:
@@ -129,7 +150,12 @@ def _build(name: str, num_classes: int, in_chans: int, image_size: int, **kwargs
                               "set data.channels: 3")
         import torchvision.models as tvm
 
-        return tvm.get_model(name.split(":", 1)[1], weights=None, num_classes=num_classes, **kwargs)
+        try:
+            return tvm.get_model(name.split(":", 1)[1], weights=None, num_classes=num_classes, **kwargs)
+        except TypeError as e:
+            if "stochastic_depth_prob" in kwargs:
+                raise RecipeError(f"model.drop_path_rate: {name} has no stochastic depth ({e})") from None
+            raise
     if name.startswith("timm:"):
         import timm
 

@@ -19,6 +19,11 @@ class ModelConfig:
     kwargs: dict = setting({}, help="extra keyword arguments for the model builder")
     zero_init_residual: bool = setting(False, help="zero the last BatchNorm gamma of each residual branch "
                                               "(Goyal et al. section 5.1)")
+    drop_path_rate: float = setting(0.0, min=0.0, below=1.0, help="stochastic depth: the drop probability of "
+                                    "residual branches (timm models: drop_path_rate; torchvision: "
+                                    "stochastic_depth_prob; DARTS, NASNet, block-string families), 0 = off")
+    drop_path_ramp: bool = setting(False, help="ramp the drop probability linearly from 0 at the first epoch to "
+                                   "drop_path_rate at the last (the DARTS and NASNet papers' schedule)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,40 @@
+"""model.drop_path_ramp: the stochastic-depth probability ramped linearly over training.
+
+DARTS (its train.py: drop_path_prob x epoch / epochs) and NASNet's
+ScheduledDropPath start training with no drop path and reach the full
+probability at the end. Each module that holds a probability - an in-house
+network's `drop_path_prob`, a timm DropPath's `drop_prob`, a torchvision
+StochasticDepth's `p` - keeps the value it was built with as the end point and
+is set to value x epoch / epochs at the start of each epoch: per epoch, not per
+step, so a compiled model recompiles at most once per epoch. The masks come
+from torch's generator, reseeded every step from (seed, step, rank), so a
+resumed run drops what an uninterrupted one drops.
+"""
+
+import torch.nn as nn
+
+from trainer.errors import RecipeError
+
+
+def _probability_attribute(module: nn.Module) -> str | None:
+    from torchvision.ops import StochasticDepth
+
+    if isinstance(module, StochasticDepth):
+        return "p"
+    for attr in ("drop_path_prob", "drop_prob"):
+        if isinstance(getattr(module, attr, None), float):
+            return attr
+    return None
+
+
+class DropPathRamp:
+    def __init__(self, model: nn.Module):
+        self.targets = [(m, attr, getattr(m, attr)) for m in model.modules()
+                        if (attr := _probability_attribute(m)) and getattr(m, attr) > 0]
+        if not self.targets:
+            raise RecipeError("model.drop_path_ramp: the model has no drop-path probability to ramp (set "
+                              "model.drop_path_rate)")
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        for module, attr, end in self.targets:
+            setattr(module, attr, end * epoch / epochs)
