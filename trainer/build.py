@@ -12,6 +12,7 @@ from trainer.collective import Collective, broadcast_text
 from trainer.data import DataSplits, load_data
 from trainer.errors import RecipeError
 from trainer.models import create_model
+from trainer.models.norms import replace_batchnorm
 from trainer.recipe.plan import Plan, make_plan
 from trainer.recipe.schema import OptimConfig, Recipe
 
@@ -93,7 +94,8 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
                          zero_init_residual=recipe.model.zero_init_residual,
-                         drop_path_rate=recipe.model.drop_path_rate, **recipe.model.kwargs).to(collective.device)
+                         drop_path_rate=recipe.model.drop_path_rate, **recipe.model.kwargs)
+    model = replace_batchnorm(model, recipe.model).to(collective.device)
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if recipe.bn.sync != "none" and collective.world_size > 1:

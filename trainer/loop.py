@@ -39,6 +39,7 @@ from trainer.hardware import describe
 from trainer.mixing import draw as draw_mix
 from trainer.mixing import mix_batch
 from trainer.models.complexity import count_macs
+from trainer.models.norms import RenormSchedule
 from trainer.recipe.schema import Recipe
 from trainer.report import read_history, resizes
 from trainer.step_outcomes import Settled, StepOutcomes
@@ -92,6 +93,7 @@ class Trainer:
         self.plan = self.parts.plan
         self.ema = make_weight_average(recipe.train.ema, self.model)
         self.drop_path_ramp = DropPathRamp(self.model) if recipe.model.drop_path_ramp else None
+        self.renorm = RenormSchedule(recipe.model.renorm, self.model) if recipe.model.norm == "batch_renorm" else None
         self.clip_params = (clipped_parameters(self.model, recipe.train.clip_mode) if recipe.train.clip_grad
                             else None)
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
@@ -200,6 +202,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         seed_step(self.recipe.seed, self.step, self.collective.rank)
+        if self.renorm is not None:
+            self.renorm.at(self.step)
         loss_sum = torch.zeros((), device=device)
         mixup, mix, criterion = self.recipe.train.mixup, None, self.parts.criterion
         if self.parts.soft_criterion is not None and not (mixup.off_epoch and

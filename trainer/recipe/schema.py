@@ -14,6 +14,18 @@ RESIZE_QUALITIES = ("antialias", "fast")  # trainer/data/decode.py
 
 
 @dataclass(frozen=True, kw_only=True)
+class RenormConfig:
+    momentum: float = setting(0.01, min=0.0, max=1.0, help="batch_renorm: update rate of the moving mean and "
+                              "standard deviation")
+    r_max: float = setting(3.0, min=1.0, help="batch_renorm: final bound of r (Ioffe 2017 section 4: 3)")
+    d_max: float = setting(5.0, min=0.0, help="batch_renorm: final bound of d (section 4: 5)")
+    start_step: int = setting(5000, min=0, help="batch_renorm: steps with r_max = 1, d_max = 0 (plain BatchNorm "
+                              "with moving statistics; section 4: 5,000)")
+    r_max_step: int = setting(40000, min=0, help="batch_renorm: step where r_max reaches its final value (40,000)")
+    d_max_step: int = setting(25000, min=0, help="batch_renorm: step where d_max reaches its final value (25,000)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     name: str = setting(REQUIRED, help="registry name (`bigbatch models`), or torchvision:NAME / timm:NAME")
     kwargs: dict = setting({}, help="extra keyword arguments for the model builder")
@@ -22,6 +34,12 @@ class ModelConfig:
     drop_path_rate: float = setting(0.0, min=0.0, below=1.0, help="stochastic depth: the drop probability of "
                                     "residual branches (timm models: drop_path_rate; torchvision: "
                                     "stochastic_depth_prob; DARTS, NASNet, block-string families), 0 = off")
+    norm: str = setting("batch", choices=("batch", "group", "batch_renorm", "layer"), help="replace every "
+                        "BatchNorm of the model: group = GroupNorm (model.norm_groups), batch_renorm = Batch "
+                        "Renormalization (model.renorm), layer = LayerNorm over channels (timm's LayerNorm2d)")
+    norm_groups: int = setting(32, min=1, help="GroupNorm groups (Wu & He's 32; fewer where the channels need: "
+                               "the largest common divisor)")
+    renorm: RenormConfig = None  # type: ignore[assignment]
     drop_path_ramp: bool = setting(False, help="ramp the drop probability linearly from 0 at the first epoch to "
                                    "drop_path_rate at the last (the DARTS and NASNet papers' schedule)")
 
