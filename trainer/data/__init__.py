@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from trainer.data.augment import augment_of
 from trainer.data.base import DataSplits, InMemoryDataset
 from trainer.data.loader import iterate_batches
 from trainer.data.order import TrainOrder, eval_shard
@@ -34,11 +35,13 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
         from trainer.data.shards import load_shard_splits
 
         return load_shard_splits(cfg.root, seed, cfg.image_size or 224, cfg.batch_size, cfg.shuffle_buffer,
-                                 world_size, rank, resize_quality=cfg.resize_quality)  # accumulation: set_epoch
+                                 world_size, rank, resize_quality=cfg.resize_quality,  # accumulation: set_epoch
+                                 augment=augment_of(cfg))
     if cfg.name == "folder":
         from trainer.data.folder import load_folder_splits
 
-        return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share, cfg.resize_quality)
+        return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share, cfg.resize_quality,
+                                  augment_of(cfg))
     raise ValueError(f"unknown data set {cfg.name!r}")
 
 

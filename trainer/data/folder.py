@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from trainer.data.augment import NO_AUGMENT, Augment
 from trainer.data.base import DataSplits
 from trainer.data.decode import CorruptImage, decode_eval, decode_train, normalize_batch
 from trainer.data.loader import Skipped
@@ -46,9 +47,9 @@ class ImageFolderDataset(Dataset):
     file becomes a `Skipped` marker that the loader drops and reports."""
 
     def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int,
-                 resize_quality: str = "antialias"):
+                 resize_quality: str = "antialias", augment: Augment = NO_AUGMENT):
         self.samples, self.size, self.train, self.seed, self.epoch = samples, image_size, train, seed, 0
-        self.channels, self.resize_quality = channels, resize_quality
+        self.channels, self.resize_quality, self.augment = channels, resize_quality, augment
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -64,7 +65,7 @@ class ImageFolderDataset(Dataset):
             data = Path(path).read_bytes()
             if self.train:
                 rng = random.Random(f"{self.seed}:{epoch}:{index}")  # per example; as shards do by key
-                image = decode_train(data, self.size, rng, self.resize_quality)
+                image = self.augment(decode_train(data, self.size, rng, self.resize_quality), rng)
             else:
                 image = decode_eval(data, self.size, self.resize_quality)
         except (CorruptImage, OSError) as e:
@@ -86,7 +87,8 @@ def list_splits(root: str) -> dict:
 
 
 def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int = 0, rank: int = 0,
-                       share: Callable[[str], str] | None = None, resize_quality: str = "antialias") -> DataSplits:
+                       share: Callable[[str], str] | None = None, resize_quality: str = "antialias",
+                       augment: Augment = NO_AUGMENT) -> DataSplits:
     """With `share` (rank 0's text on every rank), only rank 0 lists the folder: listing ImageNet's 1.28M
     files takes minutes on a network file system, and every rank doing it multiplies that load by W.
     A listing error on rank 0 reaches every rank, so all stop with the same message."""
@@ -105,7 +107,7 @@ def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int 
     train, val = ([(path, int(label)) for path, label in listing[s]] for s in ("train", "val"))
     size, chans = image_size or 224, channels or 3
     return DataSplits(
-        train=ImageFolderDataset(train, size, True, seed, chans, resize_quality),
+        train=ImageFolderDataset(train, size, True, seed, chans, resize_quality, augment),
         val=ImageFolderDataset(val, size, False, seed, chans, resize_quality),
         num_classes=len(listing["classes"]), channels=chans, image_size=size, classes=listing["classes"],
         normalize=normalize_batch,

@@ -57,6 +57,15 @@ class DataConfig:
     resize_quality: str = setting("antialias", choices=RESIZE_QUALITIES, help="folder / shards: antialias = "
                                   "PIL's antialiased bilinear when shrinking (torchvision's image quality); "
                                   "fast = bilinear without antialiasing (faster; aliases on large shrinks)")
+    augment: str = setting("none", choices=("none", "autoaugment", "randaugment", "trivialaugment"),
+                           help="folder / shards: torchvision's policy after the crop and flip: AutoAugment (ImageNet "
+                           "policy), RandAugment, TrivialAugmentWide; drawn per example from (seed, epoch, index)")
+    randaugment_ops: int = setting(2, min=1, help="RandAugment: operations per image (N)")
+    randaugment_magnitude: int = setting(9, min=0, max=30, help="RandAugment: magnitude (M, of 31 bins)")
+    random_erasing: float = setting(0.0, min=0.0, max=1.0, help="folder / shards: probability of Random Erasing "
+                                    "(timm --reprob, e.g. 0.25): one box of 2-33 percent of the image, aspect 0.3-3.3")
+    random_erasing_mode: str = setting("pixel", choices=("pixel", "const"), help="fill of the erased box: per-pixel "
+                                       "noise N(mean, std), or the mean colour (timm's pixel / const)")
     num_classes: int = setting(10, min=2, help="synthetic: number of classes")
     shuffle_buffer: int = setting(1000, min=1, help="shards: samples each loader worker shuffles among")
     max_bad_images: int = setting(100, min=0, help="unreadable (corrupt) images a worker skips, each reported "

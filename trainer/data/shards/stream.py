@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from trainer.data.augment import NO_AUGMENT, Augment
 from trainer.data.base import DataSplits
 from trainer.data.decode import CorruptImage, decode_eval, decode_train
 from trainer.data.shards import plan
@@ -79,8 +80,9 @@ class ShardedDataset(IterableDataset):
                  train: bool | None = None, seed: int = 0, world_size: int = 1, rank: int = 0,
                  shuffle_buffer: int = 1000, batch_size: int = 1, accumulation: int = 1, decode: bool = True,
                  mark_skipped: bool = False, verify: bool = True, storage_options: dict | None = None,
-                 resize_quality: str = "antialias"):
+                 resize_quality: str = "antialias", augment: Augment = NO_AUGMENT):
         self.root, self.split, self.image_size = str(root), split, image_size
+        self.augment = augment
         self.train = split == "train" if train is None else train
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.shuffle_buffer, self.batch_size, self.accumulation = shuffle_buffer, batch_size, accumulation
@@ -213,7 +215,7 @@ class ShardedDataset(IterableDataset):
             try:
                 if self.train:
                     rng = random.Random(f"{self.seed}:{epoch}:{record.key}")
-                    image = decode_train(record.data, self.image_size, rng, self.resize_quality)
+                    image = self.augment(decode_train(record.data, self.image_size, rng, self.resize_quality), rng)
                 else:
                     image = decode_eval(record.data, self.image_size, self.resize_quality)
                 return image, record.label
@@ -231,7 +233,7 @@ class ShardedDataset(IterableDataset):
 
 def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, shuffle_buffer: int,
                       world_size: int, rank: int, accumulation: int = 1,
-                      resize_quality: str = "antialias") -> DataSplits:
+                      resize_quality: str = "antialias", augment: Augment = NO_AUGMENT) -> DataSplits:
     """Train and validation streams of a packed directory for one rank; the plan counts every training
     sample (an epoch is N // global batch steps, shards/plan.py)."""
     from trainer.data.decode import normalize_batch
@@ -240,7 +242,7 @@ def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, sh
         raise RecipeError("data.root: the shards data set needs data.root, the directory or URI of index.json")
     train = ShardedDataset(root, "train", image_size, train=True, seed=seed, world_size=world_size, rank=rank,
                            shuffle_buffer=shuffle_buffer, batch_size=batch_size, accumulation=accumulation,
-                           mark_skipped=True, resize_quality=resize_quality)
+                           mark_skipped=True, resize_quality=resize_quality, augment=augment)
     val = ShardedDataset(root, "val", image_size, train=False, seed=seed, world_size=world_size, rank=rank,
                          batch_size=batch_size, mark_skipped=True, verify=False, resize_quality=resize_quality)
     return DataSplits(train=train, val=val, num_classes=len(train.classes), channels=3, image_size=image_size,
