@@ -1,6 +1,7 @@
 """Exact evaluation: top-1 / top-5 over every held-out example exactly once across ranks."""
 
 import contextlib
+import math
 
 import torch
 import torch.nn as nn
@@ -15,9 +16,10 @@ from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_mode
 def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_size: int,
              autocast: contextlib.AbstractContextManager | None = None, loader_workers: int = 0,
              normalize=None, memory_format: torch.memory_format = torch.contiguous_format,
-             prefetch: int = 2) -> dict:
+             prefetch: int = 2, flip: bool = False) -> dict:
     """Each rank scores a disjoint contiguous shard; the counts (not averages) are summed. Unreadable images
-    are reported and left out (`skipped`); every other example counts exactly once."""
+    are reported and left out (`skipped`); every other example counts exactly once. With `flip` (test-time
+    augmentation) an image's class probabilities are the mean of its own and its mirror image's."""
     device = collective.device
     totals = torch.zeros(5, dtype=torch.float64, device=device)  # top1, top5 hits, loss sum, count, skipped
 
@@ -39,13 +41,15 @@ def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_s
                 continue
             x, y = to_model_input(x, device, memory_format, normalize), y.to(device, non_blocking=True)
             with autocast or contextlib.nullcontext():
-                logits = model(x)
-            logits = logits.float()
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                scores = nn.functional.log_softmax(model(x).float(), dim=1)
+                if flip:  # log of the mean probability of the image and its mirror
+                    mirrored = nn.functional.log_softmax(model(x.flip(-1)).float(), dim=1)
+                    scores = torch.logsumexp(torch.stack([scores, mirrored]), dim=0) - math.log(2)
+            top = scores.topk(min(5, scores.shape[1]), dim=1).indices
             hits = top == y[:, None]
             totals[0] += hits[:, 0].sum()
             totals[1] += hits.any(dim=1).sum()
-            totals[2] += nn.functional.cross_entropy(logits, y, reduction="sum")
+            totals[2] += nn.functional.nll_loss(scores, y, reduction="sum")
             totals[3] += len(y)
     finally:
         model.train(was_training)

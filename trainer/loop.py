@@ -448,7 +448,8 @@ class Trainer:
         return evaluate(runnable, parts.data.val, self.collective,
                         self.recipe.data.eval_batch_size or self.recipe.data.batch_size,
                         parts.autocast(self.collective.device), self.recipe.data.loader_workers,
-                        parts.data.normalize, self.memory_format, self.recipe.data.prefetch_batches)
+                        parts.data.normalize, self.memory_format, self.recipe.data.prefetch_batches,
+                        flip=self.recipe.train.eval_flip)
 
     def _save(self, is_best: bool = False) -> Path | None:
         """Rank 0 writes; every rank waits so nobody runs ahead of a checkpoint being written."""

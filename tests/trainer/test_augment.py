@@ -67,5 +67,5 @@ def test_a_folder_run_with_trivialaugment_and_erasing_trains_and_in_memory_data_
     assert summary["step"] == 3 and summary["top1"] is not None
     train = Trainer(recipe, tmp_path / "again", LocalCollective()).parts.data.train
     assert torch.equal(train[(0, 5)][0], train[(0, 5)][0]) and not torch.equal(train[(0, 5)][0], train[(1, 5)][0])
-    with pytest.raises(RecipeError, match="data.augment: augmentation works on decoded images"):
+    with pytest.raises(RecipeError, match="data.augment: works on decoded images"):
         load_recipe(tiny, ["data.augment=autoaugment"])

@@ -56,11 +56,12 @@ def test_train_decode_matches_a_full_size_pil_reference(seed):
     assert (out.float() - ref.float()).abs().mean() < 8
 
 
-def test_eval_decode_is_resize_256_over_224_then_centre_crop():
+@pytest.mark.parametrize("crop_pct", [224 / 256, 1.0, 0.95])  # the default, no margin, timm's newer 0.95
+def test_eval_decode_is_resize_to_size_over_crop_pct_then_centre_crop(crop_pct):
     photo = sample_photos()[1]
     data = jpeg(photo)
-    out = decode_eval(data, 56)
-    short = round(56 * 256 / 224)
+    out = decode_eval(data, 56, crop_pct=crop_pct)
+    short = round(56 / crop_pct)
     scale = short / min(photo.shape[:2])
     new_h, new_w = max(short, round(photo.shape[0] * scale)), max(short, round(photo.shape[1] * scale))
     with Image.open(io.BytesIO(data)) as im:
@@ -68,7 +69,7 @@ def test_eval_decode_is_resize_256_over_224_then_centre_crop():
     top, left = (new_h - 56) // 2, (new_w - 56) // 2
     ref = torch.from_numpy(resized[top:top + 56, left:left + 56].copy()).permute(2, 0, 1)
     assert out.shape == (3, 56, 56) and (out.float() - ref.float()).abs().mean() < 8
-    assert torch.equal(out, decode_eval(data, 56))
+    assert torch.equal(out, decode_eval(data, 56, crop_pct=crop_pct))
 
 
 def png(array: np.ndarray) -> bytes:

@@ -102,3 +102,35 @@ def test_clipping_by_global_norm_and_agc_follow_their_definitions():
         expected = torch.where(g_norm > limit, g * limit / g_norm, g)
         torch.testing.assert_close(p.grad, expected)
     assert torch.equal(model[2].weight.grad, grads[2]) and torch.equal(model[2].bias.grad, grads[3])  # the head
+
+
+def test_flip_test_time_augmentation_scores_the_mean_probability_of_an_image_and_its_mirror():
+    from trainer.data.base import InMemoryDataset
+    from trainer.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 7))
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 7, (40,))
+    result = evaluate(model, InMemoryDataset(x, y), LocalCollective(), batch_size=16, flip=True)
+    with torch.no_grad():
+        p = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    assert result["top1"] == pytest.approx((p.argmax(1) == y).float().mean().item())
+    assert result["val_loss"] == pytest.approx(-p[torch.arange(40), y].log().mean().item(), rel=1e-5)
+    plain = evaluate(model, InMemoryDataset(x, y), LocalCollective(), batch_size=16)
+    with torch.no_grad():
+        assert plain["val_loss"] == pytest.approx(nn.functional.cross_entropy(model(x), y).item(), rel=1e-5)
+
+
+def test_evaluation_has_its_own_size_and_crop(tiny, tmp_path):
+    from tests.images import write_jpeg_folder
+
+    root = write_jpeg_folder(tmp_path / "data")
+    recipe = load_recipe(tiny, ["data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4",
+                                "model.name=resnet_small", "train.epochs=1", "data.eval_image_size=48",
+                                "data.eval_crop_pct=1.0", "train.eval_flip=true"])
+    trainer = Trainer(recipe, tmp_path / "run", LocalCollective())
+    assert trainer.parts.data.train[(0, 0)][0].shape[-2:] == (32, 32)
+    assert trainer.parts.data.val[0][0].shape[-2:] == (48, 48) and trainer.parts.data.val.crop_pct == 1.0
+    assert trainer.fit()["top1"] is not None  # a global-pool CNN scores the larger crops
+    with pytest.raises(RecipeError, match="data.eval_image_size: works on decoded images"):
+        load_recipe(tiny, ["data.eval_image_size=48"])

@@ -36,12 +36,13 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
 
         return load_shard_splits(cfg.root, seed, cfg.image_size or 224, cfg.batch_size, cfg.shuffle_buffer,
                                  world_size, rank, resize_quality=cfg.resize_quality,  # accumulation: set_epoch
-                                 augment=augment_of(cfg))
+                                 augment=augment_of(cfg), eval_image_size=cfg.eval_image_size,
+                                 eval_crop_pct=cfg.eval_crop_pct)
     if cfg.name == "folder":
         from trainer.data.folder import load_folder_splits
 
         return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share, cfg.resize_quality,
-                                  augment_of(cfg))
+                                  augment_of(cfg), cfg.eval_image_size, cfg.eval_crop_pct)
     raise ValueError(f"unknown data set {cfg.name!r}")
 
 

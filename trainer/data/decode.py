@@ -138,10 +138,13 @@ def decode_train(data: bytes, size: int, rng: random.Random, quality: str = "ant
     return crop.flip(-1) if flip else crop
 
 
-def decode_eval(data: bytes, size: int, quality: str = "antialias") -> torch.Tensor:
-    """Resize the short side to size * 256 / 224, centre-crop size x size, as uint8 CHW."""
+EVAL_CROP_PCT = 224 / 256  # torchvision's reference: resize to 256, crop 224
+
+
+def decode_eval(data: bytes, size: int, quality: str = "antialias", crop_pct: float = EVAL_CROP_PCT) -> torch.Tensor:
+    """Resize the short side to size / crop_pct (256 for 224 by default), centre-crop size x size, as uint8 CHW."""
     height, width = _header(data)
-    short = round(size * 256 / 224)
+    short = round(size / crop_pct)
     scale = short / min(height, width)
     new_h, new_w = max(short, round(height * scale)), max(short, round(width * scale))
     image = _decode(data, *_fast_scale(height, width, new_h, new_w))

@@ -167,9 +167,11 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     if recipe.bn.sync == "group" and recipe.cluster.workers % recipe.bn.group_size:
         fail("bn.group_size", f"must divide cluster.workers ({recipe.cluster.workers}), got {recipe.bn.group_size}")
     data = recipe.data
-    if (data.augment != "none" or data.random_erasing) and data.name not in ("folder", "shards"):
-        fail("data.augment" if data.augment != "none" else "data.random_erasing",
-             f"augmentation works on decoded images (data.name folder or shards), not on {data.name}")
+    decoded_only = [k for k, on in (("data.augment", data.augment != "none"), ("data.random_erasing",
+                    data.random_erasing), ("data.eval_image_size", data.eval_image_size),
+                    ("data.eval_crop_pct", data.eval_crop_pct != 0.875)) if on]
+    if decoded_only and data.name not in ("folder", "shards"):
+        fail(decoded_only[0], f"works on decoded images (data.name folder or shards), not on {data.name}")
     if recipe.model.norm != "batch" and recipe.bn.sync != "none":
         fail("bn.sync", f"cross-replica sync is for BatchNorm; model.norm is {recipe.model.norm!r} (set bn.sync: none)")
     if train.ema.best == "ema" and not train.ema.decay:

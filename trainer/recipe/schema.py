@@ -57,6 +57,10 @@ class DataConfig:
     resize_quality: str = setting("antialias", choices=RESIZE_QUALITIES, help="folder / shards: antialias = "
                                   "PIL's antialiased bilinear when shrinking (torchvision's image quality); "
                                   "fast = bilinear without antialiasing (faster; aliases on large shrinks)")
+    eval_image_size: int = setting(0, min=0, help="folder / shards: evaluation crop size; 0 = image_size "
+                                   "(torchvision's new ResNet-50 recipe: train 176, evaluate 232)")
+    eval_crop_pct: float = setting(0.875, min=0.05, max=1.0, help="folder / shards: evaluation resizes the short side "
+                                   "to eval_image_size / eval_crop_pct, then centre-crops (0.875: 256 -> 224)")
     augment: str = setting("none", choices=("none", "autoaugment", "randaugment", "trivialaugment"),
                            help="folder / shards: torchvision's policy after the crop and flip: AutoAugment (ImageNet "
                            "policy), RandAugment, TrivialAugmentWide; drawn per example from (seed, epoch, index)")
@@ -109,6 +113,8 @@ class TrainConfig:
     precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype (fp16 adds a grad scaler)")
     device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
     threads: int = setting(0, min=0, help="torch intra-op threads per worker; 0 = torch's default")
+    eval_flip: bool = setting(False, help="test-time augmentation: score each held-out image by the mean class "
+                              "probabilities of it and its mirror image")
     eval_every_epochs: int = setting(1, min=0, help="evaluate every N epochs (always after the last); 0 = only at the end")
     log_every_steps: int = setting(10, min=1, help="write a step record to metrics.jsonl every N steps")
     checkpoint_every_steps: int = setting(0, min=0, help="also checkpoint every N steps; 0 = at epoch ends only")

@@ -25,7 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from trainer.data.augment import NO_AUGMENT, Augment
 from trainer.data.base import DataSplits
-from trainer.data.decode import CorruptImage, decode_eval, decode_train
+from trainer.data.decode import EVAL_CROP_PCT, CorruptImage, decode_eval, decode_train
 from trainer.data.shards import plan
 from trainer.data.shards.index import (
     INDEX,
@@ -80,9 +80,10 @@ class ShardedDataset(IterableDataset):
                  train: bool | None = None, seed: int = 0, world_size: int = 1, rank: int = 0,
                  shuffle_buffer: int = 1000, batch_size: int = 1, accumulation: int = 1, decode: bool = True,
                  mark_skipped: bool = False, verify: bool = True, storage_options: dict | None = None,
-                 resize_quality: str = "antialias", augment: Augment = NO_AUGMENT):
+                 resize_quality: str = "antialias", augment: Augment = NO_AUGMENT,
+                 crop_pct: float = EVAL_CROP_PCT):
         self.root, self.split, self.image_size = str(root), split, image_size
-        self.augment = augment
+        self.augment, self.crop_pct = augment, crop_pct
         self.train = split == "train" if train is None else train
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.shuffle_buffer, self.batch_size, self.accumulation = shuffle_buffer, batch_size, accumulation
@@ -217,7 +218,7 @@ class ShardedDataset(IterableDataset):
                     rng = random.Random(f"{self.seed}:{epoch}:{record.key}")
                     image = self.augment(decode_train(record.data, self.image_size, rng, self.resize_quality), rng)
                 else:
-                    image = decode_eval(record.data, self.image_size, self.resize_quality)
+                    image = decode_eval(record.data, self.image_size, self.resize_quality, self.crop_pct)
                 return image, record.label
             except CorruptImage as e:
                 error = f"corrupt image ({e})"
@@ -233,7 +234,8 @@ class ShardedDataset(IterableDataset):
 
 def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, shuffle_buffer: int,
                       world_size: int, rank: int, accumulation: int = 1,
-                      resize_quality: str = "antialias", augment: Augment = NO_AUGMENT) -> DataSplits:
+                      resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, eval_image_size: int = 0,
+                      eval_crop_pct: float = EVAL_CROP_PCT) -> DataSplits:
     """Train and validation streams of a packed directory for one rank; the plan counts every training
     sample (an epoch is N // global batch steps, shards/plan.py)."""
     from trainer.data.decode import normalize_batch
@@ -243,7 +245,8 @@ def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, sh
     train = ShardedDataset(root, "train", image_size, train=True, seed=seed, world_size=world_size, rank=rank,
                            shuffle_buffer=shuffle_buffer, batch_size=batch_size, accumulation=accumulation,
                            mark_skipped=True, resize_quality=resize_quality, augment=augment)
-    val = ShardedDataset(root, "val", image_size, train=False, seed=seed, world_size=world_size, rank=rank,
-                         batch_size=batch_size, mark_skipped=True, verify=False, resize_quality=resize_quality)
+    val = ShardedDataset(root, "val", eval_image_size or image_size, train=False, seed=seed, world_size=world_size,
+                         rank=rank, batch_size=batch_size, mark_skipped=True, verify=False,
+                         resize_quality=resize_quality, crop_pct=eval_crop_pct)
     return DataSplits(train=train, val=val, num_classes=len(train.classes), channels=3, image_size=image_size,
                       classes=train.classes, normalize=normalize_batch)
