@@ -134,3 +134,29 @@ def test_evaluation_has_its_own_size_and_crop(tiny, tmp_path):
     assert trainer.fit()["top1"] is not None  # a global-pool CNN scores the larger crops
     with pytest.raises(RecipeError, match="data.eval_image_size: works on decoded images"):
         load_recipe(tiny, ["data.eval_image_size=48"])
+
+
+def test_progressive_resizing_follows_ffcvs_ramp_and_a_run_trains_through_it(tiny, tmp_path):
+    from tests.images import write_jpeg_folder
+    from trainer.data.sizes import SizeSchedule
+
+    ramp = SizeSchedule(start=160, end=192, start_epoch=10, end_epoch=20)
+    # FFCV's get_resolution: start up to start_epoch, linear, rounded to a multiple of 32, end from end_epoch
+    expected = {e: 160 if e <= 10 else 192 if e >= 20 else int(round((160 + 32 * (e - 10) / 10) / 32)) * 32
+                for e in range(25)}
+    assert {e: ramp.at(e) for e in range(25)} == expected
+    assert ramp.at(14) == 160 and ramp.at(16) == 192  # 172.8 -> 160, 179.2 -> 192
+
+    root = write_jpeg_folder(tmp_path / "data")
+    recipe = load_recipe(tiny, ["data.name=folder", f"data.root={root}", "data.image_size=64", "data.batch_size=4",
+                                "model.name=resnet_small", "train.epochs=3", "train.eval_every_epochs=0",
+                                "data.image_size_schedule={start: 32, end: 64, start_epoch: 0, end_epoch: 2, "
+                                "multiple: 16}"])
+    trainer = Trainer(recipe, tmp_path / "run", LocalCollective())
+    train = trainer.parts.data.train
+    assert [train[(e, 0)][0].shape[-1] for e in range(3)] == [32, 48, 64]
+    assert trainer.parts.data.val[0][0].shape[-1] == 64  # evaluation: data.image_size
+    assert trainer.fit()["step"] == 9
+    with pytest.raises(RecipeError, match="data.image_size_schedule: expected start and end sizes"):
+        load_recipe(tiny, ["data.name=folder", "data.root=x", "data.image_size_schedule={start: 32, end: 64, "
+                           "start_epoch: 2, end_epoch: 1}"])

@@ -6,6 +6,7 @@ from trainer.data.augment import augment_of
 from trainer.data.base import DataSplits, InMemoryDataset
 from trainer.data.loader import iterate_batches
 from trainer.data.order import TrainOrder, eval_shard
+from trainer.data.sizes import SizeSchedule, size_schedule
 from trainer.errors import RecipeError
 from trainer.recipe.schema import DataConfig
 
@@ -37,13 +38,17 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
         return load_shard_splits(cfg.root, seed, cfg.image_size or 224, cfg.batch_size, cfg.shuffle_buffer,
                                  world_size, rank, resize_quality=cfg.resize_quality,  # accumulation: set_epoch
                                  augment=augment_of(cfg), eval_image_size=cfg.eval_image_size,
-                                 eval_crop_pct=cfg.eval_crop_pct)
+                                 eval_crop_pct=cfg.eval_crop_pct, sizes=_sizes(cfg))
     if cfg.name == "folder":
         from trainer.data.folder import load_folder_splits
 
         return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share, cfg.resize_quality,
-                                  augment_of(cfg), cfg.eval_image_size, cfg.eval_crop_pct)
+                                  augment_of(cfg), cfg.eval_image_size, cfg.eval_crop_pct, _sizes(cfg))
     raise ValueError(f"unknown data set {cfg.name!r}")
+
+
+def _sizes(cfg: DataConfig) -> SizeSchedule | None:
+    return size_schedule(cfg.image_size_schedule, cfg.image_size) if cfg.image_size_schedule.start else None
 
 
 def layout_warning(data: DataSplits, loader_workers: int) -> str | None:

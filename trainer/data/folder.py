@@ -20,6 +20,7 @@ from trainer.data.augment import NO_AUGMENT, Augment
 from trainer.data.base import DataSplits
 from trainer.data.decode import EVAL_CROP_PCT, CorruptImage, decode_eval, decode_train, normalize_batch
 from trainer.data.loader import Skipped
+from trainer.data.sizes import SizeSchedule
 from trainer.errors import RecipeError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -47,9 +48,10 @@ class ImageFolderDataset(Dataset):
     file becomes a `Skipped` marker that the loader drops and reports."""
 
     def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int,
-                 resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, crop_pct: float = EVAL_CROP_PCT):
+                 resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, crop_pct: float = EVAL_CROP_PCT,
+                 sizes: SizeSchedule | None = None):
         self.samples, self.size, self.train, self.seed, self.epoch = samples, image_size, train, seed, 0
-        self.crop_pct = crop_pct
+        self.crop_pct, self.sizes = crop_pct, sizes  # sizes: the training size per epoch (progressive resizing)
         self.channels, self.resize_quality, self.augment = channels, resize_quality, augment
 
     def set_epoch(self, epoch: int) -> None:
@@ -66,7 +68,8 @@ class ImageFolderDataset(Dataset):
             data = Path(path).read_bytes()
             if self.train:
                 rng = random.Random(f"{self.seed}:{epoch}:{index}")  # per example; as shards do by key
-                image = self.augment(decode_train(data, self.size, rng, self.resize_quality), rng)
+                size = self.sizes.at(epoch) if self.sizes else self.size
+                image = self.augment(decode_train(data, size, rng, self.resize_quality), rng)
             else:
                 image = decode_eval(data, self.size, self.resize_quality, self.crop_pct)
         except (CorruptImage, OSError) as e:
@@ -90,7 +93,7 @@ def list_splits(root: str) -> dict:
 def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int = 0, rank: int = 0,
                        share: Callable[[str], str] | None = None, resize_quality: str = "antialias",
                        augment: Augment = NO_AUGMENT, eval_image_size: int = 0,
-                       eval_crop_pct: float = EVAL_CROP_PCT) -> DataSplits:
+                       eval_crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None) -> DataSplits:
     """With `share` (rank 0's text on every rank), only rank 0 lists the folder: listing ImageNet's 1.28M
     files takes minutes on a network file system, and every rank doing it multiplies that load by W.
     A listing error on rank 0 reaches every rank, so all stop with the same message."""
@@ -109,7 +112,7 @@ def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int 
     train, val = ([(path, int(label)) for path, label in listing[s]] for s in ("train", "val"))
     size, chans = image_size or 224, channels or 3
     return DataSplits(
-        train=ImageFolderDataset(train, size, True, seed, chans, resize_quality, augment),
+        train=ImageFolderDataset(train, size, True, seed, chans, resize_quality, augment, sizes=sizes),
         val=ImageFolderDataset(val, eval_image_size or size, False, seed, chans, resize_quality,
                                crop_pct=eval_crop_pct),
         num_classes=len(listing["classes"]), channels=chans, image_size=size, classes=listing["classes"],

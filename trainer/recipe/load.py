@@ -4,6 +4,7 @@ Every key remembers where its value came from (a file, or a `--set`), so an
 error names the place the user has to edit.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -169,9 +170,14 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     data = recipe.data
     decoded_only = [k for k, on in (("data.augment", data.augment != "none"), ("data.random_erasing",
                     data.random_erasing), ("data.eval_image_size", data.eval_image_size),
-                    ("data.eval_crop_pct", data.eval_crop_pct != 0.875)) if on]
+                    ("data.eval_crop_pct", data.eval_crop_pct != 0.875),
+                    ("data.image_size_schedule.start", data.image_size_schedule.start)) if on]
     if decoded_only and data.name not in ("folder", "shards"):
         fail(decoded_only[0], f"works on decoded images (data.name folder or shards), not on {data.name}")
+    sizes = data.image_size_schedule
+    if sizes.start and not (sizes.end and sizes.start_epoch < sizes.end_epoch <= train.epochs):
+        fail("data.image_size_schedule", f"expected start and end sizes and start_epoch < end_epoch <= "
+                                         f"train.epochs ({train.epochs}), got {dataclasses.asdict(sizes)}")
     if recipe.model.norm != "batch" and recipe.bn.sync != "none":
         fail("bn.sync", f"cross-replica sync is for BatchNorm; model.norm is {recipe.model.norm!r} (set bn.sync: none)")
     if train.ema.best == "ema" and not train.ema.decay:

@@ -45,6 +45,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SizeScheduleConfig:
+    start: int = setting(0, min=0, help="progressive resizing: training crop size up to start_epoch (0 = off: "
+                         "data.image_size throughout)")
+    end: int = setting(0, min=0, help="progressive resizing: training crop size from end_epoch on")
+    start_epoch: int = setting(0, min=0, help="progressive resizing: the ramp starts after this epoch")
+    end_epoch: int = setting(0, min=0, help="progressive resizing: the ramp reaches `end` at this epoch")
+    multiple: int = setting(32, min=1, help="progressive resizing: sizes on the ramp are rounded to a multiple "
+                            "of this (FFCV: 32)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
     name: str = setting(REQUIRED, choices=DATASETS, help="digits (bundled, 8x8), fashion_mnist (Debian's package, "
                         "28x28), mnist (IDX files in data.root), synthetic, or folder")
@@ -57,6 +68,7 @@ class DataConfig:
     resize_quality: str = setting("antialias", choices=RESIZE_QUALITIES, help="folder / shards: antialias = "
                                   "PIL's antialiased bilinear when shrinking (torchvision's image quality); "
                                   "fast = bilinear without antialiasing (faster; aliases on large shrinks)")
+    image_size_schedule: SizeScheduleConfig = None  # type: ignore[assignment]
     eval_image_size: int = setting(0, min=0, help="folder / shards: evaluation crop size; 0 = image_size "
                                    "(torchvision's new ResNet-50 recipe: train 176, evaluate 232)")
     eval_crop_pct: float = setting(0.875, min=0.05, max=1.0, help="folder / shards: evaluation resizes the short side "

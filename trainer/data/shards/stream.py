@@ -37,6 +37,7 @@ from trainer.data.shards.index import (
     read_index,
     read_shard,
 )
+from trainer.data.sizes import SizeSchedule
 from trainer.errors import RecipeError
 
 
@@ -81,9 +82,9 @@ class ShardedDataset(IterableDataset):
                  shuffle_buffer: int = 1000, batch_size: int = 1, accumulation: int = 1, decode: bool = True,
                  mark_skipped: bool = False, verify: bool = True, storage_options: dict | None = None,
                  resize_quality: str = "antialias", augment: Augment = NO_AUGMENT,
-                 crop_pct: float = EVAL_CROP_PCT):
+                 crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None):
         self.root, self.split, self.image_size = str(root), split, image_size
-        self.augment, self.crop_pct = augment, crop_pct
+        self.augment, self.crop_pct, self.sizes = augment, crop_pct, sizes
         self.train = split == "train" if train is None else train
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.shuffle_buffer, self.batch_size, self.accumulation = shuffle_buffer, batch_size, accumulation
@@ -216,7 +217,8 @@ class ShardedDataset(IterableDataset):
             try:
                 if self.train:
                     rng = random.Random(f"{self.seed}:{epoch}:{record.key}")
-                    image = self.augment(decode_train(record.data, self.image_size, rng, self.resize_quality), rng)
+                    size = self.sizes.at(epoch) if self.sizes else self.image_size
+                    image = self.augment(decode_train(record.data, size, rng, self.resize_quality), rng)
                 else:
                     image = decode_eval(record.data, self.image_size, self.resize_quality, self.crop_pct)
                 return image, record.label
@@ -235,7 +237,7 @@ class ShardedDataset(IterableDataset):
 def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, shuffle_buffer: int,
                       world_size: int, rank: int, accumulation: int = 1,
                       resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, eval_image_size: int = 0,
-                      eval_crop_pct: float = EVAL_CROP_PCT) -> DataSplits:
+                      eval_crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None) -> DataSplits:
     """Train and validation streams of a packed directory for one rank; the plan counts every training
     sample (an epoch is N // global batch steps, shards/plan.py)."""
     from trainer.data.decode import normalize_batch
@@ -244,7 +246,7 @@ def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, sh
         raise RecipeError("data.root: the shards data set needs data.root, the directory or URI of index.json")
     train = ShardedDataset(root, "train", image_size, train=True, seed=seed, world_size=world_size, rank=rank,
                            shuffle_buffer=shuffle_buffer, batch_size=batch_size, accumulation=accumulation,
-                           mark_skipped=True, resize_quality=resize_quality, augment=augment)
+                           mark_skipped=True, resize_quality=resize_quality, augment=augment, sizes=sizes)
     val = ShardedDataset(root, "val", eval_image_size or image_size, train=False, seed=seed, world_size=world_size,
                          rank=rank, batch_size=batch_size, mark_skipped=True, verify=False,
                          resize_quality=resize_quality, crop_pct=eval_crop_pct)
