@@ -157,6 +157,15 @@ def test_progressive_resizing_follows_ffcvs_ramp_and_a_run_trains_through_it(tin
     assert [train[(e, 0)][0].shape[-1] for e in range(3)] == [32, 48, 64]
     assert trainer.parts.data.val[0][0].shape[-1] == 64  # evaluation: data.image_size
     assert trainer.fit()["step"] == 9
+    from trainer.data.shards import load_shard_splits, pack_folder
+    from trainer.data.sizes import size_schedule
+
+    pack_folder(root, tmp_path / "packed", shard_size_bytes=40_000)
+    shards = load_shard_splits(str(tmp_path / "packed"), 0, 64, 4, 10, 1, 0,
+                               sizes=size_schedule(recipe.data.image_size_schedule, 64))
+    for epoch, size in ((0, 32), (1, 48), (2, 64)):
+        shards.train.set_epoch(epoch)
+        assert next(iter(shards.train))[0].shape[-1] == size
     with pytest.raises(RecipeError, match="data.image_size_schedule: expected start and end sizes"):
         load_recipe(tiny, ["data.name=folder", "data.root=x", "data.image_size_schedule={start: 32, end: 64, "
                            "start_epoch: 2, end_epoch: 1}"])

@@ -51,7 +51,7 @@ class ImageFolderDataset(Dataset):
                  resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, crop_pct: float = EVAL_CROP_PCT,
                  sizes: SizeSchedule | None = None):
         self.samples, self.size, self.train, self.seed, self.epoch = samples, image_size, train, seed, 0
-        self.crop_pct, self.sizes = crop_pct, sizes  # sizes: the training size per epoch (progressive resizing)
+        self.crop_pct, self.size_schedule = crop_pct, sizes  # the training size per epoch (progressive resizing)
         self.channels, self.resize_quality, self.augment = channels, resize_quality, augment
 
     def set_epoch(self, epoch: int) -> None:
@@ -68,7 +68,7 @@ class ImageFolderDataset(Dataset):
             data = Path(path).read_bytes()
             if self.train:
                 rng = random.Random(f"{self.seed}:{epoch}:{index}")  # per example; as shards do by key
-                size = self.sizes.at(epoch) if self.sizes else self.size
+                size = self.size_schedule.at(epoch) if self.size_schedule else self.size
                 image = self.augment(decode_train(data, size, rng, self.resize_quality), rng)
             else:
                 image = decode_eval(data, self.size, self.resize_quality, self.crop_pct)

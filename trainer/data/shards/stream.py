@@ -84,7 +84,7 @@ class ShardedDataset(IterableDataset):
                  resize_quality: str = "antialias", augment: Augment = NO_AUGMENT,
                  crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None):
         self.root, self.split, self.image_size = str(root), split, image_size
-        self.augment, self.crop_pct, self.sizes = augment, crop_pct, sizes
+        self.augment, self.crop_pct, self.size_schedule = augment, crop_pct, sizes
         self.train = split == "train" if train is None else train
         self.seed, self.world_size, self.rank = seed, world_size, rank
         self.shuffle_buffer, self.batch_size, self.accumulation = shuffle_buffer, batch_size, accumulation
@@ -217,7 +217,7 @@ class ShardedDataset(IterableDataset):
             try:
                 if self.train:
                     rng = random.Random(f"{self.seed}:{epoch}:{record.key}")
-                    size = self.sizes.at(epoch) if self.sizes else self.image_size
+                    size = self.size_schedule.at(epoch) if self.size_schedule else self.image_size
                     image = self.augment(decode_train(record.data, size, rng, self.resize_quality), rng)
                 else:
                     image = decode_eval(record.data, self.image_size, self.resize_quality, self.crop_pct)
