@@ -48,7 +48,7 @@ train: $(STAMP)
 	$(BIN)/bigbatch train recipes/quickstart.yaml --out $(RUN)
 
 test: $(STAMP) $(FASHION_MNIST) $(HOROVOD) $(TEST_TOOLS)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=40
 
 lint: $(STAMP)
 	$(BIN)/ruff check trainer optim cluster tests bench
