@@ -12,6 +12,7 @@ from trainer.collective import Collective, broadcast_text
 from trainer.data import DataSplits, load_data
 from trainer.errors import RecipeError
 from trainer.models import create_model
+from trainer.models.bilinear import with_bilinear_head
 from trainer.models.norms import replace_batchnorm
 from trainer.recipe.plan import Plan, make_plan
 from trainer.recipe.schema import OptimConfig, Recipe
@@ -95,6 +96,9 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
                          zero_init_residual=recipe.model.zero_init_residual,
                          drop_path_rate=recipe.model.drop_path_rate, **recipe.model.kwargs)
+    if recipe.model.head == "bilinear":
+        model = with_bilinear_head(model, recipe.model.name, data.num_classes, data.channels, data.image_size,
+                                   recipe.model.head_channels, recipe.model.head_isqrt_iters)
     model = replace_batchnorm(model, recipe.model).to(collective.device)
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -36,6 +36,17 @@ def test_the_rate_reaches_each_familys_own_setting():
         create_model("darts_v2_cifar", 10, 3, 32, drop_path_rate=0.1, drop_path=0.1)
 
 
+def test_shufflenet_v1_and_spos_drop_their_residual_branches_at_rates_growing_with_depth():
+    for name, residual in (("shufflenet_v1_g3", "ShuffleUnit"), ("spos_published", "ChoiceBlock")):
+        model = create_model(name, 10, 3, 32, drop_path_rate=0.2)
+        units = [m for m in model.modules() if type(m).__name__ == residual]
+        probs = [u.drop_path.drop_prob for u in units if type(u.drop_path).__name__ == "DropPath"]
+        assert probs == sorted(probs) and max(probs) == pytest.approx(0.2), name  # timm's linear rule
+        if name == "spos_published":  # a downsampling unit has no identity path: never dropped
+            assert all(type(u.drop_path).__name__ == "Identity" for u in units if u.stride == 2)
+            assert len(probs) == sum(u.stride == 1 for u in units)
+
+
 def test_the_ramp_rises_linearly_from_zero_over_the_epochs():
     model = create_model("timm:resnet18", 10, 3, 32, drop_path_rate=0.1)
     ends = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]

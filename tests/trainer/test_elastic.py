@@ -47,6 +47,8 @@ def test_a_world_size_that_cannot_keep_the_global_batch_is_named_with_those_that
     with pytest.raises(RecipeError, match=r"cluster.min_workers: the global batch 64 .* cannot be split evenly "
                                           r"over 3 workers; world sizes that keep it: 1, 2, 4"):
         make_plan(recipe, 2000)
+    with pytest.raises(RecipeError, match="cluster.min_workers: an elastic group needs cluster.backend: torch"):
+        load_recipe(write("e.yaml", ELASTIC), ["cluster.backend=horovod"])
 
 
 def _two_workers(rank: int, world: int, recipe_path: str, run_dir: str, steps: int) -> None:

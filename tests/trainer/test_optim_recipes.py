@@ -19,7 +19,7 @@ def records(run_dir, key="loss"):
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("optim.name=adamw", "optim.name: expected one of 'sgd', 'lars', 'lamb', got 'adamw'"),
+    ("optim.name=adamw", "optim.name: expected one of 'sgd', 'lars', 'lamb', 'rmsproptf', got 'adamw'"),
     ("optim.schedule=exponential", "optim.schedule: expected one of"),
     ("optim.base_lr=-0.1", "optim.base_lr: expected a value >= 0.0"),
     ("optim.lars.trust_coefficient=0", "optim.lars.trust_coefficient: expected a value >= 1e-12"),

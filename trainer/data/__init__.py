@@ -48,7 +48,8 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
 
 
 def _sizes(cfg: DataConfig) -> SizeSchedule | None:
-    return size_schedule(cfg.image_size_schedule, cfg.image_size) if cfg.image_size_schedule.start else None
+    schedule = cfg.image_size_schedule  # None when a DataConfig is built directly, without its sections
+    return size_schedule(schedule, cfg.image_size) if schedule is not None and schedule.start else None
 
 
 def layout_warning(data: DataSplits, loader_workers: int) -> str | None:

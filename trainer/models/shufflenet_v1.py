@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from trainer.errors import RecipeError
 from trainer.models.registry import Published, register
+from trainer.models.stochastic_depth import depth_rates, drop_path_module
 
 # Paper Table 1: output channels of Stage2 at 1x for each number of groups (Stage3, Stage4 double it).
 STAGE2_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
@@ -74,16 +75,17 @@ class _Branch(nn.Module):
 class ShuffleUnit(nn.Module):
     """Fig. 2b: stride 1, identity shortcut added, then ReLU."""
 
-    def __init__(self, channels: int, groups: int):
+    def __init__(self, channels: int, groups: int, drop_prob: float = 0.0):
         super().__init__()
         self.branch = _Branch(channels, channels // 4, channels, groups, stride=1, group_first=True)
+        self.drop_path = drop_path_module(drop_prob)
 
     def zero_init_last(self) -> None:
         """Zero the branch's last BN gamma so that the unit starts as ReLU(x) = x (inputs are post-ReLU)."""
         nn.init.zeros_(self.branch.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.branch(x))
+        return F.relu(x + self.drop_path(self.branch(x)))
 
 
 class ShuffleDownUnit(nn.Module):
@@ -103,9 +105,11 @@ class ShuffleNetV1(nn.Module):
     """ShuffleNet v1 with `groups` groups; `channels` = (stem, Stage2, Stage3, Stage4) output channels."""
 
     def __init__(self, num_classes: int, in_chans: int, groups: int, channels: tuple[int, int, int, int],
-                 small_input: bool = False):
+                 small_input: bool = False, drop_path_rate: float = 0.0):
         super().__init__()
         stem_ch = channels[0]
+        residual_units = sum(STAGE_REPEATS) - len(STAGE_REPEATS)
+        rates = iter(depth_rates(drop_path_rate, residual_units))
         self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_ch, 3, 1 if small_input else 2, 1, bias=False),
                                   nn.BatchNorm2d(stem_ch), nn.ReLU(inplace=True))
         self.pool = nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1)
@@ -113,7 +117,7 @@ class ShuffleNetV1(nn.Module):
         in_ch = stem_ch
         for stage, (out_ch, repeats) in enumerate(zip(channels[1:], STAGE_REPEATS, strict=True)):
             units.append(ShuffleDownUnit(in_ch, out_ch, groups, group_first=stage > 0))
-            units.extend(ShuffleUnit(out_ch, groups) for _ in range(repeats - 1))
+            units.extend(ShuffleUnit(out_ch, groups, next(rates)) for _ in range(repeats - 1))
             in_ch = out_ch
         self.stages = nn.Sequential(*units)
         self.head = nn.Linear(in_ch, num_classes)
@@ -156,12 +160,13 @@ def shufflenet_v1_channels(groups: int, width: float = 1.0,
 
 
 def _build(groups: int, num_classes: int, in_chans: int, image_size: int, width: float,
-           small_input: bool | None) -> ShuffleNetV1:
+           small_input: bool | None, drop_path_rate: float = 0.0) -> ShuffleNetV1:
     name = f"shufflenet_v1_g{groups}"
     channels = shufflenet_v1_channels(groups, width, name)
     if small_input is None:
         small_input = image_size <= SMALL_INPUT_MAX
-    return ShuffleNetV1(num_classes, in_chans, groups, channels, small_input=bool(small_input))
+    return ShuffleNetV1(num_classes, in_chans, groups, channels, small_input=bool(small_input),
+                        drop_path_rate=drop_path_rate)
 
 
 def _published(groups: int, macs_m: float, params: int) -> Published:
@@ -184,38 +189,38 @@ def _published(groups: int, macs_m: float, params: int) -> Published:
 @register("shufflenet_v1_g1", "efficient", "ShuffleNet v1 1x, 1 group (Zhang et al. 2017)",
           published=_published(1, 143, 1_531_936))
 def shufflenet_v1_g1(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, width: float = 1.0,
-                     small_input: bool | None = None) -> nn.Module:
+                     small_input: bool | None = None, drop_path_rate: float = 0.0) -> nn.Module:
     """ShuffleNet v1, 1 group (no channel shuffle); image_size <= 64 selects the small-input stem."""
-    return _build(1, num_classes, in_chans, image_size, width, small_input)
+    return _build(1, num_classes, in_chans, image_size, width, small_input, drop_path_rate)
 
 
 @register("shufflenet_v1_g2", "efficient", "ShuffleNet v1 1x, 2 groups (Zhang et al. 2017)",
           published=_published(2, 140, 1_733_848))
 def shufflenet_v1_g2(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, width: float = 1.0,
-                     small_input: bool | None = None) -> nn.Module:
+                     small_input: bool | None = None, drop_path_rate: float = 0.0) -> nn.Module:
     """ShuffleNet v1, 2 groups; image_size <= 64 selects the stride-1 small-input stem."""
-    return _build(2, num_classes, in_chans, image_size, width, small_input)
+    return _build(2, num_classes, in_chans, image_size, width, small_input, drop_path_rate)
 
 
 @register("shufflenet_v1_g3", "efficient", "ShuffleNet v1 1x, 3 groups (Zhang et al. 2017)",
           published=_published(3, 137, 1_865_728))
 def shufflenet_v1_g3(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, width: float = 1.0,
-                     small_input: bool | None = None) -> nn.Module:
+                     small_input: bool | None = None, drop_path_rate: float = 0.0) -> nn.Module:
     """ShuffleNet v1, 3 groups (the paper's default); image_size <= 64 selects the small-input stem."""
-    return _build(3, num_classes, in_chans, image_size, width, small_input)
+    return _build(3, num_classes, in_chans, image_size, width, small_input, drop_path_rate)
 
 
 @register("shufflenet_v1_g4", "efficient", "ShuffleNet v1 1x, 4 groups (Zhang et al. 2017)",
           published=_published(4, 133, 1_968_344))
 def shufflenet_v1_g4(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, width: float = 1.0,
-                     small_input: bool | None = None) -> nn.Module:
+                     small_input: bool | None = None, drop_path_rate: float = 0.0) -> nn.Module:
     """ShuffleNet v1, 4 groups; image_size <= 64 selects the stride-1 small-input stem."""
-    return _build(4, num_classes, in_chans, image_size, width, small_input)
+    return _build(4, num_classes, in_chans, image_size, width, small_input, drop_path_rate)
 
 
 @register("shufflenet_v1_g8", "efficient", "ShuffleNet v1 1x, 8 groups (Zhang et al. 2017)",
           published=_published(8, 137, 2_434_768))
 def shufflenet_v1_g8(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, width: float = 1.0,
-                     small_input: bool | None = None) -> nn.Module:
+                     small_input: bool | None = None, drop_path_rate: float = 0.0) -> nn.Module:
     """ShuffleNet v1, 8 groups; image_size <= 64 selects the stride-1 small-input stem."""
-    return _build(8, num_classes, in_chans, image_size, width, small_input)
+    return _build(8, num_classes, in_chans, image_size, width, small_input, drop_path_rate)

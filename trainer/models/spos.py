@@ -36,6 +36,7 @@ import torch.nn as nn
 
 from trainer.errors import RecipeError
 from trainer.models.registry import Published, register
+from trainer.models.stochastic_depth import depth_rates, drop_path_module
 
 CHOICE_NAMES = ("shufflenet_3x3", "shufflenet_5x5", "shufflenet_7x7", "xception")
 STAGE_REPEATS = (4, 4, 8, 4)
@@ -70,8 +71,12 @@ def _conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, depthwis
 class ChoiceBlock(nn.Module):
     """One SPOS choice block: a ShuffleNet v2 unit with a kxk depthwise kernel, or its Xception-like variant."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, choice: int, scale: float = 1.0):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, choice: int, scale: float = 1.0,
+                 drop_prob: float = 0.0):
         super().__init__()
+        # stochastic depth on a stride-1 unit's branch: its half of the channels, per sample (the other half is
+        # the identity); a downsampling unit has no identity path and is never dropped
+        self.drop_path = drop_path_module(drop_prob if stride == 1 else 0.0)
         self.stride, self.choice = stride, choice
         branch_in = in_ch if stride == 2 else in_ch // 2
         branch_out = out_ch - branch_in
@@ -94,7 +99,7 @@ class ChoiceBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.proj is None:
             keep, x = x.chunk(2, dim=1)
-            out = torch.cat((keep, self.branch(x)), dim=1)
+            out = torch.cat((keep, self.drop_path(self.branch(x))), dim=1)
         else:
             out = torch.cat((self.proj(x), self.branch(x)), dim=1)
         return channel_shuffle(out, 2)
@@ -105,15 +110,18 @@ class SPOSNet(nn.Module):
 
     def __init__(self, choices: list[int], num_classes: int = 1000, in_chans: int = 3,
                  stage_channels: tuple[int, ...] = STAGE_CHANNELS, stage_repeats: tuple[int, ...] = STAGE_REPEATS,
-                 small_input: bool = False, drop_rate: float = 0.1, channel_scales: list[float] | None = None):
+                 small_input: bool = False, drop_rate: float = 0.1, channel_scales: list[float] | None = None,
+                 drop_path_rate: float = 0.0):
         super().__init__()
         self.choices = list(choices)
+        rates = depth_rates(drop_path_rate, len(self.choices))
         scales = channel_scales or [1.0] * len(self.choices)
         self.stem = nn.Sequential(*_conv_bn(in_chans, STEM_CHANNELS, 3, 1 if small_input else 2))
         blocks, in_ch, index = [], STEM_CHANNELS, 0
         for out_ch, repeats in zip(stage_channels, stage_repeats, strict=True):
             for j in range(repeats):
-                blocks.append(ChoiceBlock(in_ch, out_ch, 2 if j == 0 else 1, self.choices[index], scales[index]))
+                blocks.append(ChoiceBlock(in_ch, out_ch, 2 if j == 0 else 1, self.choices[index], scales[index],
+                                          rates[index]))
                 in_ch, index = out_ch, index + 1
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(*_conv_bn(in_ch, HEAD_CHANNELS))
@@ -172,7 +180,7 @@ def _scales(value: object, length: int) -> list[float] | None:
 def build_spos(choices: object, num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
                stage_channels: object = STAGE_CHANNELS, stage_repeats: object = STAGE_REPEATS,
                small_input: bool | None = None, drop_rate: float = 0.1,
-               channel_scales: object = None) -> SPOSNet:
+               channel_scales: object = None, drop_path_rate: float = 0.0) -> SPOSNet:
     """Check the architecture data, then build it (see the module docstring)."""
     repeats = _int_list(stage_repeats, "model.kwargs.stage_repeats")
     channels = _int_list(stage_channels, "model.kwargs.stage_channels", len(repeats))
@@ -194,14 +202,15 @@ def build_spos(choices: object, num_classes: int = 1000, in_chans: int = 3, imag
                                   f"bottleneck of a {ch}-channel block with no channels")
     if small_input is None:
         small_input = image_size <= SMALL_INPUT_MAX
-    return SPOSNet(picked, num_classes, in_chans, channels, repeats, bool(small_input), float(drop_rate), scales)
+    return SPOSNet(picked, num_classes, in_chans, channels, repeats, bool(small_input), float(drop_rate), scales,
+                   float(drop_path_rate))
 
 
 @register("spos", "nas", "Single-Path One-Shot ShuffleNet v2 space; kwargs: choices (20 x 0-3), channel_scales")
 def spos(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, choices: list | None = None,
          stage_channels: list[int] | None = None, stage_repeats: list[int] | None = None,
-         small_input: bool | None = None, drop_rate: float = 0.1, channel_scales: list[float] | None = None
-         ) -> nn.Module:
+         small_input: bool | None = None, drop_rate: float = 0.1, channel_scales: list[float] | None = None,
+         drop_path_rate: float = 0.0) -> nn.Module:
     """Any architecture of the SPOS space as data: `choices` gives one choice per block (0-3 or
     shufflenet_3x3 / shufflenet_5x5 / shufflenet_7x7 / xception); `channel_scales` (optional, one per block)
     scales each bottleneck, the paper's channel search; image_size <= 64 selects the stride-1 stem. Without
@@ -209,7 +218,7 @@ def spos(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, choi
     return build_spos(list(PUBLISHED_CHOICES) if choices is None else choices, num_classes, in_chans, image_size,
                       STAGE_CHANNELS if stage_channels is None else stage_channels,
                       STAGE_REPEATS if stage_repeats is None else stage_repeats, small_input, drop_rate,
-                      channel_scales)
+                      channel_scales, drop_path_rate)
 
 
 @register("spos_published", "nas", "SPOS block-search model (Guo et al. 2019; authors' released choices)",
@@ -218,7 +227,8 @@ def spos(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, choi
               "Evaluation table: choices (2, 1, 0, 1, 2, 0, 2, 0, 2, 0, 2, 3, 0, 0, 0, 0, 3, 2, 3, 3), "
               "323M FLOPs (multiply-adds), 3.5M params (built: 3.56M, 3.53M without BatchNorm affine)")))
 def spos_published(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
-                   small_input: bool | None = None, drop_rate: float = 0.1) -> nn.Module:
+                   small_input: bool | None = None, drop_rate: float = 0.1,
+                   drop_path_rate: float = 0.0) -> nn.Module:
     """The searched architecture the authors released; image_size <= 64 selects the stride-1 stem."""
     return build_spos(list(PUBLISHED_CHOICES), num_classes, in_chans, image_size, small_input=small_input,
-                      drop_rate=drop_rate)
+                      drop_rate=drop_rate, drop_path_rate=drop_path_rate)

@@ -178,6 +178,9 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     if sizes.start and not (sizes.end and sizes.start_epoch < sizes.end_epoch <= train.epochs):
         fail("data.image_size_schedule", f"expected start and end sizes and start_epoch < end_epoch <= "
                                          f"train.epochs ({train.epochs}), got {dataclasses.asdict(sizes)}")
+    if recipe.cluster.elastic and recipe.cluster.backend == "horovod":
+        fail("cluster.min_workers", "an elastic group needs cluster.backend: torch (Ray Train); horovod runs a "
+                                    "fixed group")
     if recipe.model.norm != "batch" and recipe.bn.sync != "none":
         fail("bn.sync", f"cross-replica sync is for BatchNorm; model.norm is {recipe.model.norm!r} (set bn.sync: none)")
     if train.ema.best == "ema" and not train.ema.decay:

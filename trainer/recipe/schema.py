@@ -40,6 +40,14 @@ class ModelConfig:
     norm_groups: int = setting(32, min=1, help="GroupNorm groups (Wu & He's 32; fewer where the channels need: "
                                "the largest common divisor)")
     renorm: RenormConfig = None  # type: ignore[assignment]
+    head: str = setting("linear", choices=("linear", "bilinear"), help="bilinear = second-order pooling of the last "
+                        "feature map (1x1 conv to head_channels, then B = X X^T / M, or iSQRT-COV) before the "
+                        "classifier, for any catalogue backbone")
+    head_channels: int = setting(64, min=2, help="bilinear head: channels N after the 1x1 convolution; the "
+                                 "classifier sees N(N+1)/2 values")
+    head_isqrt_iters: int = setting(0, min=0, help="bilinear head: 0 = bilinear pooling with signed sqrt and L2 "
+                                    "(Lin et al. 2015); K > 0 = iSQRT-COV matrix square root with K Newton-Schulz "
+                                    "iterations (Li et al. 2018 use 5)")
     drop_path_ramp: bool = setting(False, help="ramp the drop probability linearly from 0 at the first epoch to "
                                    "drop_path_rate at the last (the DARTS and NASNet papers' schedule)")
 
