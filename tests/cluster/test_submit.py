@@ -47,8 +47,8 @@ def group_alive(pgid: int) -> bool:
 # 28 steps. A model without BatchNorm, so that any split of a step's 96 examples gives the same update.
 ELASTIC = ("--set", "model.name=mlp", "--set", "model.kwargs={}", "--set", "cluster.workers=3", "--set",
            "train.epochs=2", "--set", "train.max_steps=100", "--set", "bn.sync=none", "--set",
-           "train.checkpoint_every_steps=6", "--set", "cluster.min_workers=1", "--set", "cluster.max_failures=1",
-           "--set", "cluster.restart_timeout_s=30")
+           "train.checkpoint_every_steps=6", "--set", "cluster.min_workers=1", "--set", "cluster.max_failures=2",
+           "--set", "cluster.restart_timeout_s=20")
 
 
 @pytest.mark.slow

@@ -126,3 +126,23 @@ def test_a_half_written_metrics_line_does_not_block_resume(tiny, tmp_path, capsy
     records = [json.loads(line) for line in lines]  # every line whole again
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 12
+
+
+@pytest.mark.parametrize("elastic", [False, True])
+def test_a_signal_to_a_worker_stops_a_fixed_group_and_is_a_leave_in_an_elastic_one(tiny, tmp_path, elastic):
+    """A spot node's SIGTERM reaches its own worker only: a fixed group stops with a checkpoint (exit 143); in an
+    elastic run that Ray restarts, the worker leaves instead: the same checkpoint, then an error Ray retries
+    without it. (On Ray, tests/cluster/test_fault_tolerance.py sends the signal to a real worker.)"""
+    from signal import SIGTERM
+
+    from trainer.loop import Interrupted, Preempted
+
+    group = ["cluster.workers=2", "data.batch_size=16", *(["cluster.min_workers=1"] if elastic else [])]
+    trainer = Trainer(load_recipe(tiny, ["train.max_steps=10", *group]), tmp_path, LocalCollective(),
+                      restartable=True)
+    trainer.stop.signum, trainer.stop.by_signal = SIGTERM, True  # as the process handler records a signal
+    with pytest.raises(Preempted if elastic else Interrupted, match="signal 15"):
+        trainer.fit()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["step"] == 2 and (tmp_path / "checkpoints" / "step_00000002.pt").is_file()  # the next log step
+    assert summary["status"] == ("restarting" if elastic else "interrupted")
