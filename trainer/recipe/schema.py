@@ -232,7 +232,7 @@ class ClusterConfig:
                                      "replacement node) within this many seconds")
     restart_timeout_s: float = setting(60.0, min=1.0, help="elastic runs: how long a restart waits to place its "
                                        "workers before it asks again with what is left (Ray counts a lost node "
-                                       "as present until its death is noticed, ~30 s)")
+                                       "as present until its death is noticed and its view refreshes: tens of seconds)")
     connect_timeout_s: float = setting(15.0, min=1.0, help="fail if cluster.address does not answer within this "
                                        "many seconds")
 
