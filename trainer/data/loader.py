@@ -62,8 +62,16 @@ def _persistent_loader(dataset: Dataset, loader_workers: int, pin_memory: bool, 
     if key not in loaders:
         loaders[key] = DataLoader(dataset, batch_sampler=_Batches(), num_workers=loader_workers,
                                   pin_memory=pin_memory, persistent_workers=True, collate_fn=collate,
-                                  prefetch_factor=prefetch)
+                                  prefetch_factor=prefetch, generator=own_generator())
     return loaders[key]
+
+
+def own_generator() -> torch.Generator:
+    """A DataLoader draws its workers' base seed when an iterator starts, from torch's global generator unless
+    given its own; that start happens at the first batch of a step, after the step's reseeding (seed_step), so
+    the draw would shift the step's dropout / drop-path masks on the first step after a resume but not in an
+    uninterrupted run. Our augmentations are keyed per example, so this seed is not used for them."""
+    return torch.Generator().manual_seed(0)
 
 
 def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loader_workers: int = 0,
@@ -88,7 +96,7 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
         loader.batch_sampler.batches = batches
     else:
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=0, pin_memory=pin_memory,
-                            collate_fn=collate)
+                            collate_fn=collate, generator=own_generator())
     for images, labels, skipped in loader:
         for bad in skipped:
             on_skip(bad)
@@ -102,7 +110,8 @@ def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_si
     after the `consumed` samples this rank already took."""
     dataset.set_epoch(epoch, consumed, accumulation)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
-                        collate_fn=collate, prefetch_factor=prefetch if loader_workers else None)
+                        collate_fn=collate, prefetch_factor=prefetch if loader_workers else None,
+                        generator=own_generator())
     for images, labels, skipped in loader:
         for bad in skipped:
             on_skip(bad)

@@ -37,8 +37,12 @@ output, identity excepted, is zeroed per sample with a probability scaled by dep
 probability linearly over training; `drop_path_prob` is a plain attribute that a schedule can assign between
 epochs (as for the DARTS networks), otherwise constant.
 
-Auxiliary head: none. The paper trains with one (TF-slim attaches it after the last normal cell of the second
-stack, loss weight 0.4); the training loop has no auxiliary loss, and the published counts exclude it.
+Auxiliary head (`auxiliary=True`, off by default; the published counts exclude it): TF-slim's
+`_build_aux_head` after the last normal cell of the second stack: ReLU, 5x5 average pool with stride 3 (no
+padding), 1x1 conv to 128 + BN + ReLU, a conv to 768 whose kernel covers the whole remaining map (+ BN + ReLU),
+a linear classifier. In training `forward` then returns (logits, auxiliary logits) and the loop adds the
+auxiliary loss with weight `train.auxiliary_weight` (TF-slim's 0.4), as for the DARTS networks. The map size
+depends on the input, so the head is sized by one dry run at build time (a map under 5x5 skips the pool).
 BatchNorm keeps PyTorch's defaults (eps 1e-5, momentum 0.1), not TF-slim's (1e-3, decay 0.9997); symmetric
 padding replaces TF's SAME padding, which pads stride-2 ops more on the bottom/right (same output sizes).
 
@@ -197,7 +201,8 @@ class NASNetA(nn.Module):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, cells_per_stack: int = 4,
                  penultimate_filters: int = 1056, stem_filters: int = 32, dropout: float = 0.5,
-                 drop_path: float = 0.0, normal: CellSpec = NORMAL_CELL, reduction: CellSpec = REDUCTION_CELL):
+                 drop_path: float = 0.0, normal: CellSpec = NORMAL_CELL, reduction: CellSpec = REDUCTION_CELL,
+                 auxiliary: bool = False, image_size: int = 224):
         super().__init__()
         per_filter = 4 * len(normal.concat)  # the last stack has 4F filters per block
         if penultimate_filters % per_filter:
@@ -223,20 +228,42 @@ class NASNetA(nn.Module):
         self.num_features = newer[0]
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.num_features, num_classes)
+        # after the cell before the second reduction of the body: the last normal cell of the second stack
+        self.aux_after = 2 + 2 * cells_per_stack if auxiliary else None
+        self.aux_head = self._aux_head(in_chans, image_size, num_classes) if auxiliary else None
         for m in self.modules():  # He init (fan_out), as TF-slim's variance_scaling_initializer(FAN_OUT)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        older, newer = None, self.stem(x)
+    def _aux_head(self, in_chans: int, image_size: int, num_classes: int) -> nn.Module:
+        with torch.no_grad():
+            older, newer = None, self.stem(torch.zeros(1, in_chans, image_size, image_size))
+            for cell in self.cells[:self.aux_after + 1]:
+                older, newer = newer, cell(older, newer, 0.0)
+        channels, height, width = newer.shape[1:]
+        pool: nn.Module = nn.AvgPool2d(5, stride=3) if min(height, width) >= 5 else nn.Identity()
+        if min(height, width) >= 5:
+            height, width = (height - 5) // 3 + 1, (width - 5) // 3 + 1
+        return nn.Sequential(nn.ReLU(), pool, nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128),
+                             nn.ReLU(inplace=True), nn.Conv2d(128, 768, (height, width), bias=False),
+                             nn.BatchNorm2d(768), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(768, num_classes))
+
+    def _run_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        older, newer, aux = None, self.stem(x), None
         for i, cell in enumerate(self.cells):
             prob = self.drop_path_prob * (i + 1) / len(self.cells) if self.training else 0.0
             older, newer = newer, cell(older, newer, prob)
-        return F.relu(newer)
+            if i == self.aux_after and self.training:
+                aux = self.aux_head(newer)
+        return F.relu(newer), aux
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(F.adaptive_avg_pool2d(self.forward_features(x), 1), 1)
-        return self.classifier(self.dropout(x))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_cells(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        features, aux = self._run_cells(x)
+        logits = self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)))
+        return (logits, aux) if aux is not None else logits
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -249,12 +276,13 @@ def _probability(name: str, value: object) -> float:
 
 
 @register("nasnet_a_mobile", family="nas",
-          description="NASNet-A Mobile (4 @ 1056), Zoph et al. 2018; no auxiliary head",
+          description="NASNet-A Mobile (4 @ 1056), Zoph et al. 2018; auxiliary head on request",
           published=Published(params_m=5.3, macs_m=564, resolution=224,
                                source="Zoph et al. 2018, Table 2 (NASNet-A (4 @ 1056))"))
 def nasnet_a_mobile(num_classes: int = 1000, in_chans: int = 3, image_size: int = 224, drop_path: float = 0.0,
-                    dropout: float = 0.5) -> nn.Module:
-    """NASNet-A (4 @ 1056); `image_size` is not needed (global pooling; inputs from 32 px work).
-    `drop_path`: ScheduledDropPath probability (see the module docstring); `dropout`: before the classifier."""
+                    dropout: float = 0.5, auxiliary: bool = False) -> nn.Module:
+    """NASNet-A (4 @ 1056); global pooling, so inputs from 32 px work (`image_size` sizes the auxiliary head).
+    `drop_path`: ScheduledDropPath probability (see the module docstring); `dropout`: before the classifier;
+    `auxiliary`: TF-slim's auxiliary head (training returns (logits, auxiliary logits))."""
     return NASNetA(num_classes, in_chans, dropout=_probability("dropout", dropout),
-                   drop_path=_probability("drop_path", drop_path))
+                   drop_path=_probability("drop_path", drop_path), auxiliary=bool(auxiliary), image_size=image_size)

@@ -262,6 +262,8 @@ class TrackConfig:
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
     description: str = setting("", help="one line shown by `bigbatch recipes`")
+    deviations: list[str] = setting([], help="where the recipe departs from the procedure it follows, and why "
+                                    "(`bigbatch show` prints them)")
     seed: int = setting(0, min=0, help="seeds weights, data order and augmentation")
     model: ModelConfig = None  # type: ignore[assignment]
     data: DataConfig = None  # type: ignore[assignment]

@@ -114,9 +114,31 @@ def test_forward_backward_32px_one_channel_with_drop_path() -> None:
     ({"drop_path": 1.0}, "model.kwargs.drop_path: expected a probability"),
     ({"dropout": -0.1}, "model.kwargs.dropout: expected a probability"),
     ({"dropout": "high"}, "model.kwargs.dropout: expected a probability"),
-    ({"auxiliary": True}, "model.kwargs: nasnet_a_mobile:"),
+    ({"layers": 3}, "model.kwargs: nasnet_a_mobile:"),
 ])
 def test_bad_kwargs_raise_recipe_error(kwargs: dict, needle: str) -> None:
     with pytest.raises(RecipeError) as info:
         create_model("nasnet_a_mobile", num_classes=10, image_size=32, **kwargs)
     assert str(info.value).startswith(needle)
+
+
+def test_the_auxiliary_head_follows_tf_slim_and_trains_with_the_weighted_loss() -> None:
+    from trainer.build import AuxiliaryLoss
+
+    model = nas.nasnet_a_mobile(num_classes=10, image_size=224, auxiliary=True)
+    # after the last normal cell of the second stack (cells: 2 stem, 4 normal, reduction, 4 normal, ...): 14 x 14
+    # at 224 px, avg-pooled 5x5 / 3 to 4 x 4, so the 768-channel conv has a 4 x 4 kernel and leaves 1 x 1
+    assert model.aux_after == 10 and model.aux_head[5].kernel_size == (4, 4)
+    assert model.aux_head[2].in_channels == model.cells[10].out_channels
+    model = nas.nasnet_a_mobile(num_classes=10, image_size=96, auxiliary=True)  # 6 x 6 -> 1 x 1: a 1 x 1 kernel
+    assert model.aux_head[5].kernel_size == (1, 1)
+    x, y = torch.randn(2, 3, 96, 96), torch.tensor([1, 7])
+    logits, aux = model(x)
+    assert logits.shape == aux.shape == (2, 10)
+    AuxiliaryLoss(torch.nn.CrossEntropyLoss(), 0.4)((logits, aux), y).backward()
+    assert all(p.grad is not None for p in model.aux_head.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)  # evaluation: the logits alone
+    small = nas.nasnet_a_mobile(num_classes=10, in_chans=1, image_size=32, auxiliary=True)  # a 2x2 map: no pool
+    assert isinstance(small.aux_head[1], torch.nn.Identity) and small(torch.randn(2, 1, 32, 32))[1].shape == (2, 10)
