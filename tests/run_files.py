@@ -28,14 +28,6 @@ def launch_and_kill_rank_1(recipe, run_dir: Path, at_step: int, timeout_s: float
     """Launch `recipe` in a thread, send `signum` (SIGKILL by default) to rank 1's process once the run
     reaches `at_step`, wait for the launch to return; (its summary - or {"raised": the exception} - and the
     signalled pid)."""
-    summary, victims = launch_and_signal_rank_1(recipe, run_dir, [(at_step, signum)], timeout_s)
-    return summary, victims[0]
-
-
-def launch_and_signal_rank_1(recipe, run_dir: Path, signals: list[tuple[int, int]],
-                             timeout_s: float) -> tuple[dict, list[int]]:
-    """As launch_and_kill_rank_1, for several (step, signal) pairs in turn: each goes to the rank-1 process of
-    the group running then (a new one after a restart), once the run reaches that step."""
     import os
     import threading
 
@@ -51,14 +43,8 @@ def launch_and_signal_rank_1(recipe, run_dir: Path, signals: list[tuple[int, int
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    victims: list[int] = []
-    rank_1 = Path(run_dir) / "workers" / "rank_1.json"
-    for at_step, signum in signals:
-        wait_for_step(run_dir, at_step)
-        deadline = time.time() + 60
-        while (pid := json.loads(rank_1.read_text())["pid"]) in victims and time.time() < deadline:
-            time.sleep(0.05)  # a restarted group: wait for its rank 1 to register
-        os.kill(pid, signum)
-        victims.append(pid)
+    wait_for_step(run_dir, at_step)
+    victim = json.loads((Path(run_dir) / "workers" / "rank_1.json").read_text())["pid"]
+    os.kill(victim, signum)
     thread.join(timeout=timeout_s)
-    return outcome["summary"], victims
+    return outcome["summary"], victim
