@@ -70,9 +70,11 @@ def same_file_system(storage_path: str, run_dir: Path) -> bool:
 
 
 @contextmanager
-def _restored_checkpoint(resume: str | None) -> Iterator[str | None]:
+def _restored_checkpoint(resume: str | None, run_dir: Path) -> Iterator[str | None]:
     """What this worker resumes from: Ray's newest reported checkpoint after a restart (a file or the run
-    directory file it references), else `resume`."""
+    directory file it references), else `resume`. The run directory's own newest checkpoint wins when it is
+    newer: a group that ends right after reporting one (a worker leaving: every rank checkpoints, then raises)
+    can end before Ray registers the report. (Only rank 0's answer counts: it picks and broadcasts the file.)"""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -83,10 +85,24 @@ def _restored_checkpoint(resume: str | None) -> Iterator[str | None]:
         reference = Path(directory) / REFERENCE
         if reference.is_file():
             referenced = Path(json.loads(reference.read_text())["path"])
-            yield str(referenced) if referenced.is_file() else resume  # pruned: the newest valid one instead
-            return
-        files = sorted(p for p in Path(directory).iterdir() if STEP_FILE.match(p.name))
-        yield str(files[-1]) if files else resume
+            chosen = str(referenced) if referenced.is_file() else resume  # pruned: the newest valid one instead
+        else:
+            files = sorted(p for p in Path(directory).iterdir() if STEP_FILE.match(p.name))
+            chosen = str(files[-1]) if files else resume
+        yield "auto" if _step_of(chosen) < _newest_step(run_dir / "checkpoints") else chosen
+
+
+def _step_of(path: str | None) -> int:
+    found = STEP_FILE.match(Path(path).name) if path else None
+    return int(found.group(1)) if found else -1
+
+
+def _newest_step(directory: Path) -> int:
+    """The newest step file in a checkpoint directory (-1 if none or unreadable here); `auto` verifies it."""
+    try:
+        return max((_step_of(p.name) for p in directory.iterdir()), default=-1)
+    except OSError:
+        return -1
 
 
 def _worker_loop(config: dict) -> None:
@@ -102,7 +118,7 @@ def _worker_loop(config: dict) -> None:
     device = ray.train.torch.get_device() if recipe.cluster.gpus_per_worker > 0 else "cpu"
     collective = TorchDistributedCollective(device)
     write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
-    with _restored_checkpoint(config["resume"]) as resume:
+    with _restored_checkpoint(config["resume"], Path(config["run_dir"])) as resume:
         report = functools.partial(_report_checkpoint, by_reference=config["by_reference"])
         trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=report,
                           restartable=recipe.cluster.max_failures > 0)
