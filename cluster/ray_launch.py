@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 from cluster.progress import driver_console, install_worker_channel
 from trainer.atomic import write_json_atomic
-from trainer.checkpoint import STEP_FILE
+from trainer.checkpoint import STEP_FILE, CheckpointDir
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.recipe.schema import ClusterConfig, Recipe
 from trainer.stop import StopRequests, request_stop
@@ -98,11 +98,9 @@ def _step_of(path: str | None) -> int:
 
 
 def _newest_step(directory: Path) -> int:
-    """The newest step file in a checkpoint directory (-1 if none or unreadable here); `auto` verifies it."""
-    try:
-        return max((_step_of(p.name) for p in directory.iterdir()), default=-1)
-    except OSError:
-        return -1
+    """The newest step file in a checkpoint directory (-1 if none); `auto` verifies it."""
+    files = CheckpointDir(directory).step_files()
+    return _step_of(files[0].name) if files else -1
 
 
 def _worker_loop(config: dict) -> None:
