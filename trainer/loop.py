@@ -341,7 +341,8 @@ class Trainer:
                 self.drop_path_ramp.set_epoch(epoch, len(plan.epoch_steps))
             order = TrainOrder(seed=self.recipe.seed, num_examples=len(parts.data.train),
                                batch_size=plan.per_worker_batch, world_size=self.collective.world_size,
-                               rank=self.collective.rank, accumulation_steps=accum)
+                               rank=self.collective.rank, accumulation_steps=accum,
+                               repeats=self.recipe.data.aug_repeats)
             if hasattr(parts.data.train, "set_epoch"):
                 parts.data.train.set_epoch(epoch)
             pin = self.collective.device.type == "cuda"
@@ -350,7 +351,7 @@ class Trainer:
                                                     plan.per_worker_batch, self.recipe.data.loader_workers, pin,
                                                     self._unreadable, self.recipe.data.prefetch_batches, accum))
             else:
-                micro_batches = iter(iterate_batches(parts.data.train, order.micro_batches(epoch, in_epoch),
+                micro_batches = iter(iterate_batches(parts.data.train, order.keyed_micro_batches(epoch, in_epoch),
                                                      self.recipe.data.loader_workers, pin, self._unreadable,
                                                      self.recipe.data.prefetch_batches))
             epoch_end = plan.epoch_start(epoch + 1)

@@ -71,6 +71,69 @@ def test_resuming_with_another_world_size_continues_with_exactly_the_remaining_e
     assert consumed - start * 24 < 24  # fewer than one global batch is seen again
 
 
+def keyed_global_batches(orders: list[TrainOrder], epoch: int) -> list[list[list[tuple[int, int]]]]:
+    """Per step, the (index, copy) pairs of every micro-batch, in [micro][rank] order."""
+    streams = [list(o.keyed_micro_batches(epoch)) for o in orders]
+    micro = [[list(zip(idx.tolist(), copies.tolist(), strict=True)) for idx, copies in batches]
+             for batches in zip(*streams, strict=True)]
+    accum = orders[0].accumulation_steps
+    return [micro[s * accum:(s + 1) * accum] for s in range(len(micro) // accum)]
+
+
+def test_repeated_augmentation_takes_g_over_r_examples_r_times_each_on_other_micro_batches():
+    """timm's RepeatAugSampler / DeiT's RASampler, in bigbatch's order: step s draws the next G/R examples of the
+    epoch's shuffle and every one appears R times, as copies 0..R-1, each copy in another micro-batch."""
+    n, seed, repeats = 500, 5, 3
+    perm = epoch_permutation(seed, 1, n).tolist()
+    orders = [TrainOrder(seed=seed, num_examples=n, batch_size=4, world_size=2, rank=r, accumulation_steps=3,
+                         repeats=repeats) for r in range(2)]
+    steps = keyed_global_batches(orders, epoch=1)
+    assert len(steps) == n // 24  # the epoch keeps N // G steps
+    for s, step in enumerate(steps):
+        pairs = [pair for micro in step for batch in micro for pair in batch]
+        expected = perm[s * 8:(s + 1) * 8]  # G / R = 24 / 3 distinct examples, next in the shuffle
+        assert sorted(pairs) == sorted((i, c) for i in expected for c in range(repeats))
+        for i in expected:  # each copy in a different (micro-step, rank) micro-batch
+            holders = [k for k, batch in enumerate(b for micro in step for b in micro) if any(j == i for j, _ in batch)]
+            assert len(holders) == repeats
+
+
+def test_repeated_augmentation_draws_the_same_global_batches_at_any_world_size():
+    n, seed = 300, 2
+    reference = None
+    for world, batch, accum in ((1, 24, 1), (2, 6, 2), (4, 3, 2), (8, 3, 1)):
+        orders = [TrainOrder(seed=seed, num_examples=n, batch_size=batch, world_size=world, rank=r,
+                             accumulation_steps=accum, repeats=3) for r in range(world)]
+        flat = [[pair for micro in step for b in micro for pair in b] for step in keyed_global_batches(orders, 0)]
+        reference = reference or flat
+        assert flat == reference, world
+
+
+def test_each_repeat_of_a_folder_example_is_augmented_apart_and_copy_0_keeps_the_plain_key(tmp_path):
+    from tests.images import write_jpeg_folder
+    from trainer.data.loader import iterate_batches
+
+    data = load_data(DataConfig(name="folder", root=str(write_jpeg_folder(tmp_path)), batch_size=4, image_size=32),
+                     seed=0)
+    train = data.train
+    train.set_epoch(2)
+    batches = [(torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1]))]
+    (images, _), = list(iterate_batches(train, batches))
+    assert torch.equal(images[0], train[(2, 0)][0]) and torch.equal(images[1], train[(2, 1)][0])
+    assert torch.equal(images[2], train[(2, 0, 1)][0]) and torch.equal(images[3], train[(2, 1, 1)][0])
+    assert not torch.equal(images[0], images[2]) and not torch.equal(images[1], images[3])  # other crops
+
+
+def test_repeats_must_divide_the_global_batch_and_need_an_indexed_data_set(tiny):
+    from trainer.errors import RecipeError
+    from trainer.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match="data.aug_repeats: must divide the global batch"):
+        load_recipe(tiny, ["data.batch_size=8", "data.aug_repeats=3"])
+    with pytest.raises(RecipeError, match="data.aug_repeats: needs an indexed data set"):
+        load_recipe(tiny, ["data.name=shards", "data.root=x", "data.batch_size=8", "data.aug_repeats=2"])
+
+
 def test_decoded_images_are_batched_in_channels_last_memory_and_given_to_the_model_in_its_layout():
     from trainer.data.decode import normalize_batch
     from trainer.data.loader import stack_images, to_model_input

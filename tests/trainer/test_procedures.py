@@ -172,15 +172,15 @@ def test_progressive_resizing_follows_ffcvs_ramp_and_a_run_trains_through_it(tin
 
 
 def test_with_every_procedure_on_a_resumed_run_is_bitwise_the_uninterrupted_one(tiny, tmp_path):
-    """Issue 19's exactness rule: every random choice (augmentation ops, erasing boxes, mixup lambda and boxes,
-    drop-path masks) is drawn from (seed, epoch, example or step, rank), so N straight = N/2 + resume + N/2."""
+    """Issue 19's exactness rule: every random choice (augmentation ops and repeats, erasing boxes, mixup lambda and
+    boxes, drop-path masks) is drawn from (seed, epoch, example or step, rank), so N straight = N/2 + resume + N/2."""
     from tests.images import write_jpeg_folder
 
     root = write_jpeg_folder(tmp_path / "data")  # 13 training images: 3 steps of 4 per epoch
     everything = ["data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4",
                   "model.name=shufflenet_v1_g3", "model.kwargs={}", "model.drop_path_rate=0.2",
                   "model.drop_path_ramp=true", "train.epochs=3", "train.eval_every_epochs=0",
-                  "data.augment=trivialaugment", "data.random_erasing=0.5", "train.mixup.alpha=0.2",
+                  "data.augment=trivialaugment", "data.random_erasing=0.5", "data.aug_repeats=2", "train.mixup.alpha=0.2",
                   "train.mixup.cutmix_alpha=1.0", "train.label_smoothing=0.1", "train.ema.decay=0.9",
                   "train.clip_grad=0.05", "train.clip_mode=agc", "optim.name=rmsproptf", "optim.base_lr=0.016",
                   "data.image_size_schedule={start: 24, end: 32, start_epoch: 0, end_epoch: 2, multiple: 8}"]

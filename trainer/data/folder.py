@@ -60,14 +60,15 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor | Skipped, int]:
-        """`key` is an index, or (epoch, index) from a persistent loader (its workers' copy of `epoch` is stale)."""
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+    def __getitem__(self, key: int | tuple[int, ...]) -> tuple[torch.Tensor | Skipped, int]:
+        """`key` is an index, or (epoch, index) from a persistent loader (its workers' copy of `epoch` is stale),
+        or (epoch, index, copy) for the copy-th repeat of data.aug_repeats."""
+        epoch, index, *copy = key if isinstance(key, tuple) else (self.epoch, key)
         path, label = self.samples[index]
         try:
             data = Path(path).read_bytes()
-            if self.train:
-                rng = random.Random(f"{self.seed}:{epoch}:{index}")  # per example; as shards do by key
+            if self.train:  # per example (and repeat); as shards do by key
+                rng = random.Random(f"{self.seed}:{epoch}:{index}" + "".join(f":{c}" for c in copy))
                 size = self.size_schedule.at(epoch) if self.size_schedule else self.size
                 image = self.augment(decode_train(data, size, rng, self.resize_quality), rng)
             else:

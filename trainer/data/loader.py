@@ -78,19 +78,18 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
                     pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
                     prefetch: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """In-memory data sets are gathered directly; others go through a DataLoader with this exact order, whose
-    worker processes persist across epochs and evaluations. A data set with an `epoch` (augmentation seeded by
-    it) gets (epoch, index) keys, since persistent workers hold their own copy of it. Unreadable examples are
-    dropped from their batch and passed to `on_skip`."""
+    worker processes persist across epochs and evaluations. `index_batches` holds index tensors, or (indices,
+    copy numbers) pairs (`TrainOrder.keyed_micro_batches`). A data set with an `epoch` (augmentation seeded by
+    it) gets (epoch, index) keys, or (epoch, index, copy) for repeated copies, since persistent workers hold
+    their own copy of it. Unreadable examples are dropped from their batch and passed to `on_skip`."""
+    keyed = [item if isinstance(item, tuple) else (item, None) for item in index_batches]
     if isinstance(dataset, InMemoryDataset):
-        for idx in index_batches:
+        for idx, _ in keyed:
             yield dataset.images[idx], dataset.labels[idx]
         return
-    batches = [idx.tolist() if isinstance(idx, torch.Tensor) else list(idx) for idx in index_batches]
+    batches = [_draw_keys(idx, copies, getattr(dataset, "epoch", None)) for idx, copies in keyed]
     if not batches:
         return
-    epoch = getattr(dataset, "epoch", None)
-    if epoch is not None:
-        batches = [[(epoch, i) for i in batch] for batch in batches]
     if loader_workers:
         loader = _persistent_loader(dataset, loader_workers, pin_memory, prefetch)
         loader.batch_sampler.batches = batches
@@ -101,6 +100,15 @@ def iterate_batches(dataset: Dataset, index_batches: Iterable[torch.Tensor], loa
         for bad in skipped:
             on_skip(bad)
         yield images, labels  # possibly short; empty only if every image of the batch was unreadable
+
+
+def _draw_keys(indices, copies: torch.Tensor | None, epoch: int | None) -> list:
+    """The keys a data set's __getitem__ takes: plain indices, (epoch, index) or (epoch, index, copy > 0)."""
+    indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+    if epoch is None:
+        return indices
+    copies = copies.tolist() if copies is not None else [0] * len(indices)
+    return [(epoch, i, c) if c else (epoch, i) for i, c in zip(indices, copies, strict=True)]
 
 
 def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_size: int, loader_workers: int = 0,

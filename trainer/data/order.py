@@ -5,6 +5,16 @@ training data, then divided amongst all workers"); optimizer step s takes the
 global batch perm[s*G : (s+1)*G], laid out as [micro-step][rank][example].
 Resuming at step s needs no replay of the batches before it. The remainder of
 an epoch (fewer than G examples) is dropped.
+
+Repeated augmentation (`data.aug_repeats` R > 1; Hoffer et al. 2020, DeiT's
+RASampler, timm's RepeatAugSampler): step s takes G/R distinct examples,
+perm[s*G/R : (s+1)*G/R], and lays out R copies of that list one after another,
+copy c of each example carrying the key c so its augmentation is drawn apart
+from the other copies'. Copies of one example are G/R positions apart, so they
+fall in different micro-batches (other ranks, or other micro-steps) whenever
+workers x accumulation >= R, as the stride sharding of those samplers puts
+them on other GPUs. An epoch keeps its N // G steps, so it visits N/R distinct
+examples, each R times (those samplers do the same).
 """
 
 from collections.abc import Iterator
@@ -28,6 +38,7 @@ class TrainOrder:
     world_size: int = 1
     rank: int = 0
     accumulation_steps: int = 1
+    repeats: int = 1  # data.aug_repeats; divides the global batch
 
     @property
     def global_batch(self) -> int:
@@ -39,12 +50,19 @@ class TrainOrder:
 
     def micro_batches(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
         """This rank's index tensors for steps start_step.. of `epoch`, accumulation_steps per step."""
+        for indices, _ in self.keyed_micro_batches(epoch, start_step):
+            yield indices
+
+    def keyed_micro_batches(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(indices, copy numbers) of this rank's micro-batches; the copy numbers are all 0 without repeats."""
         perm = epoch_permutation(self.seed, epoch, self.num_examples)
-        per_micro = self.batch_size * self.world_size
+        per_micro, distinct = self.batch_size * self.world_size, self.global_batch // self.repeats
+        copies = torch.arange(self.repeats).repeat_interleave(distinct)
         for step in range(start_step, self.steps_per_epoch):
+            batch = perm[step * distinct:(step + 1) * distinct].repeat(self.repeats)
             for micro in range(self.accumulation_steps):
-                offset = step * self.global_batch + micro * per_micro + self.rank * self.batch_size
-                yield perm[offset: offset + self.batch_size]
+                offset = micro * per_micro + self.rank * self.batch_size
+                yield batch[offset: offset + self.batch_size], copies[offset: offset + self.batch_size]
 
 
 def eval_shard(num_examples: int, world_size: int, rank: int) -> range:

@@ -13,6 +13,7 @@ import yaml
 
 from trainer.errors import RecipeError
 from trainer.recipe.fields import FieldProblem, build_section, field_type
+from trainer.recipe.plan import recipe_global_batch
 from trainer.recipe.schema import Recipe
 
 Sources = dict[str, str]  # dotted key -> "file" or "--set key=value"
@@ -174,6 +175,12 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
                     ("data.image_size_schedule.start", data.image_size_schedule.start)) if on]
     if decoded_only and data.name not in ("folder", "shards"):
         fail(decoded_only[0], f"works on decoded images (data.name folder or shards), not on {data.name}")
+    if data.aug_repeats > 1 and data.name == "shards":
+        fail("data.aug_repeats", "needs an indexed data set (folder, mnist, fashion_mnist, digits, synthetic); shards "
+                                 "stream each record once per epoch")
+    if recipe_global_batch(recipe) % data.aug_repeats:
+        fail("data.aug_repeats", f"must divide the global batch {recipe_global_batch(recipe)} (cluster.workers x "
+                                 f"data.batch_size x train.accumulation_steps), got {data.aug_repeats}")
     sizes = data.image_size_schedule
     if sizes.start and not (sizes.end and sizes.start_epoch < sizes.end_epoch <= train.epochs):
         fail("data.image_size_schedule", f"expected start and end sizes and start_epoch < end_epoch <= "

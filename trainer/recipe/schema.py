@@ -90,6 +90,9 @@ class DataConfig:
                                     "(timm --reprob, e.g. 0.25): one box of 2-33 percent of the image, aspect 0.3-3.3")
     random_erasing_mode: str = setting("pixel", choices=("pixel", "const"), help="fill of the erased box: per-pixel "
                                        "noise N(mean, std), or the mean colour (timm's pixel / const)")
+    aug_repeats: int = setting(1, min=1, help="repeated augmentation (timm --aug-repeats, DeiT: 3): each step takes "
+                               "global batch / R distinct examples, R differently augmented copies of each on other "
+                               "micro-batches; an epoch visits N/R distinct examples. Not with shards")
     num_classes: int = setting(10, min=2, help="synthetic: number of classes")
     shuffle_buffer: int = setting(1000, min=1, help="shards: samples each loader worker shuffles among")
     max_bad_images: int = setting(100, min=0, help="unreadable (corrupt) images a worker skips, each reported "
