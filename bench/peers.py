@@ -53,6 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.fashion_folder import write_fashion_folder  # noqa: E402
 from bench.publish import publish  # noqa: E402
 
 DEFAULT_REFERENCES = Path.home() / ".cache" / "bigbatch" / "peers" / "vision" / "references" / "classification"
@@ -67,28 +68,6 @@ optim: {name: sgd, base_lr: %(lr)s, lr_scaling: none, momentum: %(momentum)s, we
         exclude_norm_and_bias: true, warmup_epochs: 0, schedule: constant}
 cluster: {backend: local}
 """
-
-
-def write_fashion_folder(root: Path, train_per_class: int, val_per_class: int) -> None:
-    """ROOT/{train,val}/CLASS/*.jpg from Debian's Fashion-MNIST training split: of each class, the first
-    `train_per_class` images to train on and the next `val_per_class` held out."""
-    import numpy as np
-    from PIL import Image
-
-    from trainer.data.idx import FASHION_CLASSES, FASHION_MNIST_ROOT, _find, read_idx
-
-    source = Path(FASHION_MNIST_ROOT)
-    images = read_idx(_find(source, "train-images-idx3-ubyte"), 3)
-    labels = read_idx(_find(source, "train-labels-idx1-ubyte"), 1)
-    for label, name in enumerate(FASHION_CLASSES):
-        indices = np.flatnonzero(labels == label)
-        for split, chosen in (("train", indices[:train_per_class]),
-                              ("val", indices[train_per_class:train_per_class + val_per_class])):
-            directory = root / split / f"{label}-{name.replace('/', '-')}"
-            directory.mkdir(parents=True, exist_ok=True)
-            for i in chosen:
-                rgb = np.repeat(images[i][:, :, None], 3, axis=2)
-                Image.fromarray(rgb).save(directory / f"{i:05d}.jpg", quality=95)
 
 
 def lr(args: argparse.Namespace) -> float:
