@@ -44,6 +44,7 @@ from trainer.recipe.schema import Recipe
 from trainer.report import read_history, resizes
 from trainer.step_outcomes import Settled, StepOutcomes
 from trainer.stop import STOP_FILE, StopRequests
+from trainer.supernet_path import PathPerStep
 from trainer.tensorboard_tracker import TensorBoardTracker
 from trainer.track import Console, MetricsFile, notice
 from trainer.wandb_tracker import WandbTracker
@@ -94,6 +95,7 @@ class Trainer:
         self.ema = make_weight_average(recipe.train.ema, self.model)
         self.drop_path_ramp = DropPathRamp(self.model) if recipe.model.drop_path_ramp else None
         self.renorm = RenormSchedule(recipe.model.renorm, self.model) if recipe.model.norm == "batch_renorm" else None
+        self.paths = PathPerStep.of(self.model, recipe.seed, self.parts.data.image_size)  # a one-shot supernet
         self.clip_params = (clipped_parameters(self.model, recipe.train.clip_mode) if recipe.train.clip_grad
                             else None)
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
@@ -204,6 +206,8 @@ class Trainer:
         seed_step(self.recipe.seed, self.step, self.collective.rank)
         if self.renorm is not None:
             self.renorm.at(self.step)
+        if self.paths is not None:
+            self.paths.at(self.step)
         loss_sum = torch.zeros((), device=device)
         mixup, mix, criterion = self.recipe.train.mixup, None, self.parts.criterion
         if self.parts.soft_criterion is not None and not (mixup.off_epoch and
@@ -237,6 +241,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return settled
         self.collective.synchronize_gradients(self.optimizer)  # before GradScaler looks for infs in them
+        if self.paths is not None:
+            self.paths.after_all_reduce()
         if measure or self.clip_params is not None:
             self.parts.scaler.unscale_(self.optimizer)
         if measure:

@@ -11,6 +11,7 @@ from trainer.models import (  # noqa: F401  (importing registers the builders)
     small_images,
     small_resnet,
     spos,
+    spos_supernet,
 )
 from trainer.models.registry import create_model, entries, register
 

@@ -21,14 +21,19 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, in_chans: int = 3, resolution: int = 224) -> int:
     """Multiply-adds of one forward pass of one image (eval mode). `model` may live on the meta device."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    return count_macs_of(model, (1, in_chans, resolution, resolution))
+
+
+def count_macs_of(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass of `module` (eval mode) on an input of `input_shape`."""
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, in_chans, resolution, resolution, device=device))
+            module(torch.zeros(input_shape, device=device))
     finally:
-        model.train(was_training)
+        module.train(was_training)
     return counter.get_total_flops() // 2
 
 

@@ -31,6 +31,8 @@ Small images: with `image_size` <= 64 (or `small_input=True`) the stem has strid
 reaches the last stage at 2x2 to 4x4 instead of 1x1 to 2x2.
 """
 
+import functools
+
 import torch
 import torch.nn as nn
 
@@ -61,10 +63,11 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(batch, channels, height, width)
 
 
-def _conv_bn(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, depthwise: bool = False,
-             relu: bool = True) -> list[nn.Module]:
+def conv_bn_layers(in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, depthwise: bool = False,
+             relu: bool = True, affine: bool = True) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2,
-                                         groups=in_ch if depthwise else 1, bias=False), nn.BatchNorm2d(out_ch)]
+                                         groups=in_ch if depthwise else 1, bias=False),
+                               nn.BatchNorm2d(out_ch, affine=affine)]
     return layers + [nn.ReLU(inplace=True)] if relu else layers
 
 
@@ -72,8 +75,9 @@ class ChoiceBlock(nn.Module):
     """One SPOS choice block: a ShuffleNet v2 unit with a kxk depthwise kernel, or its Xception-like variant."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, choice: int, scale: float = 1.0,
-                 drop_prob: float = 0.0):
+                 drop_prob: float = 0.0, affine: bool = True):
         super().__init__()
+        conv_bn = functools.partial(conv_bn_layers, affine=affine)  # the supernet's BatchNorm has no affine (authors)
         # stochastic depth on a stride-1 unit's branch: its half of the channels, per sample (the other half is
         # the identity); a downsampling unit has no identity path and is never dropped
         self.drop_path = drop_path_module(drop_prob if stride == 1 else 0.0)
@@ -83,18 +87,18 @@ class ChoiceBlock(nn.Module):
         mid = int(out_ch // 2 * scale)  # the authors' rounding (truncation) of a scaled bottleneck
         kernel = 3 if CHOICE_NAMES[choice] == "xception" else (3, 5, 7)[choice]
         if CHOICE_NAMES[choice] == "xception":
-            layers = (_conv_bn(branch_in, branch_in, 3, stride, depthwise=True, relu=False)
-                      + _conv_bn(branch_in, mid)
-                      + _conv_bn(mid, mid, 3, depthwise=True, relu=False) + _conv_bn(mid, mid)
-                      + _conv_bn(mid, mid, 3, depthwise=True, relu=False) + _conv_bn(mid, branch_out))
+            layers = (conv_bn(branch_in, branch_in, 3, stride, depthwise=True, relu=False)
+                      + conv_bn(branch_in, mid)
+                      + conv_bn(mid, mid, 3, depthwise=True, relu=False) + conv_bn(mid, mid)
+                      + conv_bn(mid, mid, 3, depthwise=True, relu=False) + conv_bn(mid, branch_out))
         else:
-            layers = (_conv_bn(branch_in, mid) + _conv_bn(mid, mid, kernel, stride, depthwise=True, relu=False)
-                      + _conv_bn(mid, branch_out))
+            layers = (conv_bn(branch_in, mid) + conv_bn(mid, mid, kernel, stride, depthwise=True, relu=False)
+                      + conv_bn(mid, branch_out))
         self.branch = nn.Sequential(*layers)
         self.proj = None
         if stride == 2:  # the downsampling unit's second branch keeps the input's width
-            self.proj = nn.Sequential(*_conv_bn(in_ch, in_ch, kernel, stride, depthwise=True, relu=False),
-                                      *_conv_bn(in_ch, in_ch))
+            self.proj = nn.Sequential(*conv_bn(in_ch, in_ch, kernel, stride, depthwise=True, relu=False),
+                                      *conv_bn(in_ch, in_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.proj is None:
@@ -103,6 +107,16 @@ class ChoiceBlock(nn.Module):
         else:
             out = torch.cat((self.proj(x), self.branch(x)), dim=1)
         return channel_shuffle(out, 2)
+
+
+def block_layout(stage_channels: tuple[int, ...], stage_repeats: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """(input channels, output channels, stride) of every choice block: each stage starts with stride 2."""
+    layout, in_ch = [], STEM_CHANNELS
+    for out_ch, repeats in zip(stage_channels, stage_repeats, strict=True):
+        for j in range(repeats):
+            layout.append((in_ch, out_ch, 2 if j == 0 else 1))
+            in_ch = out_ch
+    return layout
 
 
 class SPOSNet(nn.Module):
@@ -116,15 +130,12 @@ class SPOSNet(nn.Module):
         self.choices = list(choices)
         rates = depth_rates(drop_path_rate, len(self.choices))
         scales = channel_scales or [1.0] * len(self.choices)
-        self.stem = nn.Sequential(*_conv_bn(in_chans, STEM_CHANNELS, 3, 1 if small_input else 2))
-        blocks, in_ch, index = [], STEM_CHANNELS, 0
-        for out_ch, repeats in zip(stage_channels, stage_repeats, strict=True):
-            for j in range(repeats):
-                blocks.append(ChoiceBlock(in_ch, out_ch, 2 if j == 0 else 1, self.choices[index], scales[index],
-                                          rates[index]))
-                in_ch, index = out_ch, index + 1
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(*_conv_bn(in_ch, HEAD_CHANNELS))
+        self.stem = nn.Sequential(*conv_bn_layers(in_chans, STEM_CHANNELS, 3, 1 if small_input else 2))
+        layout = block_layout(stage_channels, stage_repeats)
+        self.blocks = nn.Sequential(*(ChoiceBlock(in_ch, out_ch, stride, choice, scale, rate) for
+                                      (in_ch, out_ch, stride), choice, scale, rate in
+                                      zip(layout, self.choices, scales, rates, strict=True)))
+        self.head = nn.Sequential(*conv_bn_layers(stage_channels[-1], HEAD_CHANNELS))
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 
@@ -177,11 +188,9 @@ def _scales(value: object, length: int) -> list[float] | None:
     return [float(v) for v in value]
 
 
-def build_spos(choices: object, num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
-               stage_channels: object = STAGE_CHANNELS, stage_repeats: object = STAGE_REPEATS,
-               small_input: bool | None = None, drop_rate: float = 0.1,
-               channel_scales: object = None, drop_path_rate: float = 0.0) -> SPOSNet:
-    """Check the architecture data, then build it (see the module docstring)."""
+def check_stages(stage_channels: object, stage_repeats: object, drop_rate: object) -> tuple[tuple[int, ...],
+                                                                                            tuple[int, ...]]:
+    """The stage widths and block counts of a network (or supernet) of this space, checked."""
     repeats = _int_list(stage_repeats, "model.kwargs.stage_repeats")
     channels = _int_list(stage_channels, "model.kwargs.stage_channels", len(repeats))
     previous = STEM_CHANNELS
@@ -192,6 +201,15 @@ def build_spos(choices: object, num_classes: int = 1000, in_chans: int = 3, imag
         previous = ch
     if not isinstance(drop_rate, (int, float)) or not 0 <= drop_rate < 1:
         raise RecipeError(f"model.kwargs.drop_rate: expected a number >= 0 and < 1, got {drop_rate!r}")
+    return channels, repeats
+
+
+def build_spos(choices: object, num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
+               stage_channels: object = STAGE_CHANNELS, stage_repeats: object = STAGE_REPEATS,
+               small_input: bool | None = None, drop_rate: float = 0.1,
+               channel_scales: object = None, drop_path_rate: float = 0.0) -> SPOSNet:
+    """Check the architecture data, then build it (see the module docstring)."""
+    channels, repeats = check_stages(stage_channels, stage_repeats, drop_rate)
     picked = parse_choices(choices, sum(repeats))
     scales = _scales(channel_scales, len(picked))
     if scales:

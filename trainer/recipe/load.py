@@ -188,6 +188,10 @@ def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     if recipe.cluster.elastic and recipe.cluster.backend == "horovod":
         fail("cluster.min_workers", "an elastic group needs cluster.backend: torch (Ray Train); horovod runs a "
                                     "fixed group")
+    if recipe.model.name == "spos_supernet" and train.compile:
+        fail("train.compile", "the supernet trains another path every step, and each path would compile anew")
+    if recipe.model.name == "spos_supernet" and recipe.model.head != "linear":
+        fail("model.head", "the supernet draws its path itself; another head around it would hide that")
     if recipe.model.norm != "batch" and recipe.bn.sync != "none":
         fail("bn.sync", f"cross-replica sync is for BatchNorm; model.norm is {recipe.model.norm!r} (set bn.sync: none)")
     if train.ema.best == "ema" and not train.ema.decay:
