@@ -30,11 +30,13 @@ Cells run in --jobs processes of one torch thread each.
     .venv/bin/python bench/procedures.py --part norm        # one part
     .venv/bin/python bench/procedures.py --epochs 1 --norm-epochs 1 --seeds 1 --per-class 500   # a smoke run
 
-Writes bench/results/procedures.md (or --out).
+Writes bench/results/procedures.json (every cell's measures, per part; a part run alone replaces only
+its own) and renders bench/results/procedures.md from it (or --out and its .json).
 """
 
 import argparse
 import concurrent.futures as futures
+import json
 import multiprocessing
 import statistics
 import sys
@@ -122,16 +124,17 @@ def norm_overrides(name: str, seed: int, epochs: int, train_examples: int) -> li
             "train.log_every_steps=100", *([renorm] if norm == "batch_renorm" else [])]
 
 
-def run_all(cells: dict[tuple[str, int], list[str]], test_root: str | None, jobs: int) -> dict:
-    results = {}
+def run_all(cells: dict[tuple[str, int], list[str]], test_root: str | None, jobs: int) -> list[dict]:
+    """Train every cell (name, seed) in `jobs` processes; one record per cell: name, seed and its measures."""
+    results = []
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         running = {pool.submit(train_cell, overrides, test_root): key for key, overrides in cells.items()}
         for job in futures.as_completed(running):
-            key = running[job]
-            results[key] = job.result()
-            print(f"{key[0]:28s} seed {key[1]}: {results[key]}", flush=True)
-    return results
+            (name, seed), result = running[job], job.result()
+            results.append({"name": name, "seed": seed, **result})
+            print(f"{name:28s} seed {seed}: {result}", flush=True)
+    return sorted(results, key=lambda r: (list(cells).index((r["name"], r["seed"]))))
 
 
 def mean_std(values: list[float]) -> str:
@@ -140,87 +143,116 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def per_cell(results: dict, name: str, field: str) -> list[float]:
-    return [r[field] for (n, _), r in sorted(results.items()) if n == name]
+def per_cell(cells: list[dict], name: str, field: str) -> list[float]:
+    return [r[field] for r in sorted(cells, key=lambda r: r["seed"]) if r["name"] == name]
 
 
-def helped(results: dict, name: str) -> bool:
-    """Mean held-out top-1 above the baseline's by more than the larger seed range of the two cells."""
-    mine, base = per_cell(results, name, "holdout"), per_cell(results, "baseline", "holdout")
-    spread = max(max(mine) - min(mine), max(base) - min(base))
-    return statistics.fmean(mine) - statistics.fmean(base) > spread
+def seed_range(cells: list[dict], name: str, field: str) -> float:
+    values = per_cell(cells, name, field)
+    return max(values) - min(values)
 
 
-def procedures_part(args: argparse.Namespace, tmp: Path) -> list[str]:
+def beats(cells: list[dict], a: str, b: str, field: str = "holdout") -> float:
+    """Mean of `a` minus mean of `b`, counted only beyond the larger seed range (max - min) of the two cells:
+    +1 a is ahead, -1 behind, 0 within the spread."""
+    gap = statistics.fmean(per_cell(cells, a, field)) - statistics.fmean(per_cell(cells, b, field))
+    spread = max(seed_range(cells, a, field), seed_range(cells, b, field))
+    return 1 if gap > spread else -1 if gap < -spread else 0
+
+
+def measure_procedures(args: argparse.Namespace, tmp: Path) -> list[dict]:
     root = tmp / "fashion"
     write_fashion_folder(root, args.per_class, args.per_class // 5, test=True)
     seeds = range(args.seeds)
-    cells = {(name, s): procedure_overrides([name], root, s, args.epochs) for name in PROCEDURES for s in seeds}
-    results = run_all(cells, str(root), args.jobs)
-    winners = [name for name in PROCEDURES if name != "baseline" and helped(results, name)]
+    cells = run_all({(name, s): procedure_overrides([name], root, s, args.epochs) for name in PROCEDURES
+                     for s in seeds}, str(root), args.jobs)
+    winners = [name for name in PROCEDURES if name != "baseline" and beats(cells, name, "baseline") > 0]
     if len(winners) > 1:
         together = " ".join(winners) + " together"
-        results.update(run_all({(together, s): procedure_overrides(winners, root, s, args.epochs) for s in seeds},
-                               str(root), args.jobs))
-    lines = [f"## Part 1: procedures (resnet_small, batch 256, {args.epochs or 12} epochs, seeds "
-             f"{list(seeds)})", "",
-             f"Fashion-MNIST as JPEG folders: {10 * args.per_class} training images, {2 * args.per_class} held out "
-             "from the training split (decisions), 10,000 test images (scored once). Top-1 %, mean ± std over the "
-             "seeds; EMA cells scored with the average.", "",
+        cells += run_all({(together, s): procedure_overrides(winners, root, s, args.epochs) for s in seeds},
+                         str(root), args.jobs)
+    return cells
+
+
+def procedures_lines(part: dict) -> list[str]:
+    cells, args = part["cells"], part["args"]
+    winners = [name for name in PROCEDURES if name != "baseline" and beats(cells, name, "baseline") > 0]
+    lines = [f"## Part 1: procedures (resnet_small, batch 256, {args['epochs'] or 12} epochs, seeds "
+             f"{list(range(args['seeds']))})", "",
+             f"Fashion-MNIST as JPEG folders: {10 * args['per_class']} training images, {2 * args['per_class']} "
+             "held out from the training split (decisions), 10,000 test images (scored once). Top-1 %, mean ± std "
+             "over the seeds; EMA cells scored with the average. \"helped\": the held-out mean beats the "
+             "baseline's by more than the larger seed range (max - min) of the two cells.", "",
              "| cells | held-out top-1 | test top-1 | vs baseline (held-out) | helped? | wall s per run |",
              "|---|---:|---:|---:|---|---:|"]
-    base = statistics.fmean(per_cell(results, "baseline", "holdout"))
-    for name in dict.fromkeys(n for n, _ in results):
-        hold = per_cell(results, name, "holdout")
-        verdict = "-" if name == "baseline" or name not in PROCEDURES else ("yes" if helped(results, name) else "no")
-        lines.append(f"| {name} | {mean_std(hold)} | {mean_std(per_cell(results, name, 'test'))} | "
+    base = statistics.fmean(per_cell(cells, "baseline", "holdout"))
+    for name in dict.fromkeys(r["name"] for r in cells):
+        hold = per_cell(cells, name, "holdout")
+        verdict = "-" if name == "baseline" or name not in PROCEDURES else \
+            ("yes" if beats(cells, name, "baseline") > 0 else "no")
+        lines.append(f"| {name} | {mean_std(hold)} | {mean_std(per_cell(cells, name, 'test'))} | "
                      f"{100 * (statistics.fmean(hold) - base):+.2f} | {verdict} | "
-                     f"{statistics.fmean(per_cell(results, name, 'train_s')):.0f} |")
-    lines += ["", f"Helped (mean gain above the seeds' range): {', '.join(winners) or 'none'}."
+                     f"{statistics.fmean(per_cell(cells, name, 'train_s')):.0f} |")
+    lines += ["", f"Helped: {', '.join(winners) or 'none'}."
               + ("" if len(winners) > 1 else " With fewer than two, there is no combination to train.")]
-    return lines
+    return lines + provenance(part)
 
 
-def norm_part(args: argparse.Namespace) -> list[str]:
+def measure_norms(args: argparse.Namespace) -> list[dict]:
     from trainer.data import load_data
     from trainer.recipe import load_recipe
 
     train_examples = len(load_data(load_recipe(BASELINE, []).data, seed=0).train)
-    seeds = range(args.seeds)
-    cells = {(name, s): norm_overrides(name, s, args.norm_epochs, train_examples) for name in NORMS for s in seeds}
-    results = run_all(cells, None, args.jobs)
-    means = {name: statistics.fmean(per_cell(results, name, "holdout")) for name in NORMS}
-    spread = max(max(v) - min(v) for v in (per_cell(results, name, "holdout") for name in NORMS))
+    return run_all({(name, s): norm_overrides(name, s, args.norm_epochs, train_examples) for name in NORMS
+                    for s in range(args.seeds)}, None, args.jobs)
+
+
+def norm_lines(part: dict) -> list[str]:
+    cells, args = part["cells"], part["args"]
+    means = {name: statistics.fmean(per_cell(cells, name, "holdout")) for name in NORMS}
     lines = [f"## Part 2: normalization at {WORKERS} workers x {PER_WORKER} images (global batch "
-             f"{WORKERS * PER_WORKER}, {args.norm_epochs} epochs, seeds {list(seeds)})", "",
+             f"{WORKERS * PER_WORKER}, {args['norm_epochs']} epochs, seeds {list(range(args['seeds']))})", "",
              "Top-1 % on the 10,000 Fashion-MNIST test images (nothing was chosen on them), mean ± std.", "",
              "| normalization | how it runs here | top-1 | wall s per run |", "|---|---|---:|---:|"]
     for name, (norm, micro, accum) in NORMS.items():
         lines.append(f"| {name} | model.norm {norm}, {accum} x {micro} images | "
-                     f"{mean_std(per_cell(results, name, 'holdout'))} | "
-                     f"{statistics.fmean(per_cell(results, name, 'train_s')):.0f} |")
+                     f"{mean_std(per_cell(cells, name, 'holdout'))} | "
+                     f"{statistics.fmean(per_cell(cells, name, 'train_s')):.0f} |")
     measured = sorted(NORMS, key=lambda n: -means[n])
     lines += ["", "Measured order (best first): " + " > ".join(f"{n} ({100 * means[n]:.2f})" for n in measured), "",
-              order_verdict(means, spread)]
-    return lines
+              order_verdict(cells, means)]
+    return lines + provenance(part)
 
 
-def order_verdict(means: dict[str, float], spread: float) -> str:
-    """Does every pair the lecture ranks (a tier above another) come out that way by more than the seed range?"""
+def order_verdict(cells: list[dict], means: dict[str, float]) -> str:
+    """Does every pair the lecture ranks (a tier above another) come out that way by more than the larger seed
+    range of the pair?"""
     agree, against, unclear = [], [], []
     for upper, tier in enumerate(LECTURE_ORDER):
         for lower_tier in LECTURE_ORDER[upper + 1:]:
             for a in tier:
                 for b in lower_tier:
-                    gap = means[a] - means[b]
-                    pair = f"{a} vs {b} ({100 * gap:+.2f})"
-                    (agree if gap > spread else against if gap < -spread else unclear).append(pair)
+                    pair = f"{a} vs {b} ({100 * (means[a] - means[b]):+.2f})"
+                    {1: agree, -1: against, 0: unclear}[beats(cells, a, b)].append(pair)
     answer = "yes" if not against and not unclear else "partly" if agree else "no"
     return (f"Does the measured order match \"multi-GPU BN > GN/BRN > BN/LN\"? **{answer}**: of the lecture's "
-            f"{len(agree) + len(against) + len(unclear)} ranked pairs, {len(agree)} hold by more than the largest "
-            f"seed range ({100 * spread:.2f} points), {len(against)} are reversed by more than it, and "
-            f"{len(unclear)} are within it. Held: {'; '.join(agree) or 'none'}. Reversed: "
-            f"{'; '.join(against) or 'none'}. Within the seed range: {'; '.join(unclear) or 'none'}.")
+            f"{len(agree) + len(against) + len(unclear)} ranked pairs, {len(agree)} hold by more than the pair's "
+            f"larger seed range, {len(against)} are reversed by more than it, and {len(unclear)} are within it. "
+            f"Held: {'; '.join(agree) or 'none'}. Reversed: {'; '.join(against) or 'none'}. Within the seed "
+            f"range: {'; '.join(unclear) or 'none'}.")
+
+
+def provenance(part: dict) -> list[str]:
+    return ["", f"Measured by `{part['command']}` at commit {part['commit']} on {part['date']}: "
+                f"{part['wall_min']} ({part['jobs']} processes x 1 torch thread, 2 cores)."
+            + (f" {part['note']}" if part.get("note") else "")]
+
+
+def commit() -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -235,15 +267,26 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="cells trained at once, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "procedures.md")
     args = parser.parse_args()
-    started = time.perf_counter()
+    store = args.out.with_suffix(".json")  # every cell's measures, per part: the table is rendered from it
+    parts = json.loads(store.read_text()) if store.is_file() else {}
+    command = "python bench/procedures.py " + " ".join(sys.argv[1:])
+    for name in ("procedures", "norm"):
+        if args.part not in ("both", name):
+            continue
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="bigbatch-procedures-") as tmp:
+            cells = measure_procedures(args, Path(tmp)) if name == "procedures" else measure_norms(args)
+        parts[name] = {"command": command.strip(), "commit": commit(), "date": time.strftime("%Y-%m-%d"),
+                       "wall_min": f"{(time.perf_counter() - started) / 60:.1f} min", "jobs": args.jobs,
+                       "args": {k: getattr(args, k) for k in ("seeds", "epochs", "norm_epochs", "per_class")},
+                       "cells": cells}
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(parts, indent=1) + "\n")
     lines = ["# Training procedures and normalizations in miniature (Fashion-MNIST)", ""]
-    with tempfile.TemporaryDirectory(prefix="bigbatch-procedures-") as tmp:
-        if args.part in ("both", "procedures"):
-            lines += procedures_part(args, Path(tmp)) + [""]
-    if args.part in ("both", "norm"):
-        lines += norm_part(args) + [""]
-    lines.append(f"Total wall time {(time.perf_counter() - started) / 60:.1f} min ({args.jobs} processes x 1 torch "
-                 f"thread, 2 cores), on {time.strftime('%Y-%m-%d')}.")
+    if "procedures" in parts:
+        lines += procedures_lines(parts["procedures"]) + [""]
+    if "norm" in parts:
+        lines += norm_lines(parts["norm"])
     publish("\n".join(lines), args.out)
 
 

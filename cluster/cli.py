@@ -41,6 +41,12 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="'auto' (newest valid checkpoint of --out, if any) or a checkpoint path")
     train.add_argument("--verbose", action="store_true", help="also show Ray's and Horovod's own output (worker "
                        "logs, placement groups, reports); by default it stays in Ray's log files")
+    search = sub.add_parser("search", help="Single-Path One-Shot NAS: train the supernet, then search it by "
+                            "evolution on the cluster; writes OUT/best.yaml, search.jsonl, report/")
+    _recipe_args(search)
+    search.add_argument("--out", help="search directory (default: runs/RECIPE_NAME-search)")
+    search.add_argument("--resume", choices=("auto",), help="continue the search (and supernet) in --out")
+    search.add_argument("--verbose", action="store_true", help="also show Ray's own output")
     show = sub.add_parser("show", help="print the resolved recipe and its derived values")
     _recipe_args(show)
     recipes = sub.add_parser("recipes", help="list recipe files")
@@ -69,6 +75,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     top1 = "n/a" if summary["top1"] is None else f"{summary['top1']:.4f}"
     print(f"bigbatch: finished {out} at step {summary['step']}: top1 {top1} (best {summary['best_top1']:.4f}), "
           f"{summary['images_per_s']:.0f} images/s, {summary['elapsed_s']:.1f} s")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from cluster.search import run_search
+    from trainer.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = Path(args.out or Path("runs") / f"{Path(args.recipe).stem}-search")
+    best = run_search(recipe, out, resume=args.resume, verbose=args.verbose)
+    print(f"bigbatch: search finished in {out}: best {best['choices']} held-out top-1 {best['score']:.4f} "
+          f"({best['macs'] / 1e6:.2f}M multiply-adds); train it: bigbatch train {out / 'best.yaml'}")
     return 0
 
 
@@ -153,7 +171,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "show": cmd_show, "recipes": cmd_recipes, "models": cmd_models, "keys": cmd_keys}
+COMMANDS = {"train": cmd_train, "search": cmd_search, "show": cmd_show, "recipes": cmd_recipes, "models": cmd_models, "keys": cmd_keys}
 
 
 def _with_recipe_file(message: str, recipe: str | None) -> str:

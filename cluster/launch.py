@@ -24,11 +24,22 @@ def check_run_dir(recipe: Recipe, run_dir: Path, resume: str | None) -> str | No
     if resume is not None or not CheckpointDir(run_dir / "checkpoints").step_files():
         return resume
     saved = run_dir / "recipe.yaml"
-    if saved.is_file() and yaml.safe_load(saved.read_text()) == dataclasses.asdict(recipe):
+    if saved.is_file() and same_recipe(saved, recipe):
         print(f"bigbatch: {run_dir} holds checkpoints of this recipe: continuing it", file=sys.stderr)
         return "auto"
     raise RecipeError(f"{run_dir}: --out: the run directory holds checkpoints of a different recipe; "
                       "pass --resume auto to continue it with this one, or choose another --out")
+
+
+def same_recipe(saved: Path, recipe: Recipe) -> bool:
+    """Whether the run directory's recipe.yaml is `recipe`: read through the loader, so keys added to bigbatch
+    since that run was made (with their defaults) do not make it another recipe."""
+    from trainer.recipe import load_recipe
+
+    try:
+        return dataclasses.asdict(load_recipe(saved, [])) == dataclasses.asdict(recipe)
+    except (RecipeError, yaml.YAMLError, OSError):
+        return False
 
 
 def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None, verbose: bool = False) -> dict:

@@ -83,6 +83,22 @@ def make_optimizer(opt: OptimConfig, model: nn.Module, lr: float) -> torch.optim
     raise RecipeError(f"optim.name: unknown optimizer {opt.name!r}")
 
 
+def build_model(recipe: Recipe, data: DataSplits, device: torch.device) -> nn.Module:
+    """The recipe's network for this data, with its head and normalization, seeded by the recipe (the same
+    initial weights on every rank and in every process that builds it)."""
+    torch.manual_seed(recipe.seed)
+    model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
+                         zero_init_residual=recipe.model.zero_init_residual,
+                         drop_path_rate=recipe.model.drop_path_rate, **recipe.model.kwargs)
+    if recipe.model.head == "bilinear":
+        model = with_bilinear_head(model, recipe.model.name, data.num_classes, data.channels, data.image_size,
+                                   recipe.model.head_channels, recipe.model.head_isqrt_iters)
+    model = replace_batchnorm(model, recipe.model).to(device)
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def build(recipe: Recipe, collective: Collective) -> Parts:
     """Everything is built the same way on every rank: same seed, same initial weights."""
     if recipe.train.threads:
@@ -92,16 +108,7 @@ def build(recipe: Recipe, collective: Collective) -> Parts:
     data = load_data(recipe.data, recipe.seed, collective.world_size, collective.rank,
                      share=lambda text: broadcast_text(text, collective))
     plan = make_plan(recipe, len(data.train), collective.world_size)
-    torch.manual_seed(recipe.seed)
-    model = create_model(recipe.model.name, data.num_classes, data.channels, data.image_size,
-                         zero_init_residual=recipe.model.zero_init_residual,
-                         drop_path_rate=recipe.model.drop_path_rate, **recipe.model.kwargs)
-    if recipe.model.head == "bilinear":
-        model = with_bilinear_head(model, recipe.model.name, data.num_classes, data.channels, data.image_size,
-                                   recipe.model.head_channels, recipe.model.head_isqrt_iters)
-    model = replace_batchnorm(model, recipe.model).to(collective.device)
-    if recipe.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(recipe, data, collective.device)
     if recipe.bn.sync != "none" and collective.world_size > 1:
         group = collective if recipe.bn.sync == "all" else collective.subgroup(recipe.bn.group_size)
         model = group.sync_batchnorm(model)

@@ -233,13 +233,13 @@ def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
             ax.axvline(warmup, color="tab:orange", linestyle="--", label=f"warmup end (step {warmup})")
         _resume_lines(ax, resumes, changes)
         ax.legend(loc="best")
-    _save(fig, out / "lr.png")
+    save_figure(fig, out / "lr.png")
 
     fig, ax = _figure("training loss", "step", "loss")
     if _line(ax, [(r["step"], r["loss"]) for r in steps], "loss", "no training steps logged yet"):
         _resume_lines(ax, resumes, changes)
         ax.legend(loc="best")
-    _save(fig, out / "loss.png")
+    save_figure(fig, out / "loss.png")
 
     fig, ax = _figure("validation accuracy", "epoch", "accuracy")
     evals = eval_records(records)
@@ -249,7 +249,7 @@ def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
             ax.plot([summary["best_epoch"]], [summary["best_top1"]], "k*", markersize=10,
                     label=f"best top-1 {summary['best_top1']:.4f}")
         ax.legend(loc="lower right")
-    _save(fig, out / "top1.png")
+    save_figure(fig, out / "top1.png")
 
     fig, ax = _figure("throughput", "step", "images/s")
     series = [(r["step"], r["images_per_s"]) for r in steps if "images_per_s" in r]
@@ -258,7 +258,7 @@ def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
         ax.axhline(median, color="tab:green", linestyle=":", label=f"median {median:.1f}")
         _resume_lines(ax, resumes, changes)
         ax.legend(loc="best")
-    _save(fig, out / "images_per_s.png")
+    save_figure(fig, out / "images_per_s.png")
 
 
 def _figure(title: str, xlabel: str, ylabel: str):
@@ -301,7 +301,7 @@ def _resume_lines(ax, resumes: list[int], changes: list[dict] = ()) -> None:
                                                                f"(step {step})")
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     fig.tight_layout()  # not bbox_inches="tight", which would change the pixel size
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=DPI)

@@ -134,6 +134,33 @@ def test_repeats_must_divide_the_global_batch_and_need_an_indexed_data_set(tiny)
         load_recipe(tiny, ["data.name=shards", "data.root=x", "data.batch_size=8", "data.aug_repeats=2"])
 
 
+def test_a_holdout_sets_training_examples_apart_the_same_for_every_seed():
+    def rows(images: torch.Tensor) -> set:
+        return {tuple(x.flatten().tolist()) for x in images}
+
+    full = load_data(DataConfig(name="digits", batch_size=8), seed=0)
+    splits = [load_data(DataConfig(name="digits", batch_size=8, holdout=200), seed=seed) for seed in (0, 9)]
+    for split in splits:
+        assert (len(split.train), len(split.holdout)) == (len(full.train) - 200, 200)
+        assert torch.equal(split.val.images, full.val.images)  # the test split is untouched
+        assert rows(split.train.images) | rows(split.holdout.images) == rows(full.train.images)
+        assert len(rows(split.train.images) & rows(split.holdout.images)) < 5  # the raw data's few duplicates
+    assert torch.equal(splits[0].holdout.images, splits[1].holdout.images)
+
+
+def test_a_folder_holdout_is_read_as_evaluation_images(tmp_path):
+    from tests.images import write_jpeg_folder
+
+    root = str(write_jpeg_folder(tmp_path))
+    split = load_data(DataConfig(name="folder", root=root, batch_size=4, image_size=32, holdout=4), seed=0)
+    assert len(split.train) == 8 and len(split.holdout) == 4
+    assert not {path for path, _ in split.train.samples} & {path for path, _ in split.holdout.samples}
+    assert split.holdout.train is False and split.train.train is True
+    image, _ = split.holdout[0]
+    again, _ = split.holdout[0]
+    assert torch.equal(image, again) and image.shape[-2:] == (32, 32)  # no random crop: the centre crop
+
+
 def test_decoded_images_are_batched_in_channels_last_memory_and_given_to_the_model_in_its_layout():
     from trainer.data.decode import normalize_batch
     from trainer.data.loader import stack_images, to_model_input

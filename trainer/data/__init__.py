@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from trainer.data.augment import augment_of
 from trainer.data.base import DataSplits, InMemoryDataset
+from trainer.data.holdout import carve_holdout
 from trainer.data.loader import iterate_batches
 from trainer.data.order import TrainOrder, eval_shard
 from trainer.data.sizes import SizeSchedule, size_schedule
@@ -15,7 +16,14 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
               share: Callable[[str], str] | None = None) -> DataSplits:
     """Build the train and held-out splits the recipe's `data:` section names (streamed shards need this
     worker's rank and the world size). `share(text)` returns rank 0's `text` on every rank (a broadcast):
-    folder listings are made once, by rank 0, not by every rank."""
+    folder listings are made once, by rank 0, not by every rank. With `data.holdout`, that many training
+    examples move to `holdout` (trainer/data/holdout.py)."""
+    splits = _load_splits(cfg, seed, world_size, rank, share)
+    return carve_holdout(splits, cfg.holdout) if cfg.holdout else splits
+
+
+def _load_splits(cfg: DataConfig, seed: int, world_size: int, rank: int,
+                 share: Callable[[str], str] | None) -> DataSplits:
     if cfg.name == "digits":
         from trainer.data.digits import load_digits_splits
 

@@ -33,6 +33,7 @@ class DataSplits:
     classes: list[str]
     # uint8 batches (decoded images) are made float and standardised on the device by this
     normalize: Callable[[torch.Tensor, torch.memory_format], torch.Tensor] | None = None  # uint8 -> model input
+    holdout: Dataset | None = None  # data.holdout: training examples never trained on, scored like `val`
 
 
 def resize_channels(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from trainer.errors import RecipeError
-from trainer.models.complexity import count_macs_of
+from trainer.models.complexity import count_macs_of, count_params
 from trainer.models.registry import register
 from trainer.models.spos import (
     CHOICE_NAMES,
@@ -40,6 +40,7 @@ from trainer.models.spos import (
     STAGE_REPEATS,
     STEM_CHANNELS,
     ChoiceBlock,
+    SPOSNet,
     block_layout,
     check_stages,
     conv_bn_layers,
@@ -101,6 +102,11 @@ class SPOSSupernet(nn.Module):
         shared, table = self.macs_table(image_size)
         return int(shared + table[np.arange(len(path)), np.asarray(path)].sum())
 
+    def path_params(self, path: list[int]) -> int:
+        """Parameters of the stand-alone network of `path` (catalogue `spos`: BatchNorm with affine parameters)."""
+        shared, table = _params_table(tuple(sorted(self.config.items())))
+        return int(shared + table[np.arange(len(path)), np.asarray(path)].sum())
+
     def draw_path(self, seed: int, step: int, image_size: int) -> list[int]:
         """The path of optimizer step `step`: a function of (seed, step) only (the same on every rank)."""
         rng = np.random.default_rng([seed, step, 0x5905])
@@ -137,6 +143,17 @@ def _macs_table(config: tuple, image_size: int) -> tuple[int, np.ndarray]:
         hook.remove()
     table = np.array([[count_macs_of(block, shape) for block in position]
                       for position, shape in zip(twin.blocks, shapes, strict=True)], dtype=np.int64)
+    return int(total - table[:, 0].sum()), table
+
+
+@functools.cache
+def _params_table(config: tuple) -> tuple[int, np.ndarray]:
+    kwargs = dict(config)
+    layout = block_layout(kwargs["stage_channels"], kwargs["stage_repeats"])
+    with torch.device("meta"):
+        table = np.array([[count_params(ChoiceBlock(in_ch, out_ch, stride, choice)) for choice in range(len(CHOICE_NAMES))]
+                          for in_ch, out_ch, stride in layout], dtype=np.int64)
+        total = count_params(SPOSNet([0] * len(layout), **kwargs))
     return int(total - table[:, 0].sum()), table
 
 

@@ -93,6 +93,8 @@ class DataConfig:
     aug_repeats: int = setting(1, min=1, help="repeated augmentation (timm --aug-repeats, DeiT: 3): each step takes "
                                "global batch / R distinct examples, R differently augmented copies of each on other "
                                "micro-batches; an epoch visits N/R distinct examples. Not with shards")
+    holdout: int = setting(0, min=0, help="training examples set apart (fixed split, seed 0) and never trained "
+                           "on: an architecture search scores candidates on them (never on the test set)")
     num_classes: int = setting(10, min=2, help="synthetic: number of classes")
     shuffle_buffer: int = setting(1000, min=1, help="shards: samples each loader worker shuffles among")
     max_bad_images: int = setting(100, min=0, help="unreadable (corrupt) images a worker skips, each reported "
@@ -263,6 +265,30 @@ class TrackConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    population: int = setting(50, min=2, help="bigbatch search: candidates per generation (Guo et al.: 50)")
+    generations: int = setting(20, min=1, help="bigbatch search: generations of the evolution (20)")
+    parents: int = setting(10, min=1, help="bigbatch search: the top candidates of all scored so far that "
+                           "mutate and cross over (10)")
+    mutations: int = setting(25, min=0, help="bigbatch search: mutated candidates per generation (25)")
+    mutation_prob: float = setting(0.1, min=0.0, max=1.0, help="bigbatch search: probability that a mutation "
+                                   "redraws a gene (0.1)")
+    crossovers: int = setting(25, min=0, help="bigbatch search: crossover candidates per generation (25)")
+    max_macs_m: float = setting(0.0, min=0.0, help="bigbatch search: cap on a candidate's multiply-adds in "
+                                "millions at data.image_size, counted by the catalogue's counter; 0 = none")
+    recalibrate_images: int = setting(20000, min=1, help="bigbatch search: training images that recompute "
+                                      "BatchNorm statistics before a candidate is scored (Guo et al.: 20,000)")
+    workers: int = setting(0, min=0, help="bigbatch search: scoring actors run side by side on the cluster "
+                           "(cluster.cpus_per_worker / gpus_per_worker each); 0 = cluster.workers")
+    random_baseline: bool = setting(True, help="bigbatch search: also score as many uniform random candidates "
+                                    "under the same caps, for comparison")
+    supernet_run: str = setting("", help="bigbatch search: run directory of a trained supernet to search; "
+                                "empty = train it first into OUT/supernet")
+    retrain: list[str] = setting([], help="bigbatch search: KEY=VALUE overrides for OUT/best.yaml, the recipe "
+                                 "that trains the found network from scratch (e.g. train.epochs=90)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     description: str = setting("", help="one line shown by `bigbatch recipes`")
     deviations: list[str] = setting([], help="where the recipe departs from the procedure it follows, and why "
@@ -275,3 +301,4 @@ class Recipe:
     cluster: ClusterConfig = None  # type: ignore[assignment]
     bn: BatchNormConfig = None  # type: ignore[assignment]
     track: TrackConfig = None  # type: ignore[assignment]
+    search: SearchConfig = None  # type: ignore[assignment]

@@ -1,0 +1,234 @@
+"""`bigbatch search`: Single-Path One-Shot architecture search on the cluster (Guo et al. 2019).
+
+Stage 1 trains the supernet (`model.name: spos_supernet`) like any recipe, into OUT/supernet (or takes
+`search.supernet_run`), resumable as any run. Stage 2 runs the evolution of trainer/search/evolution.py:
+each generation's candidates (and as many uniform random ones under the same caps, the baseline) are scored
+by `search.workers` Ray actors side by side - each holds the supernet and the data once and scores its share:
+BatchNorm recalibration on training images, then top-1 on `data.holdout`. After every generation the whole
+state (scores, the next candidates, both generators) is written atomically to OUT/search_state.json, so a
+killed search resumes at the generation it was in and draws what an uninterrupted one draws.
+
+Outputs: OUT/search.jsonl, OUT/best.yaml (trains the best candidate from scratch), OUT/report/.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.atomic import write_atomic, write_json_atomic
+from trainer.checkpoint import CheckpointDir
+from trainer.errors import RecipeError
+from trainer.recipe.schema import Recipe
+from trainer.search import evolution
+from trainer.search.results import best_recipe_text, best_row, write_candidates, write_report
+
+STATE = "search_state.json"
+
+
+class ScoringActor:
+    """One scoring worker: the supernet and the data, loaded once; `score` takes a share of a generation."""
+
+    def __init__(self, recipe: Recipe, checkpoint: str, device: str, threads: int):
+        from trainer.search.score import CandidateScorer
+
+        torch.set_num_threads(max(1, threads))
+        self.scorer = CandidateScorer(recipe, Path(checkpoint), device)
+
+    def score(self, candidates: list[list[int]]) -> dict:
+        started = time.time()
+        scores = [self.scorer.score(c) for c in candidates]
+        return {"scores": scores, "pid": os.getpid(), "start": started, "end": time.time()}
+
+
+def check_search_recipe(recipe: Recipe) -> None:
+    if recipe.model.name != "spos_supernet":
+        raise RecipeError(f"model.name: bigbatch search trains and searches a supernet: expected spos_supernet, "
+                          f"got {recipe.model.name!r}")
+    if not recipe.data.holdout:
+        raise RecipeError("data.holdout: candidates are scored on training examples set apart (never the test "
+                          "set): set data.holdout, e.g. 10 percent of the training set")
+    if recipe.search.parents > recipe.search.population:
+        raise RecipeError(f"search.parents: {recipe.search.parents} is more than search.population "
+                          f"({recipe.search.population})")
+
+
+def supernet_checkpoint(recipe: Recipe, out: Path, verbose: bool) -> Path:
+    """Stage 1: the newest verified checkpoint of the trained supernet (training or resuming it first)."""
+    if recipe.search.supernet_run:
+        run = Path(recipe.search.supernet_run)
+    else:
+        from cluster.launch import launch
+
+        run = out / "supernet"
+        print(f"bigbatch search: stage 1: training the supernet into {run}", file=sys.stderr, flush=True)
+        launch(recipe, run, resume="auto" if (run / "checkpoints").is_dir() else None, verbose=verbose)
+    found = CheckpointDir(run / "checkpoints").newest_verified()
+    if found is None:
+        raise RecipeError(f"{run}: search.supernet_run: no valid checkpoint (expected a run of a spos_supernet "
+                          "recipe)")
+    return found[0]
+
+
+class SearchSpace:
+    """The supernet's space, its multiply-adds and parameters per path, and the cap."""
+
+    def __init__(self, recipe: Recipe):
+        from trainer.build import build_model
+        from trainer.data import load_data
+
+        data = load_data(recipe.data, recipe.seed)
+        with torch.device("meta"):
+            self.supernet = build_model(recipe, data, torch.device("meta"))
+        self.image_size = data.image_size
+        cap = recipe.search.max_macs_m * 1e6
+        self.space = evolution.Space(len(self.supernet.blocks), 4,
+                                     lambda c: not cap or self.macs(c) <= cap)
+        if cap and self.macs(self.smallest()) > cap:
+            raise RecipeError(f"search.max_macs_m: {recipe.search.max_macs_m:g}M is below the smallest network of "
+                              f"the space ({self.macs(self.smallest()) / 1e6:.2f}M)")
+
+    def macs(self, candidate) -> int:
+        return self.supernet.path_macs(list(candidate), self.image_size)
+
+    def params(self, candidate) -> int:
+        return self.supernet.path_params(list(candidate))
+
+    def smallest(self) -> tuple[int, ...]:
+        _, table = self.supernet.macs_table(self.image_size)
+        return tuple(int(i) for i in table.argmin(axis=1))
+
+
+def initial_state(recipe: Recipe, space: evolution.Space) -> dict:
+    evolving, baseline = np.random.default_rng([recipe.seed, 1]), np.random.default_rng([recipe.seed, 2])
+    first = evolution.random_candidates(evolving, space, recipe.search.population, set())
+    random = evolution.random_candidates(baseline, space, len(first), set()) if recipe.search.random_baseline else []
+    return {"generation": 0, "pending": {"evolution": first, "random": random}, "rows": [],
+            "rng": {"evolution": evolution.generator_state(evolving), "random": evolution.generator_state(baseline)}}
+
+
+def advance(state: dict, recipe: Recipe, space: evolution.Space) -> None:
+    """Draw the next generation's candidates (both methods) after generation `state['generation']` was scored."""
+    sizes = evolution.Sizes(recipe.search.population, recipe.search.parents, recipe.search.mutations,
+                            recipe.search.mutation_prob, recipe.search.crossovers)
+    rows = state["rows"]
+    evolving = evolution.restore_generator(state["rng"]["evolution"])
+    baseline = evolution.restore_generator(state["rng"]["random"])
+    scored = [(tuple(r["choices"]), r["score"]) for r in rows if r["method"] == "evolution"]
+    seen = {c for c, _ in scored}
+    nxt = evolution.next_generation(evolving, space, sizes, scored, seen)
+    random = []
+    if recipe.search.random_baseline:
+        seen_random = {tuple(r["choices"]) for r in rows if r["method"] == "random"}
+        random = evolution.random_candidates(baseline, space, len(nxt), seen_random)
+    state["pending"] = {"evolution": nxt, "random": random}
+    state["rng"] = {"evolution": evolution.generator_state(evolving), "random": evolution.generator_state(baseline)}
+
+
+def score_in_parallel(actors: list, candidates: list) -> tuple[list[float], list[dict]]:
+    """Candidates dealt round-robin to the actors, scored side by side; (scores in order, each actor's timing)."""
+    import ray
+
+    shares = [candidates[i::len(actors)] for i in range(len(actors))]
+    results = ray.get([actor.score.remote([list(c) for c in share]) for actor, share in zip(actors, shares,
+                                                                                           strict=True) if share])
+    scores: list[float] = [0.0] * len(candidates)
+    for i, result in enumerate(results):
+        scores[i::len(actors)] = result["scores"]
+    return scores, [{k: v for k, v in r.items() if k != "scores"} for r in results]
+
+
+def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bool = False) -> dict:
+    """Both stages; returns the best evolution row (raises RecipeError on bad input)."""
+    check_search_recipe(recipe)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE
+    if state_path.is_file() and resume != "auto":
+        raise RecipeError(f"{out}: --out: holds a search ({STATE}); pass --resume auto to continue it, or choose "
+                          "another --out")
+    checkpoint = supernet_checkpoint(recipe, out, verbose)
+    space = SearchSpace(recipe)
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        print(f"bigbatch search: resuming at generation {state['generation']}", file=sys.stderr, flush=True)
+    else:
+        state = initial_state(recipe, space.space)
+        write_json_atomic(state_path, state)
+    write_atomic(out / "recipe.yaml", _recipe_yaml(recipe))
+    import ray
+
+    from cluster.ray_launch import connect
+
+    # an embedded Ray is sized for the scoring actors (search.workers), not for the supernet's training group
+    actors_wanted = recipe.search.workers or recipe.cluster.workers
+    started_here = connect(dataclasses.replace(recipe.cluster, workers=actors_wanted), verbose)
+    try:
+        actors = start_actors(recipe, checkpoint)
+        while state["generation"] < recipe.search.generations:
+            generation_started = time.perf_counter()
+            pending = [("evolution", c) for c in state["pending"]["evolution"]] + \
+                      [("random", c) for c in state["pending"]["random"]]
+            scores, timing = score_in_parallel(actors, [c for _, c in pending])
+            for (method, candidate), score in zip(pending, scores, strict=True):
+                state["rows"].append({"generation": state["generation"], "method": method,
+                                      "choices": list(candidate), "macs": space.macs(candidate),
+                                      "params": space.params(candidate), "score": score})
+            state["generation"] += 1
+            state.setdefault("timing", []).append({"generation": state["generation"] - 1, "actors": timing,
+                                                   "wall_s": time.perf_counter() - generation_started})
+            if state["generation"] < recipe.search.generations:
+                advance(state, recipe, space.space)
+            write_json_atomic(state_path, state)
+            write_candidates(out / "search.jsonl", state["rows"])
+            best = best_row(state["rows"])
+            print(f"bigbatch search: generation {state['generation']}/{recipe.search.generations}: best held-out "
+                  f"top-1 {best['score']:.4f} ({best['macs'] / 1e6:.2f}M multiply-adds), "
+                  f"{time.perf_counter() - generation_started:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return finish(recipe, out, state)
+
+
+def start_actors(recipe: Recipe, checkpoint: Path) -> list:
+    import ray
+
+    cfg = recipe.cluster
+    count = recipe.search.workers or cfg.workers
+    device = "cuda" if cfg.gpus_per_worker > 0 else "cpu"
+    remote = ray.remote(ScoringActor).options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker)
+    return [remote.remote(recipe, str(checkpoint), device, int(cfg.cpus_per_worker)) for _ in range(count)]
+
+
+def finish(recipe: Recipe, out: Path, state: dict) -> dict:
+    """best.yaml (checked by the recipe loader with the search.retrain overrides) and the report."""
+    from trainer.recipe import load_recipe
+
+    best = best_row(state["rows"])
+    source = str(out / "recipe.yaml")
+    path = out / "best.yaml"
+    write_atomic(path, best_recipe_text(recipe, best, source))
+    if recipe.search.retrain:
+        resolved = load_recipe(path, recipe.search.retrain)
+        header = "".join(line + "\n" for line in path.read_text().splitlines() if line.startswith("#"))
+        write_atomic(path, header + f"# with search.retrain: {recipe.search.retrain}\n" +
+                     _recipe_yaml(resolved, drop_search=True))
+    else:
+        load_recipe(path, [])  # the found recipe must load
+    write_report(out, state["rows"], f"SPOS search: {out.name}")
+    return best
+
+
+def _recipe_yaml(recipe: Recipe, drop_search: bool = False) -> str:
+    import yaml
+
+    data = dataclasses.asdict(recipe)
+    if drop_search:
+        data.pop("search")
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,80 @@
+"""`bigbatch search` end to end on the bundled digits, on the tests' Ray: supernet, evolution with its random
+baseline scored by two Ray actors side by side, a search killed and resumed, and best.yaml trained."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.cluster.conftest import RAY_TEST_ENV, REPO
+
+RECIPE = REPO / "recipes" / "search" / "digits_spos.yaml"
+SMALL = ["train.epochs=1", "search.population=4", "search.parents=2", "search.mutations=2", "search.crossovers=1",
+         "search.recalibrate_images=128", "search.workers=2"]
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+def rows(directory) -> list[dict]:
+    return [json.loads(line) for line in (directory / "search.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(600)
+def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_trains(ray_cluster, cli, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    code, out, err = cli("search", str(RECIPE), "--out", str(straight), *sets([*SMALL, "search.generations=3"]))
+    assert code == 0, err
+    state = json.loads((straight / "search_state.json").read_text())
+    found = rows(straight)
+    assert [r["generation"] for r in found if r["method"] == "evolution"] == [0] * 4 + [1] * 4 + [2] * 4
+    assert sum(r["method"] == "random" for r in found) == 12  # the baseline: the same budget
+    assert len({tuple(r["choices"]) for r in found if r["method"] == "evolution"}) == 12  # each scored once
+    assert all(r["macs"] <= 0.21e6 for r in found)  # search.max_macs_m of the recipe
+    # two actors in two processes, scoring at the same time (their intervals overlap)
+    first, second = state["timing"][0]["actors"]
+    assert first["pid"] != second["pid"] and first["start"] < second["end"] and second["start"] < first["end"]
+
+    # the same search, killed (SIGKILL) once a generation is saved, then resumed: the same candidates and scores
+    env = {**os.environ, **RAY_TEST_ENV, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "cluster.cli", "search", str(RECIPE), "--out", str(killed),
+               *sets([*SMALL, "search.generations=3", f"search.supernet_run={straight / 'supernet'}"])]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    saved = killed / "search_state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if saved.is_file() and json.loads(saved.read_text())["generation"] >= 1:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads(saved.read_text())["generation"] < 3, "the search ended before it could be killed"
+    code, out, err = cli("search", str(RECIPE), "--out", str(killed), "--resume", "auto",
+                         *sets([*SMALL, "search.generations=3", f"search.supernet_run={straight / 'supernet'}"]))
+    assert code == 0, err
+    key = [(r["generation"], r["method"], r["choices"], r["score"]) for r in rows(straight)]
+    assert [(r["generation"], r["method"], r["choices"], r["score"]) for r in rows(killed)] == key
+
+    # best.yaml: the best evolution candidate as a catalogue `spos` network, trained from scratch
+    best = max((r for r in found if r["method"] == "evolution"), key=lambda r: r["score"])
+    text = (straight / "best.yaml").read_text()
+    assert "name: spos\n" in text and "holdout: 0" in text and "epochs: 4" in text  # search.retrain applied
+    assert (straight / "report" / "search.md").is_file() and (straight / "report" / "search.png").is_file()
+    code, out, err = cli("train", str(straight / "best.yaml"), "--out", str(tmp_path / "retrained"),
+                         "--set", "train.epochs=1")
+    assert code == 0, err
+    trained = yaml.safe_load((tmp_path / "retrained" / "recipe.yaml").read_text())
+    assert trained["model"]["name"] == "spos" and trained["model"]["kwargs"]["choices"] == best["choices"]
+
+
+def test_a_search_needs_a_supernet_and_a_holdout(cli, tmp_path):
+    code, _, err = cli("search", str(RECIPE), "--set", "data.holdout=0", "--out", str(tmp_path / "s"))
+    assert code == 2 and "data.holdout: candidates are scored on training examples set apart" in err
+    code, _, err = cli("search", str(REPO / "recipes" / "quickstart.yaml"), "--out", str(tmp_path / "q"))
+    assert code == 2 and "model.name: bigbatch search trains and searches a supernet" in err
