@@ -8,7 +8,7 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced
+.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced procedures
 
 setup: $(STAMP)
 
@@ -68,6 +68,11 @@ largebatch: $(STAMP) $(FASHION_MNIST)
 
 largebatch-reduced: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/largebatch.py --reduced --out bench/results/largebatch_reduced.md
+
+# timm's / torchvision's procedures and the lecture's normalization order on Fashion-MNIST
+# (bench/procedures.py): ~50 min on 2 cores.
+procedures: $(STAMP) $(FASHION_MNIST)
+	$(BIN)/python bench/procedures.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
