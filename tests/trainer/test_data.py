@@ -109,6 +109,21 @@ def test_repeated_augmentation_draws_the_same_global_batches_at_any_world_size()
         assert flat == reference, world
 
 
+def test_repeats_at_1024_workers_on_imagenet_lay_the_global_batch_of_one_process():
+    """ImageNet's 1,281,167 images, 1,024 workers x 32, R = 4: the first, a middle and the last rank take their
+    slices of the batch one process draws (G/R = 8,192 distinct examples, each copy G/R positions apart)."""
+    n, repeats = 1_281_167, 4
+    one = TrainOrder(seed=0, num_examples=n, batch_size=32 * 1024, repeats=repeats)
+    (indices, copies), = [next(one.keyed_micro_batches(epoch=3, start_step=17))]
+    assert len(set(indices.tolist())) == 32 * 1024 // repeats
+    for rank in (0, 511, 1023):
+        order = TrainOrder(seed=0, num_examples=n, batch_size=32, world_size=1024, rank=rank, repeats=repeats)
+        mine, mine_copies = next(order.keyed_micro_batches(epoch=3, start_step=17))
+        assert torch.equal(mine, indices[rank * 32:(rank + 1) * 32])
+        assert torch.equal(mine_copies, copies[rank * 32:(rank + 1) * 32])
+    assert one.steps_per_epoch == n // (32 * 1024)
+
+
 def test_each_repeat_of_a_folder_example_is_augmented_apart_and_copy_0_keeps_the_plain_key(tmp_path):
     from tests.images import write_jpeg_folder
     from trainer.data.loader import iterate_batches

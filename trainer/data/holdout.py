@@ -24,7 +24,7 @@ def holdout_indices(num_examples: int, holdout: int) -> tuple[torch.Tensor, torc
 
 def carve_holdout(splits: DataSplits, holdout: int) -> DataSplits:
     train = splits.train
-    if not hasattr(train, "__len__") or not (isinstance(train, InMemoryDataset) or hasattr(train, "samples")):
+    if not (isinstance(train, InMemoryDataset) or hasattr(train, "samples")):
         raise RecipeError("data.holdout: needs an indexed data set (digits, mnist, fashion_mnist, synthetic, "
                           "folder); streamed shards cannot set examples apart")
     if holdout >= len(train):

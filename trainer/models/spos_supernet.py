@@ -66,15 +66,17 @@ class SPOSSupernet(nn.Module):
         self.head = nn.Sequential(*conv_bn_layers(stage_channels[-1], HEAD_CHANNELS, affine=False))
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
-        self.path = [0] * len(self.blocks)  # until the first set_path: the all-3x3 network
+        self.set_path([0] * len(self.blocks))  # until the first set_path: the all-3x3 network
 
     # ---- the path ----------------------------------------------------------------------------------
     def set_path(self, path: list[int]) -> None:
+        """Also lists the parameters off the path once, not at every forward pass and gradient drop."""
         self.path = parse_choices(list(path), len(self.blocks), "path")
+        self._off_path = [p for position, chosen in zip(self.blocks, self.path, strict=True)
+                          for choice, block in enumerate(position) if choice != chosen for p in block.parameters()]
 
     def off_path_parameters(self) -> list[nn.Parameter]:
-        return [p for position, chosen in zip(self.blocks, self.path, strict=True)
-                for choice, block in enumerate(position) if choice != chosen for p in block.parameters()]
+        return self._off_path
 
     def drop_off_path_grads(self) -> None:
         """After the all-reduce: no gradient (so no momentum, no weight decay) for blocks off the path."""

@@ -33,8 +33,8 @@ def per_generation(rows: list[dict], method: str) -> list[dict]:
 
 def best_row(rows: list[dict], method: str = "evolution") -> dict:
     """The highest-scoring candidate (ties: the one scored first)."""
-    mine = [r for r in rows if r["method"] == method]
-    return max(mine, key=lambda r: (r["score"], -mine.index(r)))
+    mine = [(i, r) for i, r in enumerate(rows) if r["method"] == method]
+    return max(mine, key=lambda item: (item[1]["score"], -item[0]))[1]
 
 
 def best_recipe_text(recipe: Recipe, row: dict, source: str) -> str:
