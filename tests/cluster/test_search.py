@@ -37,9 +37,9 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
     assert sum(r["method"] == "random" for r in found) == 12  # the baseline: the same budget
     assert len({tuple(r["choices"]) for r in found if r["method"] == "evolution"}) == 12  # each scored once
     assert all(r["macs"] <= 0.21e6 for r in found)  # search.max_macs_m of the recipe
-    # two actors in two processes, scoring at the same time (their intervals overlap)
+    # two actors in two processes, each scoring its share (that they run at once: the rendezvous test below)
     first, second = state["timing"][0]["actors"]
-    assert first["pid"] != second["pid"] and first["start"] < second["end"] and second["start"] < first["end"]
+    assert first["pid"] != second["pid"] and all(a["end"] >= a["start"] for a in (first, second))
 
     # the same search, killed (SIGKILL) once a generation is saved, then resumed: the same candidates and scores
     env = {**os.environ, **RAY_TEST_ENV, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
@@ -71,6 +71,39 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
     assert code == 0, err
     trained = yaml.safe_load((tmp_path / "retrained" / "recipe.yaml").read_text())
     assert trained["model"]["name"] == "spos" and trained["model"]["kwargs"]["choices"] == best["choices"]
+
+
+@pytest.mark.timeout(180)
+def test_the_shares_of_a_generation_are_scored_at_the_same_time_and_come_back_in_order(ray_cluster, tmp_path):
+    from cluster.search import score_in_parallel
+
+    class Rendezvous:  # defined here so that Ray ships it by value
+        """A scorer that cannot finish until every other one has started: it passes only if shares run at once."""
+
+        def __init__(self, directory: str, peers: int):
+            self.directory, self.peers = directory, peers
+
+        def score(self, candidates: list[list[int]]) -> dict:
+            from pathlib import Path
+
+            started = time.time()
+            Path(self.directory, str(os.getpid())).touch()
+            deadline = time.monotonic() + 60
+            while len(list(Path(self.directory).iterdir())) < self.peers:
+                assert time.monotonic() < deadline, "the other shares were not sent while this one was scoring"
+                time.sleep(0.05)
+            return {"scores": [float(sum(c)) for c in candidates], "pid": os.getpid(), "start": started,
+                    "end": time.time()}
+
+    actors = [ray_cluster.remote(num_cpus=0)(Rendezvous).remote(str(tmp_path), 2) for _ in range(2)]
+    try:
+        candidates = [[i, 1] for i in range(5)]
+        scores, timing = score_in_parallel(actors, candidates)
+        assert scores == [i + 1.0 for i in range(5)]  # dealt round-robin, put back in the candidates' order
+        assert len({t["pid"] for t in timing}) == 2
+    finally:
+        for actor in actors:
+            ray_cluster.kill(actor)
 
 
 def test_a_search_needs_a_supernet_and_a_holdout(cli, tmp_path):
