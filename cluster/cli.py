@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 training failure, 2 bad input (one line, no traceback),
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 import warnings
@@ -87,6 +88,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     best = run_search(recipe, out, resume=args.resume, verbose=args.verbose)
     print(f"bigbatch: search finished in {out}: best {best['choices']} held-out top-1 {best['score']:.4f} "
           f"({best['macs'] / 1e6:.2f}M multiply-adds); train it: bigbatch train {out / 'best.yaml'}")
+    if recipe.search.verify:
+        tau = json.loads((out / "verify.json").read_text())["kendall_tau"]
+        print(f"bigbatch: ranking check: Kendall's tau {tau:.3f} between supernet and stand-alone scores "
+              f"({out / 'report' / 'search.md'})")
     return 0
 
 

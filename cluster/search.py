@@ -8,7 +8,8 @@ BatchNorm recalibration on training images, then top-1 on `data.holdout`. After 
 state (scores, the next candidates, both generators) is written atomically to OUT/search_state.json, so a
 killed search resumes at the generation it was in and draws what an uninterrupted one draws.
 
-Outputs: OUT/search.jsonl, OUT/best.yaml (trains the best candidate from scratch), OUT/report/.
+Outputs: OUT/search.jsonl, OUT/best.yaml (trains the best candidate from scratch), OUT/report/, and with
+`search.verify` the ranking check (cluster/search_verify.py): OUT/verify.json and OUT/verify/.
 """
 
 import dataclasses
@@ -193,7 +194,12 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
     finally:
         if started_here:
             ray.shutdown()
-    return finish(recipe, out, state)
+    verified = None
+    if recipe.search.verify:
+        from cluster.search_verify import verify_ranking
+
+        verified = verify_ranking(recipe, out, state, state_path, verbose)
+    return finish(recipe, out, state, verified)
 
 
 def start_actors(recipe: Recipe, checkpoint: Path) -> list:
@@ -206,7 +212,7 @@ def start_actors(recipe: Recipe, checkpoint: Path) -> list:
     return [remote.remote(recipe, str(checkpoint), device, int(cfg.cpus_per_worker)) for _ in range(count)]
 
 
-def finish(recipe: Recipe, out: Path, state: dict) -> dict:
+def finish(recipe: Recipe, out: Path, state: dict, verified: dict | None = None) -> dict:
     """best.yaml (checked by the recipe loader with the search.retrain overrides) and the report."""
     from trainer.recipe import load_recipe
 
@@ -221,7 +227,7 @@ def finish(recipe: Recipe, out: Path, state: dict) -> dict:
                      _recipe_yaml(resolved, drop_search=True))
     else:
         load_recipe(path, [])  # the found recipe must load
-    write_report(out, state["rows"], f"SPOS search: {out.name}")
+    write_report(out, state["rows"], f"SPOS search: {out.name}", verified)
     return best
 
 

@@ -29,7 +29,8 @@ def rows(directory) -> list[dict]:
 @pytest.mark.timeout(600)
 def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_trains(ray_cluster, cli, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    code, out, err = cli("search", str(RECIPE), "--out", str(straight), *sets([*SMALL, "search.generations=3"]))
+    code, said, err = cli("search", str(RECIPE), "--out", str(straight),
+                          *sets([*SMALL, "search.generations=3", "search.verify=2"]))
     assert code == 0, err
     state = json.loads((straight / "search_state.json").read_text())
     found = rows(straight)
@@ -60,6 +61,22 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
     assert code == 0, err
     key = [(r["generation"], r["method"], r["choices"], r["score"]) for r in rows(straight)]
     assert [(r["generation"], r["method"], r["choices"], r["score"]) for r in rows(killed)] == key
+
+    # the ranking check: the 2 best of the evolution and 2 random ones, each trained alone and scored on the
+    # held-out examples; tau counted here pair by pair from its definition (no ties in these scores)
+    verified = json.loads((straight / "verify.json").read_text())
+    evolution = sorted((r["score"], r["choices"]) for r in found if r["method"] == "evolution")
+    assert [d["choices"] for d in verified["candidates"][:2]] == [c for _, c in evolution[::-1][:2]]
+    assert [d["method"] for d in verified["candidates"]] == ["evolution"] * 2 + ["random"] * 2
+    for d in verified["candidates"]:
+        alone = yaml.safe_load((straight / f"{d['run']}" / "recipe.yaml").read_text())
+        assert alone["model"]["kwargs"]["choices"] == d["choices"] and alone["data"]["holdout"] == 300
+        assert 0.0 <= d["standalone"] <= 1.0
+    pairs = [(a, b) for i, a in enumerate(verified["candidates"]) for b in verified["candidates"][i + 1:]]
+    signs = [(a["supernet"] - b["supernet"]) * (a["standalone"] - b["standalone"]) for a, b in pairs]
+    if all(signs):
+        assert verified["kendall_tau"] == pytest.approx((sum(x > 0 for x in signs) - sum(x < 0 for x in signs)) / 6)
+    assert "Kendall's tau" in (straight / "report" / "search.md").read_text() and "ranking check" in said
 
     # best.yaml: the best evolution candidate as a catalogue `spos` network, trained from scratch
     best = max((r for r in found if r["method"] == "evolution"), key=lambda r: r["score"])

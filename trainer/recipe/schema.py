@@ -286,6 +286,12 @@ class SearchConfig:
                                 "empty = train it first into OUT/supernet")
     retrain: list[str] = setting([], help="bigbatch search: KEY=VALUE overrides for OUT/best.yaml, the recipe "
                                  "that trains the found network from scratch (e.g. train.epochs=90)")
+    verify: int = setting(0, min=0, help="bigbatch search: ranking check: train the top-k candidates of the "
+                          "evolution and k of the random baseline alone (search.verify_retrain) and report "
+                          "Kendall's tau between supernet score and their held-out top-1; 0 = off")
+    verify_retrain: list[str] = setting(["train.epochs=1"], help="bigbatch search: KEY=VALUE overrides for the "
+                                        "brief stand-alone training of search.verify (trained without "
+                                        "data.holdout's examples, scored on them)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,15 +37,16 @@ def best_row(rows: list[dict], method: str = "evolution") -> dict:
     return max(mine, key=lambda item: (item[1]["score"], -item[0]))[1]
 
 
-def best_recipe_text(recipe: Recipe, row: dict, source: str) -> str:
+def best_recipe_text(recipe: Recipe, row: dict, source: str, holdout: int = 0) -> str:
     """The search recipe turned into one that trains the found network (catalogue `spos` with its choices) on
-    the whole training set, before `search.retrain` overrides (applied by the loader, which checks them)."""
+    the whole training set (or without `holdout` examples: search.verify), before `search.retrain`
+    overrides (applied by the loader, which checks them)."""
     data = dataclasses.asdict(recipe)
     data.pop("search")
     kept = {k: v for k, v in recipe.model.kwargs.items() if k in SUPERNET_KWARGS_KEPT}
     data["model"]["name"] = "spos"
     data["model"]["kwargs"] = {**kept, "choices": list(row["choices"])}
-    data["data"]["holdout"] = 0
+    data["data"]["holdout"] = holdout
     data["description"] = f"SPOS network found by bigbatch search ({row['macs'] / 1e6:.2f}M multiply-adds)"
     header = (f"# Found by `bigbatch search {source}`: held-out top-1 {row['score']:.4f} in the supernet (after "
               f"BatchNorm recalibration),\n# {row['macs'] / 1e6:.2f}M multiply-adds, {row['params'] / 1e6:.3f}M "
@@ -53,8 +54,8 @@ def best_recipe_text(recipe: Recipe, row: dict, source: str) -> str:
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
-def write_report(directory: Path, rows: list[dict], title: str) -> Path:
-    """report/search.md and report/search.png."""
+def write_report(directory: Path, rows: list[dict], title: str, verified: dict | None = None) -> Path:
+    """report/search.md and report/search.png (with the ranking check of search.verify when given)."""
     out = directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in ("evolution", "random") if any(r["method"] == m for r in rows)]
@@ -72,6 +73,14 @@ def write_report(directory: Path, rows: list[dict], title: str) -> Path:
     lines += ["", f"Best (evolution): {best['choices']}: held-out top-1 {best['score']:.4f}, "
                   f"{best['macs'] / 1e6:.2f}M multiply-adds, {best['params'] / 1e6:.3f}M parameters.",
               "", "![best and mean held-out top-1 per generation](search.png)"]
+    if verified:
+        lines += ["", "## Ranking check (search.verify)", "",
+                  f"Kendall's tau between supernet score and held-out top-1 trained alone "
+                  f"({' '.join(verified['retrain'])}): **{verified['kendall_tau']:.3f}** over "
+                  f"{len(verified['candidates'])} candidates (the top {verified['k']} of the evolution and "
+                  f"{verified['k']} random).", "", "| method | choices | supernet | alone |", "|---|---|---:|---:|"]
+        lines += [f"| {d['method']} | {' '.join(map(str, d['choices']))} | {d['supernet']:.4f} | "
+                  f"{d['standalone']:.4f} |" for d in verified["candidates"]]
     report = out / "search.md"
     write_atomic(report, "\n".join(lines) + "\n")
     _plot(out / "search.png", curves, title)

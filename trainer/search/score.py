@@ -14,6 +14,7 @@ from trainer.build import build_model
 from trainer.checkpoint import load_checkpoint
 from trainer.collective import LocalCollective
 from trainer.data import iterate_batches, load_data
+from trainer.data.base import DataSplits
 from trainer.data.loader import to_model_input
 from trainer.data.order import epoch_permutation
 from trainer.errors import RecipeError
@@ -48,15 +49,33 @@ class CandidateScorer:
         if self.data.holdout is None:
             raise RecipeError("data.holdout: a search scores candidates on training examples set apart; set it "
                               "(e.g. 10 percent of the training set)")
-        self.model = build_model(recipe, self.data, self.device)
-        self.model.load_state_dict(load_checkpoint(Path(checkpoint), self.device)["model"])
+        self.model = load_trained(recipe, self.data, checkpoint, self.device)
         count = min(recipe.search.recalibrate_images, len(self.data.train))
         order = epoch_permutation(recipe.seed, 0, len(self.data.train))[:count]
         self.recalibration = list(order.split(recipe.data.eval_batch_size or recipe.data.batch_size))
 
     def score(self, choices: list[int]) -> float:
         self.model.set_path(list(choices))
-        data, batch = self.data, self.recipe.data.eval_batch_size or self.recipe.data.batch_size
+        data = self.data
         recalibrate_batchnorm(self.model, iterate_batches(data.train, self.recalibration), data.normalize)
-        return evaluate(self.model, data.holdout, LocalCollective(self.device), batch,
-                        normalize=data.normalize)["top1"]
+        return holdout_top1(self.model, data, self.recipe, self.device)
+
+
+def load_trained(recipe: Recipe, data: DataSplits, checkpoint: Path, device: torch.device) -> nn.Module:
+    """The recipe's model with the weights of a verified checkpoint."""
+    model = build_model(recipe, data, device)
+    model.load_state_dict(load_checkpoint(Path(checkpoint), device)["model"])
+    return model
+
+
+def holdout_top1(model: nn.Module, data: DataSplits, recipe: Recipe, device: torch.device) -> float:
+    """Top-1 of `model` (as it is: eval mode, its own BatchNorm statistics) on `data.holdout`."""
+    batch = recipe.data.eval_batch_size or recipe.data.batch_size
+    return evaluate(model, data.holdout, LocalCollective(device), batch, normalize=data.normalize)["top1"]
+
+
+def standalone_holdout_top1(recipe: Recipe, checkpoint: Path, device: str = "cpu") -> float:
+    """Held-out top-1 of a network trained alone (a `search.verify` run) from its checkpoint."""
+    data = load_data(recipe.data, recipe.seed)
+    return holdout_top1(load_trained(recipe, data, checkpoint, torch.device(device)), data, recipe,
+                        torch.device(device))
