@@ -8,7 +8,7 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced procedures
+.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced procedures nas
 
 setup: $(STAMP)
 
@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/shard_coverage.py
 	$(BIN)/python bench/gpu.py
+	$(BIN)/python bench/guidelines.py
 
 # Goyal et al. / LARS in miniature on Fashion-MNIST (bench/largebatch.py): ~20 min, or ~8 min reduced.
 largebatch: $(STAMP) $(FASHION_MNIST)
@@ -73,6 +74,10 @@ largebatch-reduced: $(STAMP) $(FASHION_MNIST)
 # (bench/procedures.py): ~50 min on 2 cores.
 procedures: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/procedures.py
+
+# SPOS search on Fashion-MNIST, then found vs random vs all-3x3 retrained (bench/nas.py): ~50 min.
+nas: $(STAMP) $(FASHION_MNIST)
+	$(BIN)/python bench/nas.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -52,7 +52,12 @@ def make_parser() -> argparse.ArgumentParser:
     _recipe_args(show)
     recipes = sub.add_parser("recipes", help="list recipe files")
     recipes.add_argument("directory", nargs="?", default="recipes")
-    sub.add_parser("models", help="list the model registry")
+    models = sub.add_parser("models", help="list the model registry (with --speed: measured images/s)")
+    models.add_argument("names", nargs="*", help="only these entries")
+    models.add_argument("--speed", action="store_true", help="also measure inference images/s of each entry on "
+                        "--device at --batch (eval mode, median of timed passes)")
+    models.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    models.add_argument("--batch", type=int, default=1, help="images per timed pass (default 1)")
     sub.add_parser("keys", help="print every recipe key as a markdown table")
     COMMANDS.update(add_commands(sub, _recipe_args))
     COMMANDS.update(add_data_commands(sub, _recipe_args))
@@ -139,20 +144,42 @@ FAMILY_ORDER = {"classic": 0, "efficient": 1, "nas": 2}
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from trainer.errors import RecipeError
     from trainer.models import entries
     from trainer.models.complexity import measure
+    from trainer.models.speed import device_name, images_per_second, resolve_speed_device
 
-    print(f"{'name':22} {'family':9} {'params M':>9} {'MACs M':>9} {'px':>4}   {'published':>17}   description")
+    chosen = sorted(entries(), key=lambda e: (FAMILY_ORDER.get(e.family, len(FAMILY_ORDER)), e.name))
+    unknown = sorted(set(args.names) - {e.name for e in chosen})
+    if unknown:
+        raise RecipeError(f"bigbatch models: no catalogue entry {', '.join(unknown)} (see `bigbatch models`)")
+    if args.batch < 1:
+        raise RecipeError(f"--batch: expected a positive number of images, got {args.batch}")
+    try:
+        device = resolve_speed_device(args.device) if args.speed else None
+    except (ValueError, RuntimeError) as e:
+        raise RecipeError(str(e).splitlines()[0]) from None
+    chosen = [e for e in chosen if not args.names or e.name in args.names]
+    speed = f" {'img/s':>9}" if device else ""
+    if device:
+        print(f"images/s: inference at batch {args.batch} on {device} ({device_name(device)}), eval mode")
+    print(f"{'name':22} {'family':9} {'params M':>9} {'MACs M':>9} {'px':>4}{speed}   {'published':>17}   "
+          "description")
     warnings.simplefilter("ignore")  # timm's deprecation notes for old model names
-    for entry in sorted(entries(), key=lambda e: (FAMILY_ORDER.get(e.family, len(FAMILY_ORDER)), e.name)):
+    for entry in chosen:
         p = entry.published
         if p is None:
-            print(f"{entry.name:22} {entry.family:9} {'':>9} {'':>9} {'':>4}   {'':>17}   {entry.description}")
+            print(f"{entry.name:22} {entry.family:9} {'':>9} {'':>9} {'':>4}{' ' * len(speed)}   {'':>17}   "
+                  f"{entry.description}")
             continue
         params, macs = measure(entry.builder, p.classes, 3, p.resolution)
+        measured = ""
+        if device:
+            model = entry.builder(num_classes=p.classes, in_chans=3, image_size=p.resolution).to(device)
+            measured = f" {images_per_second(model, args.batch, 3, p.resolution, device):9.1f}"
         published = f"{p.params_m:g} / " + ("-" if p.macs_m is None else f"{p.macs_m:g}")
-        print(f"{entry.name:22} {entry.family:9} {params / 1e6:9.2f} {macs / 1e6:9.0f} {p.resolution:4d}   "
-              f"{published:>17}   {entry.description}")
+        print(f"{entry.name:22} {entry.family:9} {params / 1e6:9.2f} {macs / 1e6:9.0f} {p.resolution:4d}{measured}   "
+              f"{published:>17}   {entry.description}", flush=True)
     print("\nparams and multiply-adds (MACs) counted here at the entry's resolution (1000 classes unless its "
           "source says otherwise);\npublished = params M / MACs M as the source states them (see "
           "trainer/models/catalogue.py).\nAlso: any torchvision:NAME or timm:NAME model (no pretrained weights).")

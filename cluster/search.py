@@ -27,9 +27,13 @@ from trainer.checkpoint import CheckpointDir
 from trainer.errors import RecipeError
 from trainer.recipe.schema import Recipe
 from trainer.search import evolution
+from trainer.search.latency import LatencyTable
 from trainer.search.results import best_recipe_text, best_row, write_candidates, write_report
 
 STATE = "search_state.json"
+LATENCY = "latency.json"
+LATENCY_TIMING = {"warmup": 2, "repeats": 7, "min_seconds": 0.02}  # median of >= 7 passes per block
+LATENCY_CHECKS = 5  # whole networks measured end to end against the table's sum
 
 
 class ScoringActor:
@@ -45,6 +49,20 @@ class ScoringActor:
         started = time.time()
         scores = [self.scorer.score(c) for c in candidates]
         return {"scores": scores, "pid": os.getpid(), "start": started, "end": time.time()}
+
+    def device_name(self) -> str:
+        from trainer.models.speed import device_name
+
+        return device_name(self.scorer.device)
+
+    def latency_table(self, batches: list[int], check_paths: list[list[int]]) -> dict:
+        """The per-block latency table of the supernet on this actor's device (search.max_latency_ms)."""
+        from trainer.search.latency import measure_latency_table
+
+        scorer = self.scorer
+        table = measure_latency_table(scorer.model, scorer.data.channels, scorer.data.image_size, batches,
+                                      scorer.device, check_paths, **LATENCY_TIMING)
+        return dataclasses.asdict(table)
 
 
 def check_search_recipe(recipe: Recipe) -> None:
@@ -79,20 +97,32 @@ def supernet_checkpoint(recipe: Recipe, out: Path, verbose: bool) -> Path:
 class SearchSpace:
     """The supernet's space, its multiply-adds and parameters per path, and the cap."""
 
-    def __init__(self, recipe: Recipe):
+    def __init__(self, recipe: Recipe, latency: LatencyTable | None = None):
         from trainer.build import build_model
         from trainer.data import load_data
 
         data = load_data(recipe.data, recipe.seed)
         with torch.device("meta"):
             self.supernet = build_model(recipe, data, torch.device("meta"))
-        self.image_size = data.image_size
-        cap = recipe.search.max_macs_m * 1e6
-        self.space = evolution.Space(len(self.supernet.blocks), 4,
-                                     lambda c: not cap or self.macs(c) <= cap)
+        self.image_size, self.latency = data.image_size, latency
+        cap, cap_ms = recipe.search.max_macs_m * 1e6, recipe.search.max_latency_ms if latency else 0.0
+        self.space = evolution.Space(len(self.supernet.blocks), 4, lambda c: (not cap or self.macs(c) <= cap) and
+                                     (not cap_ms or latency.predict(c) <= cap_ms))
         if cap and self.macs(self.smallest()) > cap:
             raise RecipeError(f"search.max_macs_m: {recipe.search.max_macs_m:g}M is below the smallest network of "
                               f"the space ({self.macs(self.smallest()) / 1e6:.2f}M)")
+        if cap_ms:
+            fastest = [min(range(4), key=lambda c, i=i: latency.blocks_ms["1"][i][c]) for i in range(len(self.supernet.blocks))]
+            if latency.predict(fastest) > cap_ms:
+                raise RecipeError(f"search.max_latency_ms: {cap_ms:g} ms is below the fastest network of the space "
+                                  f"({latency.predict(fastest):.2f} ms at batch 1 on {latency.device})")
+
+    def measures(self, candidate) -> dict:
+        """What search.jsonl records of a candidate besides its score."""
+        out = {"macs": self.macs(candidate), "params": self.params(candidate)}
+        if self.latency is not None:
+            out.update({f"latency_ms_b{b}": round(self.latency.predict(candidate, b), 4) for b in self.latency.batches})
+        return out
 
     def macs(self, candidate) -> int:
         return self.supernet.path_macs(list(candidate), self.image_size)
@@ -154,14 +184,7 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
         raise RecipeError(f"{out}: --out: holds a search ({STATE}); pass --resume auto to continue it, or choose "
                           "another --out")
     checkpoint = supernet_checkpoint(recipe, out, verbose)
-    space = SearchSpace(recipe)
-    if state_path.is_file():
-        state = json.loads(state_path.read_text())
-        print(f"bigbatch search: resuming at generation {state['generation']}", file=sys.stderr, flush=True)
-    else:
-        state = initial_state(recipe, space.space)
-        write_json_atomic(state_path, state)
-    write_atomic(out / "recipe.yaml", _recipe_yaml(recipe))
+    SearchSpace(recipe)  # the caps checked before a Ray starts (the latency cap once the table is measured)
     import ray
 
     from cluster.ray_launch import connect
@@ -169,8 +192,18 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
     # an embedded Ray is sized for the scoring actors (search.workers), not for the supernet's training group
     actors_wanted = recipe.search.workers or recipe.cluster.workers
     started_here = connect(dataclasses.replace(recipe.cluster, workers=actors_wanted), verbose)
+    latency = None
     try:
         actors = start_actors(recipe, checkpoint)
+        latency = latency_table(recipe, out, actors[0]) if recipe.search.max_latency_ms else None
+        space = SearchSpace(recipe, latency)
+        if state_path.is_file():
+            state = json.loads(state_path.read_text())
+            print(f"bigbatch search: resuming at generation {state['generation']}", file=sys.stderr, flush=True)
+        else:
+            state = initial_state(recipe, space.space)
+            write_json_atomic(state_path, state)
+        write_atomic(out / "recipe.yaml", _recipe_yaml(recipe))
         while state["generation"] < recipe.search.generations:
             generation_started = time.perf_counter()
             pending = [("evolution", c) for c in state["pending"]["evolution"]] + \
@@ -178,8 +211,7 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
             scores, timing = score_in_parallel(actors, [c for _, c in pending])
             for (method, candidate), score in zip(pending, scores, strict=True):
                 state["rows"].append({"generation": state["generation"], "method": method,
-                                      "choices": list(candidate), "macs": space.macs(candidate),
-                                      "params": space.params(candidate), "score": score})
+                                      "choices": list(candidate), **space.measures(candidate), "score": score})
             state["generation"] += 1
             state.setdefault("timing", []).append({"generation": state["generation"] - 1, "actors": timing,
                                                    "wall_s": time.perf_counter() - generation_started})
@@ -199,7 +231,29 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
         from cluster.search_verify import verify_ranking
 
         verified = verify_ranking(recipe, out, state, state_path, verbose)
-    return finish(recipe, out, state, verified)
+    return finish(recipe, out, state, verified, [latency.summary()] if latency else [])
+
+
+def latency_table(recipe: Recipe, out: Path, actor) -> LatencyTable:
+    """OUT/latency.json when it was measured on the scoring actors' device, else measured there now (batch 1
+    and data.batch_size; checked against LATENCY_CHECKS whole networks under the multiply-add cap)."""
+    import ray
+
+    from trainer.search.latency import LatencyTable
+
+    path, device = out / LATENCY, ray.get(actor.device_name.remote())
+    if path.is_file():
+        table = LatencyTable(**json.loads(path.read_text()))
+        if table.device == device:
+            return table
+    macs_only = SearchSpace(recipe).space
+    checks = evolution.random_candidates(np.random.default_rng([recipe.seed, 4]), macs_only, LATENCY_CHECKS, set())
+    print(f"bigbatch search: measuring the latency table on {device}", file=sys.stderr, flush=True)
+    batches = sorted({1, recipe.data.batch_size})
+    table = LatencyTable(**ray.get(actor.latency_table.remote(batches, [list(c) for c in checks])))
+    write_json_atomic(path, dataclasses.asdict(table))
+    print(f"bigbatch search: {table.summary()}", file=sys.stderr, flush=True)
+    return table
 
 
 def start_actors(recipe: Recipe, checkpoint: Path) -> list:
@@ -212,7 +266,7 @@ def start_actors(recipe: Recipe, checkpoint: Path) -> list:
     return [remote.remote(recipe, str(checkpoint), device, int(cfg.cpus_per_worker)) for _ in range(count)]
 
 
-def finish(recipe: Recipe, out: Path, state: dict, verified: dict | None = None) -> dict:
+def finish(recipe: Recipe, out: Path, state: dict, verified: dict | None = None, notes: list[str] = ()) -> dict:
     """best.yaml (checked by the recipe loader with the search.retrain overrides) and the report."""
     from trainer.recipe import load_recipe
 
@@ -227,7 +281,7 @@ def finish(recipe: Recipe, out: Path, state: dict, verified: dict | None = None)
                      _recipe_yaml(resolved, drop_search=True))
     else:
         load_recipe(path, [])  # the found recipe must load
-    write_report(out, state["rows"], f"SPOS search: {out.name}", verified)
+    write_report(out, state["rows"], f"SPOS search: {out.name}", verified, notes)
     return best
 
 

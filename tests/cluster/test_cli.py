@@ -85,6 +85,20 @@ def test_recipes_and_models_and_keys(cli):
     assert out.strip() in (REPO / "README.md").read_text(), "README's key table is stale: paste `bigbatch keys`"
 
 
+def test_models_speed_measures_the_named_entries_and_bad_arguments_exit_2(cli):
+    code, out, err = cli("models", "--speed", "--device", "cpu", "--batch", "2", "shufflenet_v2_x0_5",
+                         "mobilenet_v3_small")
+    assert code == 0, err
+    assert "inference at batch 2 on cpu" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("shufflenet", "mobilenet"))}
+    assert set(rows) == {"shufflenet_v2_x0_5", "mobilenet_v3_small"}  # only the named ones
+    assert all(float(row[5]) > 0 for row in rows.values())  # the img/s column, after params, MACs and px
+    code, _, err = cli("models", "--speed", "no_such_net")
+    assert code == 2 and err.strip().count("\n") == 0 and "no catalogue entry no_such_net" in err
+    code, _, err = cli("models", "--speed", "--batch", "0", "shufflenet_v2_x0_5")
+    assert code == 2 and "--batch: expected a positive number of images" in err
+
+
 def test_rerunning_the_same_command_continues_and_another_recipe_needs_resume(cli, tiny, tmp_path):
     out = tmp_path / "run"
     assert cli("train", tiny, "--out", out, "--set", "train.max_steps=2")[0] == 0

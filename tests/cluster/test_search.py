@@ -30,7 +30,7 @@ def rows(directory) -> list[dict]:
 def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_trains(ray_cluster, cli, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     code, said, err = cli("search", str(RECIPE), "--out", str(straight),
-                          *sets([*SMALL, "search.generations=3", "search.verify=2"]))
+                          *sets([*SMALL, "search.generations=3", "search.verify=1", "search.max_latency_ms=1000"]))
     assert code == 0, err
     state = json.loads((straight / "search_state.json").read_text())
     found = rows(straight)
@@ -38,6 +38,13 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
     assert sum(r["method"] == "random" for r in found) == 12  # the baseline: the same budget
     assert len({tuple(r["choices"]) for r in found if r["method"] == "evolution"}) == 12  # each scored once
     assert all(r["macs"] <= 0.21e6 for r in found)  # search.max_macs_m of the recipe
+    # the latency table, measured once by a scoring actor: every row's latency is the sum of its entries
+    table = json.loads((straight / "latency.json").read_text())
+    assert table["batches"] == [1, 64] and len(table["checks"]) == 10 and table["device"]
+    for r in found[:5]:
+        assert r["latency_ms_b1"] == pytest.approx(table["fixed_ms"]["1"] + sum(
+            table["blocks_ms"]["1"][i][c] for i, c in enumerate(r["choices"])), abs=1e-3)
+    assert "latency table on" in (straight / "report" / "search.md").read_text()
     # two actors in two processes, each scoring its share (that they run at once: the rendezvous test below)
     first, second = state["timing"][0]["actors"]
     assert first["pid"] != second["pid"] and all(a["end"] >= a["start"] for a in (first, second))
@@ -62,12 +69,12 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
     key = [(r["generation"], r["method"], r["choices"], r["score"]) for r in rows(straight)]
     assert [(r["generation"], r["method"], r["choices"], r["score"]) for r in rows(killed)] == key
 
-    # the ranking check: the 2 best of the evolution and 2 random ones, each trained alone and scored on the
+    # the ranking check: the best of the evolution and a random one, each trained alone and scored on the
     # held-out examples; tau counted here pair by pair from its definition (no ties in these scores)
     verified = json.loads((straight / "verify.json").read_text())
     evolution = sorted((r["score"], r["choices"]) for r in found if r["method"] == "evolution")
-    assert [d["choices"] for d in verified["candidates"][:2]] == [c for _, c in evolution[::-1][:2]]
-    assert [d["method"] for d in verified["candidates"]] == ["evolution"] * 2 + ["random"] * 2
+    assert verified["candidates"][0]["choices"] == evolution[-1][1]
+    assert [d["method"] for d in verified["candidates"]] == ["evolution", "random"]
     for d in verified["candidates"]:
         alone = yaml.safe_load((straight / f"{d['run']}" / "recipe.yaml").read_text())
         assert alone["model"]["kwargs"]["choices"] == d["choices"] and alone["data"]["holdout"] == 300
@@ -75,7 +82,8 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
     pairs = [(a, b) for i, a in enumerate(verified["candidates"]) for b in verified["candidates"][i + 1:]]
     signs = [(a["supernet"] - b["supernet"]) * (a["standalone"] - b["standalone"]) for a, b in pairs]
     if all(signs):
-        assert verified["kendall_tau"] == pytest.approx((sum(x > 0 for x in signs) - sum(x < 0 for x in signs)) / 6)
+        assert verified["kendall_tau"] == pytest.approx((sum(x > 0 for x in signs) - sum(x < 0 for x in signs)) /
+                                                        len(pairs))
     assert "Kendall's tau" in (straight / "report" / "search.md").read_text() and "ranking check" in said
 
     # best.yaml: the best evolution candidate as a catalogue `spos` network, trained from scratch

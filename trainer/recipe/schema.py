@@ -276,6 +276,9 @@ class SearchConfig:
     crossovers: int = setting(25, min=0, help="bigbatch search: crossover candidates per generation (25)")
     max_macs_m: float = setting(0.0, min=0.0, help="bigbatch search: cap on a candidate's multiply-adds in "
                                 "millions at data.image_size, counted by the catalogue's counter; 0 = none")
+    max_latency_ms: float = setting(0.0, min=0.0, help="bigbatch search: cap on a candidate's latency at batch 1 "
+                                    "in ms on the scoring actors' device, from a per-block table measured once "
+                                    "there (OUT/latency.json); 0 = none")
     recalibrate_images: int = setting(20000, min=1, help="bigbatch search: training images that recompute "
                                       "BatchNorm statistics before a candidate is scored (Guo et al.: 20,000)")
     workers: int = setting(0, min=0, help="bigbatch search: scoring actors run side by side on the cluster "

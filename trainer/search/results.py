@@ -4,6 +4,7 @@ the best one from scratch) and report/ (best and mean score per generation, evol
 import dataclasses
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -54,8 +55,10 @@ def best_recipe_text(recipe: Recipe, row: dict, source: str, holdout: int = 0) -
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
-def write_report(directory: Path, rows: list[dict], title: str, verified: dict | None = None) -> Path:
-    """report/search.md and report/search.png (with the ranking check of search.verify when given)."""
+def write_report(directory: Path, rows: list[dict], title: str, verified: dict | None = None,
+                 notes: Sequence[str] = ()) -> Path:
+    """report/search.md and report/search.png (with the ranking check of search.verify when given, and
+    `notes`: lines such as the latency table's error)."""
     out = directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in ("evolution", "random") if any(r["method"] == m for r in rows)]
@@ -72,6 +75,7 @@ def write_report(directory: Path, rows: list[dict], title: str, verified: dict |
     best = best_row(rows)
     lines += ["", f"Best (evolution): {best['choices']}: held-out top-1 {best['score']:.4f}, "
                   f"{best['macs'] / 1e6:.2f}M multiply-adds, {best['params'] / 1e6:.3f}M parameters.",
+              *(line for note in notes for line in ("", note)),
               "", "![best and mean held-out top-1 per generation](search.png)"]
     if verified:
         lines += ["", "## Ranking check (search.verify)", "",
