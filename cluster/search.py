@@ -104,18 +104,26 @@ class SearchSpace:
         data = load_data(recipe.data, recipe.seed)
         with torch.device("meta"):
             self.supernet = build_model(recipe, data, torch.device("meta"))
-        self.image_size, self.latency = data.image_size, latency
-        cap, cap_ms = recipe.search.max_macs_m * 1e6, recipe.search.max_latency_ms if latency else 0.0
-        self.space = evolution.Space(len(self.supernet.blocks), 4, lambda c: (not cap or self.macs(c) <= cap) and
-                                     (not cap_ms or latency.predict(c) <= cap_ms))
-        if cap and self.macs(self.smallest()) > cap:
+        self.image_size, self.cap = data.image_size, recipe.search.max_macs_m * 1e6
+        self.latency, self.cap_ms = None, 0.0
+        self.space = evolution.Space(len(self.supernet.blocks), 4, self.allowed)
+        if self.cap and self.macs(self.smallest()) > self.cap:
             raise RecipeError(f"search.max_macs_m: {recipe.search.max_macs_m:g}M is below the smallest network of "
                               f"the space ({self.macs(self.smallest()) / 1e6:.2f}M)")
-        if cap_ms:
-            fastest = [min(range(4), key=lambda c, i=i: latency.blocks_ms["1"][i][c]) for i in range(len(self.supernet.blocks))]
-            if latency.predict(fastest) > cap_ms:
-                raise RecipeError(f"search.max_latency_ms: {cap_ms:g} ms is below the fastest network of the space "
-                                  f"({latency.predict(fastest):.2f} ms at batch 1 on {latency.device})")
+        if latency is not None:
+            self.add_latency(latency, recipe.search.max_latency_ms)
+
+    def add_latency(self, latency: LatencyTable, cap_ms: float) -> None:
+        """Record the table's latencies and cap candidates at `cap_ms` (batch 1; 0 = no cap)."""
+        self.latency, self.cap_ms = latency, cap_ms
+        fastest = [int(np.argmin(row)) for row in latency.blocks_ms["1"]]
+        if cap_ms and latency.predict(fastest) > cap_ms:
+            raise RecipeError(f"search.max_latency_ms: {cap_ms:g} ms is below the fastest network of the space "
+                              f"({latency.predict(fastest):.2f} ms at batch 1 on {latency.device})")
+
+    def allowed(self, candidate) -> bool:
+        return (not self.cap or self.macs(candidate) <= self.cap) and \
+            (not self.cap_ms or self.latency.predict(candidate) <= self.cap_ms)
 
     def measures(self, candidate) -> dict:
         """What search.jsonl records of a candidate besides its score."""
@@ -184,7 +192,7 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
         raise RecipeError(f"{out}: --out: holds a search ({STATE}); pass --resume auto to continue it, or choose "
                           "another --out")
     checkpoint = supernet_checkpoint(recipe, out, verbose)
-    SearchSpace(recipe)  # the caps checked before a Ray starts (the latency cap once the table is measured)
+    space = SearchSpace(recipe)  # the multiply-add cap checked before a Ray starts (latency: once measured)
     import ray
 
     from cluster.ray_launch import connect
@@ -195,8 +203,9 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
     latency = None
     try:
         actors = start_actors(recipe, checkpoint)
-        latency = latency_table(recipe, out, actors[0]) if recipe.search.max_latency_ms else None
-        space = SearchSpace(recipe, latency)
+        if recipe.search.max_latency_ms:
+            latency = latency_table(recipe, out, actors[0], space)
+            space.add_latency(latency, recipe.search.max_latency_ms)
         if state_path.is_file():
             state = json.loads(state_path.read_text())
             print(f"bigbatch search: resuming at generation {state['generation']}", file=sys.stderr, flush=True)
@@ -231,23 +240,21 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
         from cluster.search_verify import verify_ranking
 
         verified = verify_ranking(recipe, out, state, state_path, verbose)
-    return finish(recipe, out, state, verified, [latency.summary()] if latency else [])
+    return finish(recipe, out, state, verified, (latency.summary(),) if latency else ())
 
 
-def latency_table(recipe: Recipe, out: Path, actor) -> LatencyTable:
+def latency_table(recipe: Recipe, out: Path, actor, space: SearchSpace) -> LatencyTable:
     """OUT/latency.json when it was measured on the scoring actors' device, else measured there now (batch 1
-    and data.batch_size; checked against LATENCY_CHECKS whole networks under the multiply-add cap)."""
+    and data.batch_size; checked against LATENCY_CHECKS whole networks of `space`, under its multiply-add
+    cap)."""
     import ray
-
-    from trainer.search.latency import LatencyTable
 
     path, device = out / LATENCY, ray.get(actor.device_name.remote())
     if path.is_file():
         table = LatencyTable(**json.loads(path.read_text()))
         if table.device == device:
             return table
-    macs_only = SearchSpace(recipe).space
-    checks = evolution.random_candidates(np.random.default_rng([recipe.seed, 4]), macs_only, LATENCY_CHECKS, set())
+    checks = evolution.random_candidates(np.random.default_rng([recipe.seed, 4]), space.space, LATENCY_CHECKS, set())
     print(f"bigbatch search: measuring the latency table on {device}", file=sys.stderr, flush=True)
     batches = sorted({1, recipe.data.batch_size})
     table = LatencyTable(**ray.get(actor.latency_table.remote(batches, [list(c) for c in checks])))
@@ -266,7 +273,7 @@ def start_actors(recipe: Recipe, checkpoint: Path) -> list:
     return [remote.remote(recipe, str(checkpoint), device, int(cfg.cpus_per_worker)) for _ in range(count)]
 
 
-def finish(recipe: Recipe, out: Path, state: dict, verified: dict | None = None, notes: list[str] = ()) -> dict:
+def finish(recipe: Recipe, out: Path, state: dict, verified: dict | None = None, notes: tuple[str, ...] = ()) -> dict:
     """best.yaml (checked by the recipe loader with the search.retrain overrides) and the report."""
     from trainer.recipe import load_recipe
 

@@ -87,13 +87,17 @@ class SPOSSupernet(nn.Module):
         x = self.stem(x)
         for position, chosen in zip(self.blocks, self.path, strict=True):
             x = position[chosen](x)
-        x = self.head(x)
-        logits = self.classifier(self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)))
+        logits = self.tail(x)
         if self.training and torch.is_grad_enabled():  # exact-zero gradients for the blocks off the path
             off = self.off_path_parameters()
             if off:
                 logits = logits + 0.0 * torch.stack([p.sum() for p in off]).sum()
         return logits
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """What follows the choice blocks: head convolution, pooling, classifier."""
+        x = self.head(x)
+        return self.classifier(self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)))
 
     # ---- multiply-adds ---------------------------------------------------------------------------
     def macs_table(self, image_size: int) -> tuple[int, np.ndarray]:

@@ -46,14 +46,14 @@ class LatencyTable:
 
 
 class _Tail(nn.Module):
-    """What follows the choice blocks in the supernet's forward pass (eval mode: no dropout)."""
+    """The supernet's tail (`SPOSSupernet.tail`) as a module the timer can run."""
 
     def __init__(self, supernet: nn.Module):
         super().__init__()
-        self.head, self.classifier = supernet.head, supernet.classifier
+        self.supernet = supernet
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.head(x), 1), 1))
+        return self.supernet.tail(x)
 
 
 def block_input_shapes(supernet: nn.Module, in_chans: int, image_size: int, device: torch.device) -> list:
@@ -77,7 +77,7 @@ def measure_latency_table(supernet: nn.Module, in_chans: int, image_size: int, b
                           device: torch.device, check_paths: Sequence[Sequence[int]] = (), **timing) -> LatencyTable:
     """Time every block, the stem and the tail at each batch, then the whole networks of `check_paths`."""
     shapes = block_input_shapes(supernet, in_chans, image_size, device)
-    tail = _Tail(supernet)
+    tail = _Tail(supernet).train(supernet.training)  # the timer restores this mode on the supernet too
     fixed, blocks = {}, {}
     def ms(module: nn.Module, batch: int, shape: tuple) -> float:
         return 1e3 * forward_seconds(module, (batch, *shape), device, **timing)
