@@ -50,6 +50,9 @@ def make_parser() -> argparse.ArgumentParser:
     search.add_argument("--verbose", action="store_true", help="also show Ray's own output")
     show = sub.add_parser("show", help="print the resolved recipe and its derived values")
     _recipe_args(show)
+    show.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="a finished or running run of this "
+                      "recipe (e.g. at a small batch): its measured gradient noise scale, against this recipe's "
+                      "global batch")
     recipes = sub.add_parser("recipes", help="list recipe files")
     recipes.add_argument("directory", nargs="?", default="recipes")
     models = sub.add_parser("models", help="list the model registry (with --speed: measured images/s)")
@@ -121,8 +124,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)
     if recipe.cluster.elastic:
         text += yaml.safe_dump({"elastic": elastic_table(recipe, examples)}, sort_keys=False)
+    if args.from_run:
+        text += yaml.safe_dump({"gradient_noise_scale": measured_noise_scale(recipe, Path(args.from_run),
+                                                                             plan.global_batch)},
+                               sort_keys=False, width=100_000)
     print(text, end="")
     return 0
+
+
+def measured_noise_scale(recipe, run_dir: Path, global_batch: int) -> dict:
+    """`show --from`: what an earlier run measured, read against this recipe's global batch. B_simple belongs to
+    a model, data and loss: a run of another model or data set is named on stderr, not refused."""
+    from trainer.batch_advice import summary_entry
+    from trainer.report import metrics_path, read_history
+
+    entry = summary_entry(read_history(metrics_path(run_dir)), global_batch)
+    if entry is None:
+        raise RecipeError(f"{run_dir}: --from: no gradient noise scale in its step records (it needs more than "
+                          f"one micro-batch per step: cluster.workers x train.accumulation_steps > 1, and "
+                          f"track.noise_scale on)")
+    earlier = yaml.safe_load((run_dir / "recipe.yaml").read_text()) if (run_dir / "recipe.yaml").is_file() else {}
+    for section in ("model", "data"):
+        theirs = ((earlier or {}).get(section) or {}).get("name")
+        ours = getattr(recipe, section).name
+        if theirs and theirs != ours:
+            print(f"bigbatch: --from {run_dir} trained {section}.name {theirs}, this recipe {ours}: its noise "
+                  f"scale may not carry over", file=sys.stderr)
+    return {"from": str(run_dir), **entry}
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

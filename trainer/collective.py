@@ -27,8 +27,19 @@ class Collective(Protocol):
     def barrier(self) -> None:
         """Wait until every worker arrives."""
 
-    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Make gradients global: DDP for torch.distributed, DistributedOptimizer for Horovod."""
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+             watch_local_gradients: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Make gradients global: DDP for torch.distributed, DistributedOptimizer for Horovod. With
+        `watch_local_gradients`, `begin_local_grad_sq` works on backward passes that all-reduce as they go."""
+
+    def begin_local_grad_sq(self) -> None:
+        """The next backward keeps the squared norm of this rank's own gradient, before any averaging (a DDP comm
+        hook adds up each bucket's squares before its all-reduce): for `local_grad_sq`."""
+
+    def local_grad_sq(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """Squared L2 norm of this rank's own gradient from the last backward, left on the device (no host read):
+        what `begin_local_grad_sq` kept, else the .grad tensors (local under no_sync and on Horovod until
+        synchronize_gradients)."""
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         """Context for accumulation micro-steps whose gradients must not be all-reduced yet."""
@@ -65,8 +76,15 @@ class LocalCollective:
     def barrier(self) -> None:
         return None
 
-    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+             watch_local_gradients: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
         return model, optimizer
+
+    def begin_local_grad_sq(self) -> None:
+        return None  # the .grad tensors are this rank's own
+
+    def local_grad_sq(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        return grad_sq_norm(optimizer, self.device)
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -81,6 +99,17 @@ class LocalCollective:
 
     def sync_batchnorm(self, model: nn.Module) -> nn.Module:
         return model
+
+
+def gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The .grad tensors of the optimizer's parameters that have one."""
+    return [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
+def grad_sq_norm(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.Tensor:
+    """Squared L2 norm of the optimizer's gradients as they are now, on the device."""
+    grads = gradients(optimizer)
+    return torch.nn.utils.get_total_norm(grads).float().square() if grads else torch.zeros((), device=device)
 
 
 def broadcast_buffers(model: nn.Module, collective: Collective, src: int = 0) -> None:

@@ -18,6 +18,7 @@ import yaml
 from torch.utils.data import IterableDataset
 
 from trainer.atomic import write_atomic, write_json_atomic
+from trainer.batch_advice import summary_entry
 from trainer.build import build
 from trainer.checkpoint import (
     CheckpointDir,
@@ -28,13 +29,14 @@ from trainer.checkpoint import (
     seed_step,
     set_rng_state,
 )
-from trainer.collective import Collective, broadcast_buffers, broadcast_text
+from trainer.collective import Collective, broadcast_buffers, broadcast_text, gradients
 from trainer.data import TrainOrder, iterate_batches, layout_warning
 from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 from trainer.drop_path import DropPathRamp
 from trainer.errors import RecipeError, TrainingFailed
 from trainer.evaluate import evaluate
 from trainer.grad_clip import clip_gradients, clipped_parameters
+from trainer.gradient_noise import GradientNoiseScale
 from trainer.hardware import describe
 from trainer.mixing import draw as draw_mix
 from trainer.mixing import mix_batch
@@ -88,7 +90,10 @@ class Trainer:
         self.model = self.parts.model
         # the wrapped model (DDP) decides when gradients are all-reduced: no_sync must be entered on it, not on
         # the compiled module around it, or every accumulation micro-step would all-reduce
-        self.wrapped_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer)
+        # the gradient noise scale: measured on log steps with more than one micro-batch (see _noise_on)
+        self.noise = GradientNoiseScale(recipe.track.noise_scale_decay) if recipe.track.noise_scale else None
+        self.wrapped_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer,
+                                                             watch_local_gradients=self.noise is not None)
         self.train_model = torch.compile(self.wrapped_model) if recipe.train.compile else self.wrapped_model
         self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
         self.plan = self.parts.plan
@@ -156,6 +161,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+        if self.noise is not None and "gradient_noise" in state:
+            self.noise.load_state_dict(state["gradient_noise"])
         self.step = self._step_at(state["sampler"]["epoch"], state["sampler"]["offset"], state["step"])
         self.best_top1, self.skipped_steps, self.run_id = state["best_top1"], state["skipped_steps"], state["run_id"]
         return path
@@ -185,21 +192,25 @@ class Trainer:
             "world_size": self.collective.world_size, "global_batch": self.plan.global_batch_at(epoch),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
+            **({"gradient_noise": self.noise.state_dict()} if self.noise is not None else {}),
             "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
             "best_top1": self.best_top1, "skipped_steps": self.skipped_steps,
             "recipe": dataclasses.asdict(self.recipe),
         }
 
     # ---- one optimizer step -------------------------------------------------------------------
-    def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int,
-                        measure: bool = False) -> Settled | None:
+    def _optimizer_step(self, micro_batches: Iterator, lr: float, accum: int, measure: bool = False,
+                        noise: bool = False) -> Settled | None:
         """Accumulate over micro-steps (all-reduce only on the last), then step.
 
         The global loss and any rank's stop request are all-reduced together and kept on the device
         (`self.outcomes`): nothing is read back here, so the host can queue the next step while the device
         works. Only with train.on_nonfinite=skip is the outcome read at once (returned), since skipping a
         step needs its loss before the update. With `measure` (a logging step) the L2 norm of the averaged,
-        unscaled gradient goes to `self.grad_norm`."""
+        unscaled gradient goes to `self.grad_norm`. With `noise` (every rank, on a logging step) one micro-batch's
+        own gradient is measured too (micro-step 0's, or with one micro-step the local gradient DDP's comm hook
+        sees before its all-reduce), its squared norm rides in the step's all-reduce, and rank 0 feeds both
+        norms to the gradient noise scale."""
         model, device = self.train_model, self.collective.device
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -213,6 +224,7 @@ class Trainer:
         if self.parts.soft_criterion is not None and not (mixup.off_epoch and
                                                           self.plan.locate(self.step)[0] >= mixup.off_epoch):
             criterion = self.parts.soft_criterion
+        small_sq = None
         for micro in range(accum):
             x, y = next(micro_batches)
             if not len(y):
@@ -223,16 +235,22 @@ class Trainer:
                 mix = mix or draw_mix(mixup, self.recipe.seed, self.step, x.shape[-2], x.shape[-1])
                 x, y = mix_batch(x, y, mix, self.parts.data.num_classes, self.recipe.train.label_smoothing)
             sync = contextlib.nullcontext() if micro == accum - 1 else self.collective.no_sync(self.wrapped_model)
+            if noise and accum == 1:
+                self.collective.begin_local_grad_sq()
             with sync:
                 with self.parts.autocast(device):
                     loss = criterion(model(x), y) / accum
                 self.parts.scaler.scale(loss).backward()
+            if noise and micro == 0:  # the gradient of loss / accum, on the GradScaler's scale
+                small_sq = self.collective.local_grad_sq(self.optimizer) * accum ** 2
             loss_sum += loss.detach().float()
         waited = time.perf_counter()
         requested = self.stop.pending() > 0
         leave = requested and self.stop.by_signal and self.leave_on_signal
         flags = [torch.full((), float(flag), device=device) for flag in (requested and not leave, leave)]  # fills
-        self.outcomes.add(self.step + 1, self.collective.all_reduce(torch.stack([loss_sum, *flags]), op="sum"))
+        extra = [small_sq.reshape(())] if small_sq is not None else []
+        reduced = self.collective.all_reduce(torch.stack([loss_sum, *flags, *extra]), op="sum")
+        self.outcomes.add(self.step + 1, reduced[:3])
         self.times.add_step(time.perf_counter() - waited)
         settled = None
         if self.recipe.train.on_nonfinite == "skip":
@@ -247,6 +265,8 @@ class Trainer:
             self.parts.scaler.unscale_(self.optimizer)
         if measure:
             self.grad_norm = self._grad_norm()  # before clipping: what the data gave
+            if small_sq is not None and self.noise is not None:
+                self._measure_noise(reduced[3].item() / self.collective.world_size, accum)
         if self.clip_params is not None:
             clip_gradients(self.clip_params, self.recipe.train.clip_grad, self.recipe.train.clip_mode)
         self.parts.scaler.step(self.optimizer)
@@ -269,8 +289,20 @@ class Trainer:
 
     def _grad_norm(self) -> float:
         """Global norm of the unscaled gradient, already averaged over ranks (synchronize_gradients)."""
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grads = gradients(self.optimizer)
         return torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+
+    def _noise_on(self, accum: int) -> bool:
+        """Two batch sizes are needed: a step of one micro-batch (one worker, no accumulation) has only one."""
+        return self.noise is not None and self.collective.world_size * accum > 1
+
+    def _measure_noise(self, small_sq_scaled: float, accum: int) -> None:
+        """Rank 0: one update of the noise scale from the ranks' mean micro-batch |g|^2 (still on the loss
+        scale, which is read before GradScaler.update changes it) and the global |g|^2 (self.grad_norm)."""
+        small_sq = small_sq_scaled / self.parts.scaler.get_scale() ** 2
+        big_sq = self.grad_norm ** 2
+        if math.isfinite(small_sq) and math.isfinite(big_sq):  # an overflowed fp16 step says nothing
+            self.noise.update(small_sq, self.plan.per_worker_batch, big_sq, self.plan.global_batch_of_step(self.step))
 
     def _unreadable(self, bad: Skipped) -> None:
         """A corrupt image: reported by name and skipped, until more than data.max_bad_images on this rank."""
@@ -364,7 +396,8 @@ class Trainer:
             while self.step < min(epoch_end, plan.total_steps):
                 lr = plan.schedule(self.step)
                 logging = (self.step + 1) % cfg.log_every_steps == 0 or self.step + 1 == plan.total_steps
-                settled = self._optimizer_step(micro_batches, lr, accum, measure=logging and self.is_main)
+                settled = self._optimizer_step(micro_batches, lr, accum, measure=logging and self.is_main,
+                                               noise=logging and self._noise_on(accum))
                 window["images"] += order.global_batch
                 self.step += 1
                 checkpoint_due = bool(cfg.checkpoint_every_steps) and self.step % cfg.checkpoint_every_steps == 0
@@ -425,6 +458,10 @@ class Trainer:
         if self.grad_norm is not None:
             record["grad_norm"] = self.grad_norm
             self.grad_norm = None
+        if self.noise is not None and self.noise.updates:
+            record.update(grad_sq_norm_est=self.noise.grad_sq_norm_est, grad_var_est=self.noise.grad_var_est)
+            if math.isfinite(self.noise.b_simple) and self.noise.b_simple > 0:
+                record["gradient_noise_scale"] = self.noise.b_simple
         ratios = getattr(self.optimizer, "last_trust_ratios", None)
         if ratios is not None and ratios.numel():
             r = ratios.float().cpu()
@@ -485,7 +522,11 @@ class Trainer:
                    "global_batch": self.plan.global_batch_of_step(self.step),
                    "hardware": self.hardware}
         if self.is_main:
-            summary["resizes"] = resizes(read_history(self.metrics.path))
+            history = read_history(self.metrics.path)
+            summary["resizes"] = resizes(history)
+            if noise := summary_entry(history, summary["global_batch"]):
+                summary["gradient_noise_scale"] = noise
+                self.console.say(f"bigbatch: {noise['advice']}")
             self.metrics.write({"event": "finish", **summary})
             self._write_summary(summary)
         return summary

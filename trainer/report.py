@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from trainer.atomic import atomic_open, write_atomic
+from trainer.batch_advice import summary_entry
 from trainer.errors import RecipeError
 
 FIGURE_IN = (6.4, 4.0)  # inches, at DPI dots per inch:
@@ -345,6 +346,9 @@ def _markdown(run_dir: Path, records: list[dict], recipe: dict, s: dict) -> str:
     for change in resizes(records):
         lines.append(f"- resized at step {change['step']}: {change['from']} -> {change['to']} workers "
                      "(the global batch held)")
+    batches = [r["global_batch"] for r in step_records(records) if isinstance(r.get("global_batch"), int)]
+    if batches and (noise := summary_entry(records, batches[-1])):
+        lines.append(f"- batch size: {noise['advice']}")
     if (run_dir / "tensorboard").is_dir():
         lines.append(f"- live curves: `bigbatch dashboard {run_dir.resolve().parent}` (TensorBoard, on 127.0.0.1)")
 

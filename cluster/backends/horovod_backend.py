@@ -23,6 +23,7 @@ import time
 import torch
 import torch.nn as nn
 
+from trainer.collective import grad_sq_norm
 from trainer.sync_bn import convert_sync_batchnorm
 
 try:
@@ -98,7 +99,8 @@ class HorovodCollective:
     def barrier(self) -> None:
         hvd.barrier()
 
-    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+             watch_local_gradients: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
         if self.global_size == 1:
             return model, optimizer
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
@@ -108,6 +110,12 @@ class HorovodCollective:
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # gradients are only reduced in synchronize_gradients
+
+    def begin_local_grad_sq(self) -> None:
+        return None  # the .grad tensors stay this rank's own until synchronize_gradients
+
+    def local_grad_sq(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        return grad_sq_norm(optimizer, self.device)
 
     def synchronize_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         if isinstance(optimizer, GradientAveraging):

@@ -262,6 +262,13 @@ class TrackConfig:
     entity: str = setting("", help="wandb entity (team or user); empty = your default")
     tensorboard: bool = setting(True, help="TensorBoard event files in RUN_DIR/tensorboard (rank 0), for "
                                 "`bigbatch dashboard`: the local dashboard, no account or network")
+    noise_scale: bool = setting(True, help="the gradient noise scale B_simple (McCandlish et al. 2018), the batch "
+                                "beyond which larger batches stop paying: on each log step of a step with more than "
+                                "one micro-batch (world size x accumulation > 1), from one micro-batch's gradient "
+                                "and the global one; step records get grad_sq_norm_est, grad_var_est and "
+                                "gradient_noise_scale, the summary its advice")
+    noise_scale_decay: float = setting(0.95, min=0.0, below=1.0, help="decay of the moving averages of the "
+                                       "squared norm of G and tr(Sigma), per measurement (log step)")
 
 
 @dataclass(frozen=True, kw_only=True)
