@@ -8,7 +8,7 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced procedures nas
+.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced critical-batch procedures nas
 
 setup: $(STAMP)
 
@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/shard_coverage.py
 	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/guidelines.py
+	$(BIN)/python bench/noise_cost.py
 
 # Goyal et al. / LARS in miniature on Fashion-MNIST (bench/largebatch.py): every cell's lr tuned on a holdout
 # of the training set over the same grid, 3 seeds: ~95 min on 2 cores (~65 with --batches 2048,8192), or ~7 min reduced.
@@ -70,6 +71,11 @@ largebatch: $(STAMP) $(FASHION_MNIST)
 
 largebatch-reduced: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/largebatch.py --reduced --out bench/results/largebatch_reduced.md
+
+# McCandlish et al.'s check: steps to a held-out target against the batch, fitted B_noise vs the online
+# B_simple (bench/critical_batch.py): ~40 min on 2 cores.
+critical-batch: $(STAMP) $(FASHION_MNIST)
+	$(BIN)/python bench/critical_batch.py
 
 # timm's / torchvision's procedures and the lecture's normalization order on Fashion-MNIST
 # (bench/procedures.py): ~50 min on 2 cores.

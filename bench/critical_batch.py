@@ -37,13 +37,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.procedures import commit  # noqa: E402
-from bench.publish import publish  # noqa: E402
+from bench.publish import publish, save_batch_plot  # noqa: E402
 
 RECIPE = REPO / "recipes" / "fashion_mnist" / "linear_warmup.yaml"
 MICRO_BATCH = 256
 HOLDOUT = 10_000
 TRAIN = 60_000 - HOLDOUT
-EPOCHS = {256: 4, 512: 5, 1024: 6, 2048: 8, 4096: 14, 8192: 24}  # budgets expected to reach 88 % (S ~ S_min (1 + B_noise / B))
+EPOCHS = {256: 5, 512: 6, 1024: 7, 2048: 8, 4096: 14, 8192: 24}  # budgets expected to reach 88 % (S ~ S_min (1 + B_noise / B))
 MAX_EPOCHS = [0]  # --max-epochs (a smoke run); 0 = none
 
 
@@ -176,15 +176,8 @@ def write_plot(path: Path, store: dict) -> None:
     measured = [c["b_simple_at_target"] for c in best.values() if c["b_simple_at_target"]]
     if measured:
         ax.axvline(statistics.median(measured), color="tab:green", linestyle=":", label="online B_simple")
-    ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("global batch")
-    ax.set_ylabel("steps to the target")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_batch_plot(fig, ax, path, "steps to the target")
 
 
 def main() -> int:

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.procedures import beats, commit, mean_std, per_cell  # noqa: E402
-from bench.publish import publish  # noqa: E402
+from bench.publish import publish, save_batch_plot  # noqa: E402
 
 RECIPES = REPO / "recipes" / "fashion_mnist"
 MICRO_BATCH = 256
@@ -257,18 +257,8 @@ def write_plot(path: Path, runs: list[dict], title: str) -> None:
         tops = [[100 * v for v in per_cell(runs, cell_name(key, b), "test")] for b in batches]
         spread = [statistics.stdev(t) if len(t) > 1 else 0.0 for t in tops]
         ax.errorbar(batches, [statistics.fmean(t) for t in tops], yerr=spread, marker="o", capsize=3, label=label)
-    ax.set_xscale("log", base=2)
-    shown = sorted({r["global_batch"] for r in runs if r["key"] != "0"})
-    ax.set_xticks(shown, [str(b) for b in shown])
-    ax.minorticks_off()
-    ax.set_xlabel("global batch")
-    ax.set_ylabel("test top-1 (%)")
     ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_batch_plot(fig, ax, path, "test top-1 (%)", sorted({r["global_batch"] for r in runs if r["key"] != "0"}))
 
 
 def main() -> int:

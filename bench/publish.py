@@ -11,3 +11,21 @@ def publish(text: str, path: Path) -> None:
     print(text, end="")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def save_batch_plot(fig, ax, path: Path, ylabel: str, ticks: list[int] | None = None) -> None:
+    """Finish a plot against the global batch (log2 axis, labelled `ticks` if given) the way every batch bench
+    draws it, save, close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xscale("log", base=2)
+    if ticks:
+        ax.set_xticks(ticks, [str(b) for b in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel("global batch")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
