@@ -92,8 +92,11 @@ class Trainer:
         # the compiled module around it, or every accumulation micro-step would all-reduce
         # the gradient noise scale: measured on log steps with more than one micro-batch (see _noise_on)
         self.noise = GradientNoiseScale(recipe.track.noise_scale_decay) if recipe.track.noise_scale else None
+        # a step of one micro-step per rank reads its local gradient in DDP's comm hook (on nccl a Python hook
+        # in place of DDP's built-in one: only registered when some epoch needs it)
+        watch = self.noise is not None and 1 in self.parts.plan.epoch_accumulation
         self.wrapped_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer,
-                                                             watch_local_gradients=self.noise is not None)
+                                                             watch_local_gradients=watch)
         self.train_model = torch.compile(self.wrapped_model) if recipe.train.compile else self.wrapped_model
         self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
         self.plan = self.parts.plan
