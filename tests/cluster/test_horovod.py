@@ -38,9 +38,10 @@ def test_horovod_and_torch_backends_train_the_same_weights(ray_cluster, tiny, tm
     steps = [r for r in records(tmp_path / "hvd") if "loss" in r]
     assert steps and all(len(r["worker_comm_s"]) == 2 and r["worker_comm_s"][0] > 0 for r in steps)
     # the gradient noise scale's two norms: the same examples and weights give the same estimates on both
-    noise = {run: [(r["grad_sq_norm_est"], r["grad_var_est"]) for r in records(tmp_path / run) if "loss" in r]
+    noise = {run: [r[key] for r in records(tmp_path / run) if "loss" in r for key in ("grad_sq_norm_est",
+                                                                                       "grad_var_est")]
              for run in ("hvd", "torch")}
-    assert noise["hvd"] and noise["hvd"] == pytest.approx(noise["torch"], rel=1e-4)
+    assert noise["hvd"] and noise["hvd"] == pytest.approx(noise["torch"], rel=1e-3, abs=1e-3)
     assert all(json.loads((tmp_path / "hvd" / "workers" / f"rank_{k}.json").read_text())["rank"] == k
                for k in (0, 1))
 
