@@ -73,7 +73,7 @@ largebatch-reduced: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/largebatch.py --reduced --out bench/results/largebatch_reduced.md
 
 # McCandlish et al.'s check: steps to a held-out target against the batch, fitted B_noise vs the online
-# B_simple (bench/critical_batch.py): ~40 min on 2 cores.
+# B_simple (bench/critical_batch.py): ~30 min on 2 cores.
 critical-batch: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/critical_batch.py
 

@@ -17,7 +17,7 @@ afterwards, in order, until one reaches the target. Every run of 512 or more ima
 gradient noise scale online (micro-batch 256 against the global batch); its value at the step the target
 is reached is set beside the fit.
 
-    .venv/bin/python bench/critical_batch.py              # 4 batches x 3 lrs, ~40 min on 2 cores
+    .venv/bin/python bench/critical_batch.py              # 4 batches x 3 lrs, ~30 min on 2 cores
     .venv/bin/python bench/critical_batch.py --reduced    # 256, 2048 and 8192 at the linear lr only
 
 Writes bench/results/critical_batch.md, the cells in .json beside it, and a PNG of steps against batch.
