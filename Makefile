@@ -65,7 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/noise_cost.py
 
 # Goyal et al. / LARS in miniature on Fashion-MNIST (bench/largebatch.py): every cell's lr tuned on a holdout
-# of the training set over the same grid, 3 seeds: ~95 min on 2 cores (~65 with --batches 2048,8192), or ~7 min reduced.
+# of the training set over the same grid, 3 seeds: ~95 min on 2 cores (~65 with --batches 2048,8192), or ~10 min reduced (9.6 measured).
 largebatch: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/largebatch.py
 
