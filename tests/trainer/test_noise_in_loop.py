@@ -160,3 +160,31 @@ def test_a_resumed_run_continues_the_moving_averages_exactly(write, tmp_path):
     assert len(straight) == len(split) == 6
     for (g_sq, trace), (want_sq, want_trace) in zip(split[3:], straight[3:], strict=True):
         assert (g_sq, trace) == pytest.approx((want_sq, want_trace), rel=1e-6)
+
+
+def _trained(path: Path, run_dir: Path, collective, overrides: list[str]) -> dict[str, torch.Tensor]:
+    trainer = Trainer(load_recipe(path, ["optim.base_lr=0.1", "optim.momentum=0.9", f"train.max_steps={STEPS}",
+                                         *overrides]), run_dir, collective)
+    trainer.fit()
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _same_weights_with_and_without(rank: int, world: int, path: str, run_dir: str) -> None:
+    torch.set_num_threads(1)
+    for accum in (1, 2):
+        common = [f"cluster.workers={world}", "cluster.backend=torch", f"train.accumulation_steps={accum}"]
+        on, off = (_trained(Path(path), Path(run_dir) / f"{accum}-{flag}", TorchDistributedCollective(),
+                            [*common, f"track.noise_scale={flag}"]) for flag in ("true", "false"))
+        assert all(torch.equal(on[k], off[k]) for k in off), f"accumulation {accum}: measuring moved the weights"
+
+
+def test_measuring_never_changes_what_is_trained(write, tmp_path):
+    """Bitwise the same weights with track.noise_scale on (a measurement every step) and off: one process
+    accumulating, and two gloo ranks with (no_sync) and without accumulation (DDP's comm hook squares the
+    local buckets, then must average them exactly as DDP's own all-reduce does)."""
+    path = write("n.yaml", RECIPE)
+    on, off = (_trained(path, tmp_path / flag, LocalCollective(), ["train.accumulation_steps=4",
+                                                                   f"track.noise_scale={flag}"])
+               for flag in ("true", "false"))
+    assert all(torch.equal(on[k], off[k]) for k in off)
+    spawn_gloo(_same_weights_with_and_without, 2, str(path), str(tmp_path / "gloo"))
