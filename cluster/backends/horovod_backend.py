@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn as nn
 
-from trainer.collective import grad_sq_norm
+from trainer.collective import grad_sq_norm, gradients
 from trainer.sync_bn import convert_sync_batchnorm
 
 try:
@@ -147,7 +147,7 @@ class GradientAveraging:
         if self.synchronized:
             return
         started = time.perf_counter()
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grads = gradients(self.optimizer)
         if grads:
             hvd.grouped_allreduce_(grads, op=hvd.Average)
         self.collective.comm_seconds += time.perf_counter() - started
