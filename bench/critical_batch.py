@@ -58,11 +58,11 @@ def run_cell(batch: int, lr_mult: float, target: float, seed: int, epochs: int) 
     import torch
 
     torch.set_num_threads(1)
-    from trainer.collective import LocalCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
-    from trainer.report import read_history
-    from trainer.search.score import holdout_top1, load_trained
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.report import read_history
+    from bigbatch.trainer.search.score import holdout_top1, load_trained
 
     steps_per_epoch = TRAIN // batch
     every = max(1, round(steps_per_epoch / 4))

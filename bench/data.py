@@ -109,7 +109,7 @@ def _consume(batches, normalize) -> float:
     """images/s to turn these uint8 batches into float NCHW model inputs (the default layout)."""
     import torch
 
-    from trainer.data.loader import to_model_input
+    from bigbatch.trainer.data.loader import to_model_input
 
     started, count = time.perf_counter(), 0
     for x, _ in batches:
@@ -120,8 +120,8 @@ def _consume(batches, normalize) -> float:
 
 
 def run_folder(root: Path, batch: int, quality: str) -> float:
-    from trainer.data import TrainOrder, iterate_batches
-    from trainer.data.folder import load_folder_splits
+    from bigbatch.trainer.data import TrainOrder, iterate_batches
+    from bigbatch.trainer.data.folder import load_folder_splits
 
     splits = load_folder_splits(str(root), seed=0, image_size=SIZE, channels=3, resize_quality=quality)
     order = TrainOrder(seed=0, num_examples=len(splits.train), batch_size=batch, world_size=1, rank=0)
@@ -129,9 +129,9 @@ def run_folder(root: Path, batch: int, quality: str) -> float:
 
 
 def run_shards(packed: Path, batch: int, quality: str) -> float:
-    from trainer.data.decode import normalize_batch
-    from trainer.data.loader import iterate_stream
-    from trainer.data.shards import ShardedDataset
+    from bigbatch.trainer.data.decode import normalize_batch
+    from bigbatch.trainer.data.loader import iterate_stream
+    from bigbatch.trainer.data.shards import ShardedDataset
 
     dataset = ShardedDataset(packed, "train", SIZE, train=True, seed=0, batch_size=batch, shuffle_buffer=256,
                              mark_skipped=True, resize_quality=quality)
@@ -160,7 +160,7 @@ def fidelity(root: Path) -> dict[str, tuple[list[float], list[float]]]:
     from PIL import Image
     from torchvision.transforms import functional
 
-    from trainer.data.decode import random_resized_crop_box, resized_crop
+    from bigbatch.trainer.data.decode import random_resized_crop_box, resized_crop
 
     rng = random.Random(0)
     scores: dict[str, tuple[list[float], list[float]]] = {}
@@ -197,7 +197,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from trainer.data.shards import pack_folder
+    from bigbatch.trainer.data.shards import pack_folder
 
     baseline = "torchvision ImageFolder + PIL"
     with tempfile.TemporaryDirectory(prefix="bigbatch-data-", dir=Path.home()) as tmp:  # a real disk

@@ -11,7 +11,7 @@ def write_fashion_folder(root: Path, train_per_class: int, val_per_class: int, t
     import numpy as np
     from PIL import Image
 
-    from trainer.data.idx import FASHION_CLASSES, FASHION_MNIST_ROOT, _find, read_idx
+    from bigbatch.trainer.data.idx import FASHION_CLASSES, FASHION_MNIST_ROOT, _find, read_idx
 
     source = Path(FASHION_MNIST_ROOT)
     splits = [("train", "train", lambda idx: idx[:train_per_class]),

@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.publish import publish  # noqa: E402
-from trainer.models.complexity import count_macs_of  # noqa: E402
-from trainer.models.speed import device_name, images_per_second  # noqa: E402
+from bigbatch.trainer.models.complexity import count_macs_of  # noqa: E402
+from bigbatch.trainer.models.speed import device_name, images_per_second  # noqa: E402
 
 SIZE, BLOCKS, MULTIPLIERS = 56, 10, (1, 2, 4)
 

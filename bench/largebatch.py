@@ -67,10 +67,10 @@ def run_cell(recipe: str, global_batch: int, seed: int, lr_mult: float, epochs: 
     import torch
 
     torch.set_num_threads(1)
-    from trainer.collective import LocalCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
-    from trainer.search.score import holdout_top1
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.search.score import holdout_top1
 
     base = load_recipe(RECIPES / recipe, [])
     overrides = [f"seed={seed}", f"train.accumulation_steps={global_batch // MICRO_BATCH}",
@@ -103,7 +103,7 @@ def grid_cells(reduced: bool, batches: list[int], methods: str, baseline: bool) 
 
 
 def recipe_epochs() -> int:
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.recipe import load_recipe
 
     return load_recipe(RECIPES / BASELINE[0], []).train.epochs
 

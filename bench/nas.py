@@ -47,9 +47,9 @@ def train_alone(recipe_path: str, overrides: list[str]) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from trainer.collective import LocalCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bigbatch-nas-") as run_dir:
@@ -61,9 +61,9 @@ def networks(recipe, best: dict, checkpoint: Path) -> dict[str, dict]:
     """name: search row (choices, macs, params, supernet score) of each network the table retrains."""
     import numpy as np
 
-    from cluster.search import SearchSpace
-    from trainer.search import evolution
-    from trainer.search.score import CandidateScorer
+    from bigbatch.cluster.search import SearchSpace
+    from bigbatch.trainer.search import evolution
+    from bigbatch.trainer.search.score import CandidateScorer
 
     space = SearchSpace(recipe)
     drawn = evolution.random_candidates(np.random.default_rng([recipe.seed, 3]), space.space, RANDOM_NETWORKS,
@@ -77,7 +77,7 @@ def networks(recipe, best: dict, checkpoint: Path) -> dict[str, dict]:
 
 def retrain(recipe, rows: dict[str, dict], work: Path, seeds: int, jobs: int) -> list[dict]:
     """Every (network, seed) cell, from work/retrain.json when it was trained before."""
-    from trainer.search.results import best_recipe_text
+    from bigbatch.trainer.search.results import best_recipe_text
 
     store = work / "retrain.json"
     done = json.loads(store.read_text()) if store.is_file() else []
@@ -102,8 +102,8 @@ def retrain(recipe, rows: dict[str, dict], work: Path, seeds: int, jobs: int) ->
 
 
 def run(args: argparse.Namespace) -> dict:
-    from cluster.search import run_search, supernet_checkpoint
-    from trainer.recipe import load_recipe
+    from bigbatch.cluster.search import run_search, supernet_checkpoint
+    from bigbatch.trainer.recipe import load_recipe
 
     recipe = load_recipe(RECIPE, REDUCED if args.reduced else [])
     work = Path(args.work)
@@ -133,7 +133,7 @@ def _supernet_steps(work: Path) -> int:
 
 
 def render(result: dict) -> str:
-    from trainer.search.results import per_generation
+    from bigbatch.trainer.search.results import per_generation
 
     rows, cells = result["rows"], result["cells"]
     search = result["search_rows"]

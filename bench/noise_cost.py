@@ -37,8 +37,8 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from trainer.collective import grad_sq_norm
-    from trainer.models.registry import create_model
+    from bigbatch.trainer.collective import grad_sq_norm
+    from bigbatch.trainer.models.registry import create_model
 
     size, channels, classes, kwargs = MODELS[name]
     torch.manual_seed(0)

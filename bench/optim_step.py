@@ -24,8 +24,8 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import optim  # noqa: E402
-from optim import split_param_groups  # noqa: E402
+from bigbatch import optim  # noqa: E402
+from bigbatch.optim import split_param_groups  # noqa: E402
 
 
 def make_optimizers(model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:

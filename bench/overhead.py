@@ -52,14 +52,14 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.publish import publish  # noqa: E402
-from optim import split_param_groups
-from trainer.build import make_optimizer
-from trainer.collective import LocalCollective
-from trainer.data import load_data
-from trainer.loop import Trainer
-from trainer.models import create_model
-from trainer.recipe import Recipe, load_recipe
-from trainer.recipe.plan import make_plan
+from bigbatch.optim import split_param_groups
+from bigbatch.trainer.build import make_optimizer
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.data import load_data
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.recipe import Recipe, load_recipe
+from bigbatch.trainer.recipe.plan import make_plan
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.97

@@ -75,11 +75,11 @@ def train_cell(overrides: list[str], test_root: str | None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from trainer.collective import LocalCollective
-    from trainer.data.folder import ImageFolderDataset, scan
-    from trainer.evaluate import evaluate
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.data.folder import ImageFolderDataset, scan
+    from bigbatch.trainer.evaluate import evaluate
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bigbatch-procedures-") as run_dir:
@@ -199,8 +199,8 @@ def procedures_lines(part: dict) -> list[str]:
 
 
 def measure_norms(args: argparse.Namespace) -> list[dict]:
-    from trainer.data import load_data
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.data import load_data
+    from bigbatch.trainer.recipe import load_recipe
 
     train_examples = len(load_data(load_recipe(BASELINE, []).data, seed=0).train)
     return run_all({(name, s): norm_overrides(name, s, args.norm_epochs, train_examples) for name in NORMS

@@ -47,7 +47,7 @@ cluster: {workers: 1, backend: torch}
 
 def torchrun(recipe_path: Path, processes: int, out: Path) -> float:
     """bench/plain_ddp.py under torchrun (rendezvous on 127.0.0.1); its images/s."""
-    from cluster.local_cluster import free_ports
+    from bigbatch.cluster.local_cluster import free_ports
 
     port = free_ports(1)[0]
     runner = Path(sys.executable).with_name("torchrun")
@@ -72,8 +72,8 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    from cluster.launch import launch
-    from trainer.recipe import load_recipe
+    from bigbatch.cluster.launch import launch
+    from bigbatch.trainer.recipe import load_recipe
 
     work = Path(tempfile.mkdtemp(prefix="bigbatch-scaling-"))
     recipe_path = work / "recipe.yaml"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.data.shards.simulate import IMAGENET_TRAIN, epoch_reads, packed_sizes  # noqa: E402
+from bigbatch.trainer.data.shards.simulate import IMAGENET_TRAIN, epoch_reads, packed_sizes  # noqa: E402
 
 BATCH, LOADER_WORKERS = 32, 8
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from cluster.cli_data import add_commands as add_data_commands
-from cluster.cli_jobs import add_commands
-from cluster.cli_report import add_commands as add_report_commands
-from trainer.errors import RecipeError, TrainingFailed
+from bigbatch.cluster.cli_data import add_commands as add_data_commands
+from bigbatch.cluster.cli_jobs import add_commands
+from bigbatch.cluster.cli_report import add_commands as add_report_commands
+from bigbatch.trainer.errors import RecipeError, TrainingFailed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,9 +69,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cluster.launch import launch
-    from trainer.loop import Interrupted
-    from trainer.recipe import load_recipe
+    from bigbatch.cluster.launch import launch
+    from bigbatch.trainer.loop import Interrupted
+    from bigbatch.trainer.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out or Path("runs") / Path(args.recipe).stem)
@@ -88,8 +88,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from cluster.search import run_search
-    from trainer.recipe import load_recipe
+    from bigbatch.cluster.search import run_search
+    from bigbatch.trainer.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out or Path("runs") / f"{Path(args.recipe).stem}-search")
@@ -104,9 +104,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from trainer.data import layout_warning, load_data
-    from trainer.recipe import load_recipe
-    from trainer.recipe.plan import elastic_table, make_plan
+    from bigbatch.trainer.data import layout_warning, load_data
+    from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.recipe.plan import elastic_table, make_plan
 
     recipe = load_recipe(args.recipe, args.overrides)
     if recipe.data.name == "folder" and not Path(recipe.data.root).is_dir():
@@ -135,8 +135,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def measured_noise_scale(recipe, run_dir: Path, global_batch: int) -> dict:
     """`show --from`: what an earlier run measured, read against this recipe's global batch. B_simple belongs to
     a model, data and loss: a run of another model or data set is named on stderr, not refused."""
-    from trainer.batch_advice import summary_entry
-    from trainer.report import metrics_path, read_history
+    from bigbatch.trainer.batch_advice import summary_entry
+    from bigbatch.trainer.report import metrics_path, read_history
 
     entry = summary_entry(read_history(metrics_path(run_dir)), global_batch)
     if entry is None:
@@ -172,10 +172,10 @@ FAMILY_ORDER = {"classic": 0, "efficient": 1, "nas": 2}
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from trainer.errors import RecipeError
-    from trainer.models import entries
-    from trainer.models.complexity import measure
-    from trainer.models.speed import device_name, images_per_second, resolve_speed_device
+    from bigbatch.trainer.errors import RecipeError
+    from bigbatch.trainer.models import entries
+    from bigbatch.trainer.models.complexity import measure
+    from bigbatch.trainer.models.speed import device_name, images_per_second, resolve_speed_device
 
     chosen = sorted(entries(), key=lambda e: (FAMILY_ORDER.get(e.family, len(FAMILY_ORDER)), e.name))
     unknown = sorted(set(args.names) - {e.name for e in chosen})
@@ -215,8 +215,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from trainer.recipe.fields import REQUIRED, walk_fields
-    from trainer.recipe.schema import Recipe
+    from bigbatch.trainer.recipe.fields import REQUIRED, walk_fields
+    from bigbatch.trainer.recipe.schema import Recipe
 
     print("| key | default | allowed | meaning |\n|---|---|---|---|")
     for key, f, _ in walk_fields(Recipe):

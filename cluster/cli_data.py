@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from trainer.errors import RecipeError
+from bigbatch.trainer.errors import RecipeError
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -47,7 +47,7 @@ def add_commands(sub, recipe_args) -> dict:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from trainer.data import shards
+    from bigbatch.trainer.data import shards
 
     if args.data_command == "pack":
         size = parse_size(args.shard_size)

@@ -50,13 +50,13 @@ def add_commands(sub, recipe_args) -> dict:
 
 
 def _endpoint(args: argparse.Namespace):
-    from cluster.jobs import resolve_endpoint
+    from bigbatch.cluster.jobs import resolve_endpoint
 
     return resolve_endpoint(args.address, args.token_file, args.state_dir)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from cluster import jobs
+    from bigbatch.cluster import jobs
 
     endpoint = _endpoint(args)
     job_id = jobs.submit(args.recipe, args.overrides, endpoint, args.name, args.storage)
@@ -71,7 +71,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from cluster import jobs
+    from bigbatch.cluster import jobs
 
     client = jobs.client(_endpoint(args))
     if args.jobs_command == "list":
@@ -89,7 +89,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from cluster import local_cluster
+    from bigbatch.cluster import local_cluster
 
     if args.cluster_command == "up":
         c = local_cluster.up(args.state_dir, args.nodes, args.cpus_per_node, args.dashboard_host, args.storage)

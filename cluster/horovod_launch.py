@@ -21,8 +21,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from trainer.errors import RecipeError, TrainingFailed
-from trainer.recipe.schema import Recipe
+from bigbatch.trainer.errors import RecipeError, TrainingFailed
+from bigbatch.trainer.recipe.schema import Recipe
 
 
 def _worker(recipe: Recipe, run_dir: str, resume: str | None, console_sink=None) -> dict | None:
@@ -30,10 +30,10 @@ def _worker(recipe: Recipe, run_dir: str, resume: str | None, console_sink=None)
     import horovod.torch as hvd
     import torch
 
-    from cluster.backends.horovod_backend import HorovodCollective, init_horovod
-    from cluster.progress import install_worker_channel
-    from cluster.ray_launch import write_worker_info
-    from trainer.loop import Interrupted, Trainer
+    from bigbatch.cluster.backends.horovod_backend import HorovodCollective, init_horovod
+    from bigbatch.cluster.progress import install_worker_channel
+    from bigbatch.cluster.ray_launch import write_worker_info
+    from bigbatch.trainer.loop import Interrupted, Trainer
 
     if console_sink is not None:
         install_worker_channel(console_sink)
@@ -84,7 +84,7 @@ def _close(servers: list) -> None:
 
 
 def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool = False) -> dict:
-    from cluster.backends.horovod_backend import require_horovod
+    from bigbatch.cluster.backends.horovod_backend import require_horovod
 
     try:
         require_horovod()
@@ -92,8 +92,8 @@ def launch_horovod(recipe: Recipe, run_dir: Path, resume: str | None, verbose: b
         from horovod.ray import RayExecutor
     except ImportError as e:
         raise RecipeError(f"cluster.backend: horovod is not usable here ({e})") from None
-    from cluster.progress import DriverConsole
-    from cluster.ray_launch import (
+    from bigbatch.cluster.progress import DriverConsole
+    from bigbatch.cluster.ray_launch import (
         DriverStops,
         connect,
         explain,
@@ -166,7 +166,7 @@ def _wait(refs: list) -> Exception | None:
 
 def _stopped(run_dir: Path) -> bool:
     """A signal already asked this run to stop: do not restart it."""
-    from trainer.stop import STOP_FILE
+    from bigbatch.trainer.stop import STOP_FILE
 
     return (run_dir / STOP_FILE).exists()
 

@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from cluster.cli import main as bigbatch
-from cluster.jobs import RECIPE_ENV
+from bigbatch.cluster.cli import main as bigbatch
+from bigbatch.cluster.jobs import RECIPE_ENV
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,20 +11,24 @@ or the local cluster recorded by `bigbatch cluster up --local`.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
 
-from cluster.ray_launch import check_reachable
-from trainer.errors import RecipeError, TrainingFailed
-from trainer.recipe import load_recipe
+from bigbatch.cluster.ray_launch import check_reachable
+from bigbatch.trainer.errors import RecipeError, TrainingFailed
+from bigbatch.trainer.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 UPLOAD_EXCLUDES = [".venv", ".git", "runs", ".bigbatch", "bench/results", "**/__pycache__", "*.egg-info",
@@ -43,7 +47,7 @@ class Endpoint:
 
 def resolve_endpoint(address: str | None, token_file: str | None, state_dir: str | None) -> Endpoint:
     """Where the jobs API is, and the token for it: options, then environment, then the local cluster."""
-    from cluster.local_cluster import STATE_FILE, LocalCluster
+    from bigbatch.cluster.local_cluster import STATE_FILE, LocalCluster
 
     local = None
     if state_dir and (Path(state_dir) / STATE_FILE).is_file():
@@ -104,12 +108,27 @@ def submit(recipe_path: str, overrides: list[str], endpoint: Endpoint, name: str
     run_dir = f"{storage.rstrip('/')}/{name}"
     jobs = client(endpoint)
     job_id = f"bigbatch-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    runtime_env = {"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES,
-                   "env_vars": {RECIPE_ENV: yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False),
-                                "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S), "PYTHONUNBUFFERED": "1"}}
-    return jobs.submit_job(entrypoint=f"python -m cluster.job_entry --name {name} --out {run_dir}",
-                           submission_id=job_id, runtime_env=runtime_env,
-                           metadata={"bigbatch_run": name, "run_dir": run_dir})
+    with staged_package() as package:
+        runtime_env = {"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES, "py_modules": [package],
+                       "env_vars": {RECIPE_ENV: yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False),
+                                    "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S), "PYTHONUNBUFFERED": "1"}}
+        return jobs.submit_job(entrypoint=f"python -m bigbatch.cluster.job_entry --name {name} --out {run_dir}",
+                               submission_id=job_id, runtime_env=runtime_env,
+                               metadata={"bigbatch_run": name, "run_dir": run_dir})
+
+
+@contextlib.contextmanager
+def staged_package() -> Iterator[str]:
+    """This checkout's code as a `bigbatch` package folder (trainer/, optim/, cluster/ under bigbatch/), for Ray's
+    py_modules: the job imports the code it was submitted with, not whatever version the cluster's image has
+    installed. Ray uploads it during submit_job, so the folder is only needed until then."""
+    with tempfile.TemporaryDirectory(prefix="bigbatch-submit-") as tmp:
+        package = Path(tmp) / "bigbatch"
+        package.mkdir()
+        (package / "__init__.py").write_text('"""bigbatch, as submitted with a job."""\n')
+        for part in ("trainer", "optim", "cluster"):
+            shutil.copytree(REPO / part, package / part, ignore=shutil.ignore_patterns("__pycache__"))
+        yield str(package)
 
 
 def _known(jobs, job_id: str):

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import yaml
 
-from trainer.build import resolve_device
-from trainer.checkpoint import CheckpointDir
-from trainer.collective import LocalCollective
-from trainer.errors import RecipeError
-from trainer.loop import Trainer
-from trainer.recipe.schema import Recipe
-from trainer.stop import clear_stop
+from bigbatch.trainer.build import resolve_device
+from bigbatch.trainer.checkpoint import CheckpointDir
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.stop import clear_stop
 
 
 def check_run_dir(recipe: Recipe, run_dir: Path, resume: str | None) -> str | None:
@@ -34,7 +34,7 @@ def check_run_dir(recipe: Recipe, run_dir: Path, resume: str | None) -> str | No
 def same_recipe(saved: Path, recipe: Recipe) -> bool:
     """Whether the run directory's recipe.yaml is `recipe`: read through the loader, so keys added to bigbatch
     since that run was made (with their defaults) do not make it another recipe."""
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.recipe import load_recipe
 
     try:
         return dataclasses.asdict(load_recipe(saved, [])) == dataclasses.asdict(recipe)
@@ -55,11 +55,11 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None, verbo
         collective = LocalCollective(resolve_device(recipe.train.device))
         return Trainer(recipe, run_dir, collective, resume=resume).fit()
     if recipe.cluster.backend == "torch":
-        from cluster.ray_launch import launch_ray
+        from bigbatch.cluster.ray_launch import launch_ray
 
         return launch_ray(recipe, run_dir, resume, verbose)
     if recipe.cluster.backend == "horovod":
-        from cluster.horovod_launch import launch_horovod
+        from bigbatch.cluster.horovod_launch import launch_horovod
 
         gpus = recipe.cluster.gpus_per_worker
         if gpus != int(gpus):

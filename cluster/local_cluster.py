@@ -26,8 +26,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from trainer.atomic import write_json_atomic
-from trainer.errors import RecipeError, TrainingFailed
+from bigbatch.trainer.atomic import write_json_atomic
+from bigbatch.trainer.errors import RecipeError, TrainingFailed
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"

@@ -29,13 +29,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from cluster.progress import driver_console, install_worker_channel
-from trainer.atomic import write_json_atomic
-from trainer.checkpoint import STEP_FILE, CheckpointDir
-from trainer.errors import RecipeError, TrainingFailed
-from trainer.recipe.schema import ClusterConfig, Recipe
-from trainer.stop import StopRequests, request_stop
-from trainer.track import notice
+from bigbatch.cluster.progress import driver_console, install_worker_channel
+from bigbatch.trainer.atomic import write_json_atomic
+from bigbatch.trainer.checkpoint import STEP_FILE, CheckpointDir
+from bigbatch.trainer.errors import RecipeError, TrainingFailed
+from bigbatch.trainer.recipe.schema import ClusterConfig, Recipe
+from bigbatch.trainer.stop import StopRequests, request_stop
+from bigbatch.trainer.track import notice
 
 REFERENCE = "checkpoint_ref.json"
 
@@ -107,8 +107,8 @@ def _worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from cluster.backends.torch_dist import TorchDistributedCollective
-    from trainer.loop import Interrupted, Trainer
+    from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
+    from bigbatch.trainer.loop import Interrupted, Trainer
 
     recipe: Recipe = config["recipe"]
     install_worker_channel(config["console_sink"])
@@ -135,7 +135,7 @@ def _signals_on_main_thread() -> None:
     checkpoints the run like a SIGTERM to the driver."""
     import ray
 
-    from trainer.stop import install_process_handler
+    from bigbatch.trainer.stop import install_process_handler
 
     try:
         actor = ray.get_runtime_context().current_actor
@@ -255,7 +255,7 @@ def record_final_failure(run_dir: Path, error: Exception) -> None:
         return
     if summary.get("status") != "restarting":
         return
-    from trainer.track import MetricsFile
+    from bigbatch.trainer.track import MetricsFile
 
     final = {**summary, "status": "failed", "error": str(error).splitlines()[0] if str(error) else summary["error"]}
     metrics = MetricsFile(run_dir / "metrics.jsonl")
@@ -283,7 +283,7 @@ def run_outcome(run_dir: Path) -> dict:
     TrainingFailed with the run's own exit code."""
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary["status"] == "interrupted":
-        from trainer.loop import Interrupted
+        from bigbatch.trainer.loop import Interrupted
 
         raise Interrupted(summary["signal"], Path(summary["checkpoint"]))
     if summary["status"] != "finished":

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.atomic import write_atomic, write_json_atomic
-from trainer.checkpoint import CheckpointDir
-from trainer.errors import RecipeError
-from trainer.recipe.schema import Recipe
-from trainer.search import evolution
-from trainer.search.latency import LatencyTable
-from trainer.search.results import best_recipe_text, best_row, write_candidates, write_report
+from bigbatch.trainer.atomic import write_atomic, write_json_atomic
+from bigbatch.trainer.checkpoint import CheckpointDir
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.search import evolution
+from bigbatch.trainer.search.latency import LatencyTable
+from bigbatch.trainer.search.results import best_recipe_text, best_row, write_candidates, write_report
 
 STATE = "search_state.json"
 LATENCY = "latency.json"
@@ -40,7 +40,7 @@ class ScoringActor:
     """One scoring worker: the supernet and the data, loaded once; `score` takes a share of a generation."""
 
     def __init__(self, recipe: Recipe, checkpoint: str, device: str, threads: int):
-        from trainer.search.score import CandidateScorer
+        from bigbatch.trainer.search.score import CandidateScorer
 
         torch.set_num_threads(max(1, threads))
         self.scorer = CandidateScorer(recipe, Path(checkpoint), device)
@@ -51,13 +51,13 @@ class ScoringActor:
         return {"scores": scores, "pid": os.getpid(), "start": started, "end": time.time()}
 
     def device_name(self) -> str:
-        from trainer.models.speed import device_name
+        from bigbatch.trainer.models.speed import device_name
 
         return device_name(self.scorer.device)
 
     def latency_table(self, batches: list[int], check_paths: list[list[int]]) -> dict:
         """The per-block latency table of the supernet on this actor's device (search.max_latency_ms)."""
-        from trainer.search.latency import measure_latency_table
+        from bigbatch.trainer.search.latency import measure_latency_table
 
         scorer = self.scorer
         table = measure_latency_table(scorer.model, scorer.data.channels, scorer.data.image_size, batches,
@@ -82,7 +82,7 @@ def supernet_checkpoint(recipe: Recipe, out: Path, verbose: bool) -> Path:
     if recipe.search.supernet_run:
         run = Path(recipe.search.supernet_run)
     else:
-        from cluster.launch import launch
+        from bigbatch.cluster.launch import launch
 
         run = out / "supernet"
         print(f"bigbatch search: stage 1: training the supernet into {run}", file=sys.stderr, flush=True)
@@ -98,8 +98,8 @@ class SearchSpace:
     """The supernet's space, its multiply-adds and parameters per path, and the cap."""
 
     def __init__(self, recipe: Recipe, latency: LatencyTable | None = None):
-        from trainer.build import build_model
-        from trainer.data import load_data
+        from bigbatch.trainer.build import build_model
+        from bigbatch.trainer.data import load_data
 
         data = load_data(recipe.data, recipe.seed)
         with torch.device("meta"):
@@ -195,7 +195,7 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
     space = SearchSpace(recipe)  # the multiply-add cap checked before a Ray starts (latency: once measured)
     import ray
 
-    from cluster.ray_launch import connect
+    from bigbatch.cluster.ray_launch import connect
 
     # an embedded Ray is sized for the scoring actors (search.workers), not for the supernet's training group
     actors_wanted = recipe.search.workers or recipe.cluster.workers
@@ -237,7 +237,7 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
             ray.shutdown()
     verified = None
     if recipe.search.verify:
-        from cluster.search_verify import verify_ranking
+        from bigbatch.cluster.search_verify import verify_ranking
 
         verified = verify_ranking(recipe, out, state, state_path, verbose)
     return finish(recipe, out, state, verified, (latency.summary(),) if latency else ())
@@ -275,7 +275,7 @@ def start_actors(recipe: Recipe, checkpoint: Path) -> list:
 
 def finish(recipe: Recipe, out: Path, state: dict, verified: dict | None = None, notes: tuple[str, ...] = ()) -> dict:
     """best.yaml (checked by the recipe loader with the search.retrain overrides) and the report."""
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.recipe import load_recipe
 
     best = best_row(state["rows"])
     source = str(out / "recipe.yaml")

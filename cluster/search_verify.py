@@ -11,12 +11,12 @@ and every finished one is recorded in the search state, so a killed search resum
 import sys
 from pathlib import Path
 
-from trainer.atomic import write_atomic, write_json_atomic
-from trainer.build import resolve_device
-from trainer.checkpoint import CheckpointDir
-from trainer.recipe.schema import Recipe
-from trainer.search.ranking import kendall_tau
-from trainer.search.results import best_recipe_text
+from bigbatch.trainer.atomic import write_atomic, write_json_atomic
+from bigbatch.trainer.build import resolve_device
+from bigbatch.trainer.checkpoint import CheckpointDir
+from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.search.ranking import kendall_tau
+from bigbatch.trainer.search.results import best_recipe_text
 
 
 def verify_candidates(rows: list[dict], k: int) -> list[dict]:
@@ -29,9 +29,9 @@ def verify_candidates(rows: list[dict], k: int) -> list[dict]:
 
 def verify_ranking(recipe: Recipe, out: Path, state: dict, state_path: Path, verbose: bool = False) -> dict:
     """Train and score the candidates not yet done (recorded in state['verify']); write OUT/verify.json."""
-    from cluster.launch import launch
-    from trainer.recipe import load_recipe
-    from trainer.search.score import standalone_holdout_top1
+    from bigbatch.cluster.launch import launch
+    from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.search.score import standalone_holdout_top1
 
     done = state.setdefault("verify", [])
     picks = verify_candidates(state["rows"], recipe.search.verify)

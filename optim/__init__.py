@@ -6,14 +6,14 @@ al. 2017), LAMB (You et al. 2019), parameter groups that exclude biases and
 normalisation, and the SGD noise scale (Smith et al. 2018).
 """
 
-from optim.lamb import LAMB
-from optim.lars import LARS
-from optim.noise import noise_scale
-from optim.param_groups import is_excluded, split_param_groups
-from optim.scaling import RULES as LR_SCALING_RULES
-from optim.scaling import scale_lr
-from optim.schedule import DECAYS, WARMUPS, LRSchedule
-from optim.sgd import SGD
+from .lamb import LAMB
+from .lars import LARS
+from .noise import noise_scale
+from .param_groups import is_excluded, split_param_groups
+from .scaling import RULES as LR_SCALING_RULES
+from .scaling import scale_lr
+from .schedule import DECAYS, WARMUPS, LRSchedule
+from .sgd import SGD
 
 OPTIMIZERS = ("sgd", "lars", "lamb", "rmsproptf")  # rmsproptf: timm's RMSpropTF (trainer/build.py)
 

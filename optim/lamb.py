@@ -11,7 +11,7 @@ direction with no trust ratio and no weight decay: w <- w - lr * m_hat / (sqrt(v
 
 import torch
 
-from optim._common import LayerwiseOptimizer, trust_ratios
+from ._common import LayerwiseOptimizer, trust_ratios
 
 
 class LAMB(LayerwiseOptimizer):

@@ -15,7 +15,7 @@ Norms are computed for all layers at once with torch._foreach_norm.
 
 import torch
 
-from optim._common import LayerwiseOptimizer, momentum_update, trust_ratios
+from ._common import LayerwiseOptimizer, momentum_update, trust_ratios
 
 
 class LARS(LayerwiseOptimizer):

@@ -12,7 +12,7 @@ corrected (the buffer holds nothing to rescale).
 
 import torch
 
-from optim._common import LayerwiseOptimizer, momentum_update
+from ._common import LayerwiseOptimizer, momentum_update
 
 
 class SGD(LayerwiseOptimizer):

@@ -10,7 +10,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest
 
-from cluster.cli import main
+from bigbatch.cluster.cli import main
 
 TINY = """
 description: tiny test recipe

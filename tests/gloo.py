@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 def _join_then_run(rank: int, world: int, init_file: str, fn, args: tuple) -> None:
     import torch.distributed as dist
 
-    from cluster.backends.torch_dist import init_process_group
+    from bigbatch.cluster.backends.torch_dist import init_process_group
 
     init_process_group("gloo", f"file://{init_file}", rank, world)
     fn(rank, world, *args)

@@ -31,7 +31,7 @@ def launch_and_kill_rank_1(recipe, run_dir: Path, at_step: int, timeout_s: float
     import os
     import threading
 
-    from cluster.launch import launch
+    from bigbatch.cluster.launch import launch
 
     outcome: dict = {}
 

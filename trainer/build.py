@@ -6,16 +6,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-import optim
-from optim import split_param_groups
-from trainer.collective import Collective, broadcast_text
-from trainer.data import DataSplits, load_data
-from trainer.errors import RecipeError
-from trainer.models import create_model
-from trainer.models.bilinear import with_bilinear_head
-from trainer.models.norms import replace_batchnorm
-from trainer.recipe.plan import Plan, make_plan
-from trainer.recipe.schema import OptimConfig, Recipe
+from bigbatch import optim
+from bigbatch.optim import split_param_groups
+from bigbatch.trainer.collective import Collective, broadcast_text
+from bigbatch.trainer.data import DataSplits, load_data
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.models.bilinear import with_bilinear_head
+from bigbatch.trainer.models.norms import replace_batchnorm
+from bigbatch.trainer.recipe.plan import Plan, make_plan
+from bigbatch.trainer.recipe.schema import OptimConfig, Recipe
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

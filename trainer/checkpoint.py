@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.atomic import link_atomic, write_atomic
-from trainer.track import notice
+from bigbatch.trainer.atomic import link_atomic, write_atomic
+from bigbatch.trainer.track import notice
 
 STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 

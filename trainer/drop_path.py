@@ -13,7 +13,7 @@ resumed run drops what an uninterrupted one drops.
 
 import torch.nn as nn
 
-from trainer.errors import RecipeError
+from bigbatch.trainer.errors import RecipeError
 
 
 def _probability_attribute(module: nn.Module) -> str | None:

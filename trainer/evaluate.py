@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, IterableDataset
 
-from trainer.collective import Collective
-from trainer.data import eval_shard, iterate_batches
-from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
+from bigbatch.trainer.collective import Collective
+from bigbatch.trainer.data import eval_shard, iterate_batches
+from bigbatch.trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
 
 
 @torch.no_grad()

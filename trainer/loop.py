@@ -17,10 +17,10 @@ import torch
 import yaml
 from torch.utils.data import IterableDataset
 
-from trainer.atomic import write_atomic, write_json_atomic
-from trainer.batch_advice import summary_entry
-from trainer.build import build
-from trainer.checkpoint import (
+from bigbatch.trainer.atomic import write_atomic, write_json_atomic
+from bigbatch.trainer.batch_advice import summary_entry
+from bigbatch.trainer.build import build
+from bigbatch.trainer.checkpoint import (
     CheckpointDir,
     load_bytes,
     load_unverified,
@@ -29,29 +29,29 @@ from trainer.checkpoint import (
     seed_step,
     set_rng_state,
 )
-from trainer.collective import Collective, broadcast_buffers, broadcast_text, gradients
-from trainer.data import TrainOrder, iterate_batches, layout_warning
-from trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
-from trainer.drop_path import DropPathRamp
-from trainer.errors import RecipeError, TrainingFailed
-from trainer.evaluate import evaluate
-from trainer.grad_clip import clip_gradients, clipped_parameters
-from trainer.gradient_noise import GradientNoiseScale
-from trainer.hardware import describe
-from trainer.mixing import draw as draw_mix
-from trainer.mixing import mix_batch
-from trainer.models.complexity import count_macs
-from trainer.models.norms import RenormSchedule
-from trainer.recipe.schema import Recipe
-from trainer.report import read_history, resizes
-from trainer.step_outcomes import Settled, StepOutcomes
-from trainer.stop import STOP_FILE, StopRequests
-from trainer.supernet_path import PathPerStep
-from trainer.tensorboard_tracker import TensorBoardTracker
-from trainer.track import Console, MetricsFile, notice
-from trainer.wandb_tracker import WandbTracker
-from trainer.weight_average import make_weight_average
-from trainer.worker_times import WorkerTimes
+from bigbatch.trainer.collective import Collective, broadcast_buffers, broadcast_text, gradients
+from bigbatch.trainer.data import TrainOrder, iterate_batches, layout_warning
+from bigbatch.trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
+from bigbatch.trainer.drop_path import DropPathRamp
+from bigbatch.trainer.errors import RecipeError, TrainingFailed
+from bigbatch.trainer.evaluate import evaluate
+from bigbatch.trainer.grad_clip import clip_gradients, clipped_parameters
+from bigbatch.trainer.gradient_noise import GradientNoiseScale
+from bigbatch.trainer.hardware import describe
+from bigbatch.trainer.mixing import draw as draw_mix
+from bigbatch.trainer.mixing import mix_batch
+from bigbatch.trainer.models.complexity import count_macs
+from bigbatch.trainer.models.norms import RenormSchedule
+from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.report import read_history, resizes
+from bigbatch.trainer.step_outcomes import Settled, StepOutcomes
+from bigbatch.trainer.stop import STOP_FILE, StopRequests
+from bigbatch.trainer.supernet_path import PathPerStep
+from bigbatch.trainer.tensorboard_tracker import TensorBoardTracker
+from bigbatch.trainer.track import Console, MetricsFile, notice
+from bigbatch.trainer.wandb_tracker import WandbTracker
+from bigbatch.trainer.weight_average import make_weight_average
+from bigbatch.trainer.worker_times import WorkerTimes
 
 # Called on every rank after rank 0 wrote a checkpoint (path on rank 0, None elsewhere); collective.
 CheckpointHook = Callable[[Path | None, dict], None]

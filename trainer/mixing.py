@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer.recipe.schema import MixupConfig
+from bigbatch.trainer.recipe.schema import MixupConfig
 
 STREAM = 0x6D6978  # "mix": keeps these draws apart from the other (seed, step) streams
 

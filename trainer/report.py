@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from trainer.atomic import atomic_open, write_atomic
-from trainer.batch_advice import summary_entry
-from trainer.errors import RecipeError
+from bigbatch.trainer.atomic import atomic_open, write_atomic
+from bigbatch.trainer.batch_advice import summary_entry
+from bigbatch.trainer.errors import RecipeError
 
 FIGURE_IN = (6.4, 4.0)  # inches, at DPI dots per inch:
 DPI = 100

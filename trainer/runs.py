@@ -7,8 +7,8 @@ Status and wall time follow trainer/report.py's `summarize`, so `runs` and `repo
 import os
 from pathlib import Path
 
-from trainer.errors import RecipeError
-from trainer.report import STALE_AFTER_S, hms, local_time, read_history, summarize
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.report import STALE_AFTER_S, hms, local_time, read_history, summarize
 
 MAX_DEPTH = 3
 

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from trainer.atomic import write_atomic
+from bigbatch.trainer.atomic import write_atomic
 
 STOP_FILE = "STOP"
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.collective import Collective
+from bigbatch.trainer.collective import Collective
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):

@@ -14,7 +14,7 @@ events past the resumed step, logged by the attempt that died, are purged
 import statistics
 from pathlib import Path
 
-from trainer.track import tracker_off
+from bigbatch.trainer.track import tracker_off
 
 PER_RANK_UP_TO = 16
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from trainer.atomic import write_atomic
+from bigbatch.trainer.atomic import write_atomic
 
 KEPT = ("attempt_failed",)  # history a resume keeps though it lies past the resumed step (why the group restarted)
 

@@ -21,8 +21,8 @@ import netrc
 import os
 from pathlib import Path
 
-from trainer.recipe.schema import TrackConfig
-from trainer.track import tracker_off
+from bigbatch.trainer.recipe.schema import TrackConfig
+from bigbatch.trainer.track import tracker_off
 
 
 def resolve_mode(cfg: TrackConfig) -> str:

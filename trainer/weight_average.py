@@ -10,7 +10,7 @@ update copies the weights and whose warmup, if asked for, ramps the decay as
 
 import torch.nn as nn
 
-from trainer.recipe.schema import EmaConfig
+from bigbatch.trainer.recipe.schema import EmaConfig
 
 
 class WeightAverage:

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from trainer.collective import Collective
+from bigbatch.trainer.collective import Collective
 
 
 class WorkerTimes:

@@ -23,8 +23,8 @@ import time
 import torch
 import torch.nn as nn
 
-from trainer.collective import grad_sq_norm, gradients
-from trainer.sync_bn import convert_sync_batchnorm
+from bigbatch.trainer.collective import grad_sq_norm, gradients
+from bigbatch.trainer.sync_bn import convert_sync_batchnorm
 
 try:
     import horovod.torch as hvd

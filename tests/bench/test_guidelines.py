@@ -3,7 +3,7 @@
 import pytest
 
 from bench.guidelines import BLOCKS, G1_CHANNELS, G2_CHANNELS, MULTIPLIERS, SIZE, networks
-from trainer.models.complexity import count_macs_of
+from bigbatch.trainer.models.complexity import count_macs_of
 
 
 @pytest.fixture(scope="module")

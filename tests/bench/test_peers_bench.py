@@ -36,7 +36,7 @@ def test_the_folder_holds_out_images_of_the_training_split_only(tmp_path):
 
 
 def test_bigbatchs_recipe_is_the_torchvision_flags(tmp_path):
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.recipe import load_recipe
 
     peers = load_peers()
     args = argparse.Namespace(crop=32, batch_size=64, epochs=2)

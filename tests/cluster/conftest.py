@@ -46,7 +46,7 @@ def quickstart_in_terminal(tmp_path_factory) -> TerminalRun:
     """`bigbatch train recipes/quickstart.yaml` (2 Ray workers, as `make train`) in a real pseudo-terminal,
     watched while it runs; shared by the console test and the dashboard test (one run, not two)."""
     out = tmp_path_factory.mktemp("runs") / "quickstart"
-    terminal = Terminal([sys.executable, "-m", "cluster.cli", "train", "recipes/quickstart.yaml", "--out", str(out)],
+    terminal = Terminal([sys.executable, "-m", "bigbatch.cluster.cli", "train", "recipes/quickstart.yaml", "--out", str(out)],
                         REPO)
     try:
         positions = terminal.bar_positions(timeout_s=240)

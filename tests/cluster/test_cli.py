@@ -13,7 +13,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-BIGBATCH = [sys.executable, "-m", "cluster.cli"]
+BIGBATCH = [sys.executable, "-m", "bigbatch.cluster.cli"]
 
 
 def bigbatch(*args, **kw) -> subprocess.CompletedProcess:
@@ -55,7 +55,7 @@ def test_show_says_how_to_repack_a_format_1_shard_directory(cli, tiny, tmp_path)
     import json
 
     from tests.images import write_jpeg_folder
-    from trainer.data.shards import pack_folder
+    from bigbatch.trainer.data.shards import pack_folder
 
     folder = write_jpeg_folder(tmp_path / "folder", classes=2, per_class=4, val_per_class=2)
     pack_folder(folder, tmp_path / "packed", shard_size_bytes=20_000)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster import cli, cli_data
+from bigbatch.cluster import cli, cli_data
 from tests.images import sample_photos
-from trainer.errors import RecipeError
+from bigbatch.trainer.errors import RecipeError
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

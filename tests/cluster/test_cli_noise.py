@@ -3,9 +3,9 @@ against a recipe's global batch, in words; bad input is one line and exit 2."""
 
 import yaml
 
-from trainer.collective import LocalCollective
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 RECIPE = """
 seed: 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local_cluster import free_ports
+from bigbatch.cluster.local_cluster import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / ".artifacts"
@@ -35,7 +35,7 @@ def dashboard(quickstart_in_terminal):
     """The dashboard over the directory holding the quickstart run; its URL."""
     assert quickstart_in_terminal.code == 0
     port = free_ports(1)[0]
-    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "dashboard", str(quickstart_in_terminal.out.parent),
+    proc = subprocess.Popen([sys.executable, "-m", "bigbatch.cluster.cli", "dashboard", str(quickstart_in_terminal.out.parent),
                              "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:

@@ -13,9 +13,9 @@ def _count(rank: int, world: int, tiny: str, run_root: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
     from torch.profiler import ProfilerActivity, profile
 
-    from cluster.backends.torch_dist import TorchDistributedCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     counts = {}
     for compiled in (False, True):
@@ -39,7 +39,7 @@ def _count(rank: int, world: int, tiny: str, run_root: str) -> None:
 
 
 def trainer_batches(trainer, accumulation: int):
-    from trainer.data import TrainOrder, iterate_batches
+    from bigbatch.trainer.data import TrainOrder, iterate_batches
 
     order = TrainOrder(seed=0, num_examples=len(trainer.parts.data.train), batch_size=8, world_size=2,
                        rank=trainer.collective.rank, accumulation_steps=accumulation)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster.launch import launch
+from bigbatch.cluster.launch import launch
 from tests.cluster.conftest import RAY_TEST_ENV
 from tests.run_files import launch_and_kill_rank_1, records, wait_for_step
-from trainer.errors import TrainingFailed
-from trainer.recipe import load_recipe
+from bigbatch.trainer.errors import TrainingFailed
+from bigbatch.trainer.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 TWO_WORKERS = ["cluster.backend=torch", "cluster.workers=2", "bn.sync=all", "train.eval_every_epochs=0",
@@ -75,7 +75,7 @@ def test_sigterm_to_the_driver_checkpoints_the_workers_and_resume_continues(ray_
     # the driver joins the tests' Ray (RAY_ADDRESS, as a submitted job's driver does) instead of starting its own
     env = {**os.environ, **RAY_TEST_ENV, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     # --verbose: Ray's own lines (hidden by default: test_cli's terminal test) reach the console too
-    driver = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", str(tiny), "--out", str(run_dir), *sets,
+    driver = subprocess.Popen([sys.executable, "-m", "bigbatch.cluster.cli", "train", str(tiny), "--out", str(run_dir), *sets,
                                "--verbose"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_step(run_dir, 3, timeout_s=120)

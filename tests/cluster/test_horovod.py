@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cluster.launch import launch
+from bigbatch.cluster.launch import launch
 from tests.run_files import launch_and_kill_rank_1, records
-from trainer.recipe import load_recipe
+from bigbatch.trainer.recipe import load_recipe
 
 hvd = pytest.importorskip("horovod.torch", reason="horovod is not installed here: run `make horovod`")
 
@@ -52,7 +52,7 @@ def _sync_bn_against_global(group_sizes, world=2):
     seed, unequal sizes per rank). One Horovod session for all sizes: starting 8 ranks costs seconds."""
     import horovod.torch as hvd
 
-    from cluster.backends.horovod_backend import init_horovod
+    from bigbatch.cluster.backends.horovod_backend import init_horovod
 
     init_horovod(world, tuple(g for g in group_sizes if g))
     try:
@@ -62,7 +62,7 @@ def _sync_bn_against_global(group_sizes, world=2):
 
 
 def _compare_sync_bn(hvd, group_size) -> dict:
-    from cluster.backends.horovod_backend import HorovodCollective
+    from bigbatch.cluster.backends.horovod_backend import HorovodCollective
 
     rank, size = hvd.rank(), hvd.size()
     gen = torch.Generator().manual_seed(0)
@@ -104,7 +104,7 @@ def run_on_horovod(fn, workers: int, *args) -> list:
     import ray.cloudpickle
     from horovod.ray import RayExecutor
 
-    from cluster.horovod_launch import _close, _rendezvous_on
+    from bigbatch.cluster.horovod_launch import _close, _rendezvous_on
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this file
     executor = RayExecutor(RayExecutor.create_settings(timeout_s=90), num_workers=workers,
@@ -140,7 +140,7 @@ def test_grouped_sync_batchnorm_on_8_horovod_ranks_equals_batchnorm_over_each_gr
 def test_the_rendezvous_server_listens_on_loopback_only():
     import horovod.ray.runner as runner
 
-    from cluster.horovod_launch import _close, _rendezvous_on
+    from bigbatch.cluster.horovod_launch import _close, _rendezvous_on
 
     with _rendezvous_on("127.0.0.1") as servers:
         server = runner.RendezvousServer(False)
@@ -169,7 +169,7 @@ def test_a_killed_horovod_worker_restarts_the_group_from_the_last_checkpoint(ray
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_training_error_on_horovod_fails_at_once_without_restarting_the_group(ray_cluster, tiny, tmp_path):
-    from trainer.errors import TrainingFailed
+    from bigbatch.trainer.errors import TrainingFailed
 
     recipe = load_recipe(tiny, [*TWO, "cluster.backend=horovod", "optim.base_lr=1e30", "train.max_steps=20",
                                 "cluster.max_failures=2"])
@@ -184,9 +184,9 @@ def test_a_training_error_on_horovod_fails_at_once_without_restarting_the_group(
 def test_horovod_evaluation_scores_the_checkpointed_model_with_unsynced_batchnorm(ray_cluster, tiny, tmp_path):
     """bn.sync: none leaves each rank its own BatchNorm running statistics; the reported evaluation must be
     that of the checkpoint (rank 0's model), not a blend of the ranks' models."""
-    from trainer.collective import LocalCollective
-    from trainer.evaluate import evaluate
-    from trainer.loop import Trainer
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.evaluate import evaluate
+    from bigbatch.trainer.loop import Trainer
 
     common = ["cluster.workers=2", "optim.warmup_epochs=0", "train.max_steps=6", "bn.sync=none",
               "train.eval_every_epochs=0"]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from trainer.track import ConsoleView
+from bigbatch.trainer.track import ConsoleView
 
 
 def test_off_a_terminal_the_view_prints_a_line_per_log_step_with_eta():
@@ -24,14 +24,14 @@ def test_off_a_terminal_the_view_prints_a_line_per_log_step_with_eta():
 
 @pytest.mark.timeout(120)
 def test_the_driver_shows_rank_0s_progress_in_order_and_each_note_once(ray_cluster):
-    from cluster.progress import DriverConsole
+    from bigbatch.cluster.progress import DriverConsole
 
     def worker(sink, rank: int) -> None:  # defined here: Ray ships it by value
         """What a worker process does: route its console to the driver, warn, and (rank 0) draw the bar."""
         import warnings
 
-        from cluster.progress import install_worker_channel
-        from trainer.track import Console, notice, set_channel
+        from bigbatch.cluster.progress import install_worker_channel
+        from bigbatch.trainer.track import Console, notice, set_channel
 
         shown = warnings.showwarning
         install_worker_channel(sink)

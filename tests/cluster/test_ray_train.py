@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster.launch import launch
-from trainer.collective import LocalCollective
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.cluster.launch import launch
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 def final_model(run_dir) -> dict:
@@ -62,7 +62,7 @@ def test_two_workers_with_sync_bn_equal_one_worker_with_the_double_batch_and_the
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_path):
-    from trainer.errors import TrainingFailed
+    from bigbatch.trainer.errors import TrainingFailed
 
     recipe = load_recipe(tiny, ["cluster.backend=torch", "cluster.workers=2", "optim.base_lr=1e30",
                                 "optim.warmup_epochs=0"])
@@ -74,7 +74,7 @@ def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_
 @pytest.mark.timeout(180)
 def test_two_workers_train_on_packed_shards_and_evaluate_every_sample_once(ray_cluster, tiny, tmp_path):
     from tests.images import write_jpeg_folder
-    from trainer.data.shards import pack_folder
+    from bigbatch.trainer.data.shards import pack_folder
 
     folder = write_jpeg_folder(tmp_path / "folder", classes=3, per_class=8, val_per_class=3, size=(96, 128))
     index = pack_folder(folder, tmp_path / "packed", shard_size_bytes=40_000)
@@ -93,7 +93,7 @@ def test_two_workers_train_on_packed_shards_and_evaluate_every_sample_once(ray_c
 
 
 def test_ray_storage_copies_checkpoints_only_to_another_file_system(tmp_path):
-    from cluster.ray_launch import same_file_system
+    from bigbatch.cluster.ray_launch import same_file_system
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -51,7 +51,7 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
 
     # the same search, killed (SIGKILL) once a generation is saved, then resumed: the same candidates and scores
     env = {**os.environ, **RAY_TEST_ENV, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
-    command = [sys.executable, "-m", "cluster.cli", "search", str(RECIPE), "--out", str(killed),
+    command = [sys.executable, "-m", "bigbatch.cluster.cli", "search", str(RECIPE), "--out", str(killed),
                *sets([*SMALL, "search.generations=3", f"search.supernet_run={straight / 'supernet'}"])]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     saved = killed / "search_state.json"
@@ -100,7 +100,7 @@ def test_a_search_scores_in_parallel_resumes_after_a_kill_and_its_best_recipe_tr
 
 @pytest.mark.timeout(180)
 def test_the_shares_of_a_generation_are_scored_at_the_same_time_and_come_back_in_order(ray_cluster, tmp_path):
-    from cluster.search import score_in_parallel
+    from bigbatch.cluster.search import score_in_parallel
 
     class Rendezvous:  # defined here so that Ray ships it by value
         """A scorer that cannot finish until every other one has started: it passes only if shares run at once."""

@@ -169,7 +169,7 @@ def test_object_store_uris_are_refused_as_run_storage(cli, tmp_path):
 
 
 def test_ports_for_a_local_cluster_are_distinct_and_outside_rays_worker_range():
-    from cluster.local_cluster import RAY_WORKER_PORTS, free_ports
+    from bigbatch.cluster.local_cluster import RAY_WORKER_PORTS, free_ports
 
     ports = free_ports(40)
     assert len(set(ports)) == 40 and not any(p in RAY_WORKER_PORTS for p in ports)

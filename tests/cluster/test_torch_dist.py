@@ -7,7 +7,7 @@ from tests.gloo import spawn_gloo
 
 
 def _reduce_everything(rank: int, world: int) -> None:
-    from cluster.backends.torch_dist import GATHER_REDUCE_MAX_ELEMENTS, TorchDistributedCollective
+    from bigbatch.cluster.backends.torch_dist import GATHER_REDUCE_MAX_ELEMENTS, TorchDistributedCollective
 
     collective = TorchDistributedCollective("cpu")
     for numel in (3, GATHER_REDUCE_MAX_ELEMENTS):  # 3 x world is gathered, the other is all-reduced

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from optim import LAMB
+from bigbatch.optim import LAMB
 
 
 def test_matches_algorithm_2_over_several_steps():

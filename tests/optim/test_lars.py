@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from optim import LARS
+from bigbatch.optim import LARS
 
 
 def reference_step(w, g, v, *, lr, m, wd, eta, eps, nesterov, clip, adapt):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from optim._common import momentum_update
+from bigbatch.optim._common import momentum_update
 
 
 @pytest.mark.parametrize("nesterov,with_buffer", [(False, False), (False, True), (True, True)])

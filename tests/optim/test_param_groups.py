@@ -2,7 +2,7 @@
 
 import torch.nn as nn
 
-from optim import split_param_groups
+from bigbatch.optim import split_param_groups
 
 
 def small_net() -> nn.Module:

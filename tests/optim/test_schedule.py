@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from optim import LRSchedule, noise_scale, scale_lr
+from bigbatch.optim import LRSchedule, noise_scale, scale_lr
 
 
 def test_scaling_rules():

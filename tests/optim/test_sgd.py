@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from optim import SGD, LRSchedule
+from bigbatch.optim import SGD, LRSchedule
 
 SCHEDULE = LRSchedule(peak_lr=3.2, total_steps=30, warmup_steps=10, warmup_start_lr=0.1, decay="cosine")
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainer.collective import LocalCollective
-from trainer.loop import Trainer
-from trainer.models.darts import parse_genotype
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.models.darts import parse_genotype
+from bigbatch.trainer.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -31,7 +31,7 @@ def test_the_darts_recipe_trains_the_published_v2_cells_from_data(tmp_path):
 
 
 def test_the_block_string_recipe_trains_a_network_written_as_data(tmp_path):
-    from trainer.models import create_model
+    from bigbatch.trainer.models import create_model
 
     recipe = yaml.safe_load((RECIPES / "digits_blocks.yaml").read_text())
     model = create_model("blocks", 10, 1, 8, **recipe["model"]["kwargs"])

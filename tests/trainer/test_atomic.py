@@ -2,7 +2,7 @@
 
 import pytest
 
-from trainer.atomic import atomic_open, link_atomic, write_atomic, write_json_atomic
+from bigbatch.trainer.atomic import atomic_open, link_atomic, write_atomic, write_json_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from tests.images import write_jpeg_folder
-from trainer.collective import LocalCollective
-from trainer.data.augment import Augment
-from trainer.data.decode import IMAGENET_MEAN
-from trainer.errors import RecipeError
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.data.augment import Augment
+from bigbatch.trainer.data.decode import IMAGENET_MEAN
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 def image(seed: int = 0) -> torch.Tensor:

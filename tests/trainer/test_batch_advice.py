@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from trainer.batch_advice import advice, noise_scale_readings, summary_entry, verdict
+from bigbatch.trainer.batch_advice import advice, noise_scale_readings, summary_entry, verdict
 
 
 def history(values: dict[int, float]) -> list[dict]:

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models import create_model
-from trainer.models.bilinear import bilinear_pool, isqrt_cov, with_bilinear_head
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.models.bilinear import bilinear_pool, isqrt_cov, with_bilinear_head
 
 
 def test_isqrt_cov_converges_to_the_square_root_of_the_covariance():
@@ -49,9 +49,9 @@ def test_any_backbone_gets_the_head_on_its_last_feature_map_and_every_parameter_
 
 
 def test_a_run_with_a_bilinear_head_trains(tiny, tmp_path):
-    from trainer.collective import LocalCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     recipe = load_recipe(tiny, ["model.head=bilinear", "model.head_channels=8", "model.head_isqrt_iters=5",
                                 "data.image_size=16", "train.max_steps=40", "optim.warmup_epochs=0"])

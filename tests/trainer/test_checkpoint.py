@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from trainer.checkpoint import CheckpointDir, checkpoint_problem, load_checkpoint, save_checkpoint
+from bigbatch.trainer.checkpoint import CheckpointDir, checkpoint_problem, load_checkpoint, save_checkpoint
 
 
 def test_roundtrip_and_plain_weights_only_load(tmp_path):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from trainer.data import TrainOrder, eval_shard, load_data
-from trainer.data.order import epoch_permutation
-from trainer.recipe.schema import DataConfig
+from bigbatch.trainer.data import TrainOrder, eval_shard, load_data
+from bigbatch.trainer.data.order import epoch_permutation
+from bigbatch.trainer.recipe.schema import DataConfig
 
 
 def test_digits_split_is_fixed_and_disjoint():
@@ -126,7 +126,7 @@ def test_repeats_at_1024_workers_on_imagenet_lay_the_global_batch_of_one_process
 
 def test_each_repeat_of_a_folder_example_is_augmented_apart_and_copy_0_keeps_the_plain_key(tmp_path):
     from tests.images import write_jpeg_folder
-    from trainer.data.loader import iterate_batches
+    from bigbatch.trainer.data.loader import iterate_batches
 
     data = load_data(DataConfig(name="folder", root=str(write_jpeg_folder(tmp_path)), batch_size=4, image_size=32),
                      seed=0)
@@ -140,8 +140,8 @@ def test_each_repeat_of_a_folder_example_is_augmented_apart_and_copy_0_keeps_the
 
 
 def test_repeats_must_divide_the_global_batch_and_need_an_indexed_data_set(tiny):
-    from trainer.errors import RecipeError
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.errors import RecipeError
+    from bigbatch.trainer.recipe import load_recipe
 
     with pytest.raises(RecipeError, match="data.aug_repeats: must divide the global batch"):
         load_recipe(tiny, ["data.batch_size=8", "data.aug_repeats=3"])
@@ -177,8 +177,8 @@ def test_a_folder_holdout_is_read_as_evaluation_images(tmp_path):
 
 
 def test_decoded_images_are_batched_in_channels_last_memory_and_given_to_the_model_in_its_layout():
-    from trainer.data.decode import normalize_batch
-    from trainer.data.loader import stack_images, to_model_input
+    from bigbatch.trainer.data.decode import normalize_batch
+    from bigbatch.trainer.data.loader import stack_images, to_model_input
 
     gen = torch.Generator().manual_seed(0)
     hwc = [torch.randint(0, 256, (5, 6, 3), dtype=torch.uint8, generator=gen) for _ in range(4)]
@@ -215,7 +215,7 @@ class _LoggedDataset(torch.utils.data.Dataset):
 def test_each_loader_worker_prepares_data_prefetch_batches_batches_ahead(tmp_path, prefetch):
     import time
 
-    from trainer.data.loader import iterate_batches
+    from bigbatch.trainer.data.loader import iterate_batches
 
     log = tmp_path / "log"
     batches = iterate_batches(_LoggedDataset(log), torch.arange(64).split(4), loader_workers=1, prefetch=prefetch)
@@ -226,11 +226,11 @@ def test_each_loader_worker_prepares_data_prefetch_batches_batches_ahead(tmp_pat
 
 
 def _list_once(rank: int, world: int, root: str, pids_dir: str) -> None:
-    import trainer.data.folder as folder
-    from cluster.backends.torch_dist import TorchDistributedCollective
-    from trainer.collective import broadcast_text
-    from trainer.data import load_data
-    from trainer.recipe.schema import DataConfig
+    import bigbatch.trainer.data.folder as folder
+    from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
+    from bigbatch.trainer.collective import broadcast_text
+    from bigbatch.trainer.data import load_data
+    from bigbatch.trainer.recipe.schema import DataConfig
 
     scans = []
     real_scan = folder.scan
@@ -257,10 +257,10 @@ def test_loader_workers_persist_across_epochs_and_evaluations(tiny, tmp_path, mo
     import os
 
     from tests.images import write_jpeg_folder
-    from trainer.collective import LocalCollective
-    from trainer.data.folder import ImageFolderDataset
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.data.folder import ImageFolderDataset
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     root = write_jpeg_folder(tmp_path / "folder", classes=3, per_class=4, val_per_class=2)
     pids = tmp_path / "pids"

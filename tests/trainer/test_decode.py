@@ -10,17 +10,17 @@ import torch
 from PIL import Image
 
 from tests.images import sample_photos, write_jpeg_folder
-from trainer.collective import LocalCollective
-from trainer.data.decode import (
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.data.decode import (
     decode_eval,
     decode_train,
     normalize_batch,
     random_resized_crop_box,
     resized_crop,
 )
-from trainer.errors import TrainingFailed
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.errors import TrainingFailed
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 def jpeg(array: np.ndarray, quality: int = 92) -> bytes:
@@ -137,7 +137,7 @@ def test_a_corrupt_jpeg_is_skipped_by_name_and_too_many_fail_the_run(tiny, tmp_p
     ((300, 400), (0, 0)),
 ])
 def test_dct_downscaling_uses_only_the_fast_power_of_two_scales(need, expected):
-    from trainer.data.decode import _fast_scale
+    from bigbatch.trainer.data.decode import _fast_scale
 
     assert _fast_scale(375, 500, *need) == expected
 
@@ -145,7 +145,7 @@ def test_dct_downscaling_uses_only_the_fast_power_of_two_scales(need, expected):
 def test_a_crop_needing_more_than_half_the_image_is_decoded_at_full_size_then_resized():
     import simplejpeg
 
-    from trainer.data.decode import _decode, _fast_scale
+    from bigbatch.trainer.data.decode import _decode, _fast_scale
 
     data = jpeg(np.ascontiguousarray(sample_photos()[0][:375, :500]))
     assert _decode(data, *_fast_scale(375, 500, 250, 300)).shape == (375, 500, 3)

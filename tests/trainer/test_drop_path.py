@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from trainer.drop_path import DropPathRamp
-from trainer.errors import RecipeError
-from trainer.models import create_model
-from trainer.models.darts import drop_path
+from bigbatch.trainer.drop_path import DropPathRamp
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.models.darts import drop_path
 
 
 def test_drop_path_zeroes_whole_samples_with_probability_p_and_keeps_the_expectation():
@@ -63,9 +63,9 @@ def test_the_ramp_rises_linearly_from_zero_over_the_epochs():
 
 
 def test_a_run_ramps_the_rate_at_each_epoch(tiny, tmp_path):
-    from trainer.collective import LocalCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     recipe = load_recipe(tiny, ["model.name=timm:resnet18", "model.kwargs={}", "model.drop_path_rate=0.1",
                                 "model.drop_path_ramp=true", "data.batch_size=256", "train.epochs=4",

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from cluster.backends.torch_dist import TorchDistributedCollective
+from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
 from tests.gloo import spawn_gloo
-from trainer.collective import LocalCollective
-from trainer.errors import RecipeError
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
-from trainer.recipe.plan import elastic_sizes, make_plan
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.recipe.plan import elastic_sizes, make_plan
 
 ELASTIC = """
 seed: 0

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from trainer.collective import LocalCollective
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 class HostReads(TorchDispatchMode):

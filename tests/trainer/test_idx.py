@@ -6,11 +6,11 @@ import struct
 import pytest
 import torch
 
-from trainer.collective import LocalCollective
-from trainer.data.idx import FASHION_MNIST_ROOT, read_idx
-from trainer.errors import RecipeError
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.data.idx import FASHION_MNIST_ROOT, read_idx
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 def idx_bytes(dims: tuple[int, ...], data: bytes, type_code: int = 0x08) -> bytes:
@@ -55,7 +55,7 @@ def test_fashion_mnist_from_debian_trains(tiny, tmp_path):
 
 
 def test_a_missing_fashion_mnist_says_how_to_install_it(tiny, tmp_path):
-    from trainer.data import load_data
+    from bigbatch.trainer.data import load_data
 
     recipe = load_recipe(tiny, ["data.name=fashion_mnist", f"data.root={tmp_path}"])
     with pytest.raises(RecipeError, match="IDX file not found"):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from trainer.collective import LocalCollective
-from trainer.errors import TrainingFailed
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import TrainingFailed
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 def run(recipe_path, run_dir, overrides=(), resume=None) -> dict:
@@ -135,7 +135,7 @@ def test_a_signal_to_a_worker_stops_a_fixed_group_and_is_a_leave_in_an_elastic_o
     without it. (On Ray, tests/cluster/test_fault_tolerance.py sends the signal to a real worker.)"""
     from signal import SIGTERM
 
-    from trainer.loop import Interrupted, Preempted
+    from bigbatch.trainer.loop import Interrupted, Preempted
 
     group = ["cluster.workers=2", "data.batch_size=16", *(["cluster.min_workers=1"] if elastic else [])]
     trainer = Trainer(load_recipe(tiny, ["train.max_steps=10", *group]), tmp_path, LocalCollective(),

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from trainer.collective import LocalCollective
-from trainer.loop import Trainer
-from trainer.mixing import Mix, draw, mix_batch
-from trainer.recipe import load_recipe
-from trainer.recipe.schema import MixupConfig
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.mixing import Mix, draw, mix_batch
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.recipe.schema import MixupConfig
 
 
 def soft(labels: torch.Tensor, classes: int, smoothing: float) -> torch.Tensor:

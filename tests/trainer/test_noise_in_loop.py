@@ -20,12 +20,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cluster.backends.torch_dist import TorchDistributedCollective
+from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
 from tests.gloo import spawn_gloo
-from trainer.collective import LocalCollective
-from trainer.data import TrainOrder
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.data import TrainOrder
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 RECIPE = """
 seed: 3

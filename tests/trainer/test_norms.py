@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainer.collective import LocalCollective
-from trainer.errors import RecipeError
-from trainer.loop import Trainer
-from trainer.models import create_model
-from trainer.models.norms import BatchRenorm, renorm_limits, replace_batchnorm
-from trainer.recipe import load_recipe
-from trainer.recipe.schema import ModelConfig, RenormConfig
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.models.norms import BatchRenorm, renorm_limits, replace_batchnorm
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.recipe.schema import ModelConfig, RenormConfig
 
 
 def test_batch_renorm_follows_algorithm_1_in_training_and_inference():

@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from trainer.build import make_optimizer
-from trainer.collective import LocalCollective
-from trainer.errors import RecipeError
-from trainer.loop import Trainer
-from trainer.models import create_model
-from trainer.recipe import load_recipe
-from trainer.recipe.plan import make_plan
+from bigbatch.trainer.build import make_optimizer
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.recipe.plan import make_plan
 
 
 def records(run_dir, key="loss"):

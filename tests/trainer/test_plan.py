@@ -1,7 +1,7 @@
 """Derived values: global batch, scaled lr, steps."""
 
-from trainer.recipe import load_recipe
-from trainer.recipe.plan import make_plan
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.recipe.plan import make_plan
 
 
 def test_plan_from_world_size_and_accumulation(tiny):
@@ -19,7 +19,7 @@ def test_plan_from_world_size_and_accumulation(tiny):
 def test_global_batch_larger_than_data_is_bad_input(tiny):
     import pytest
 
-    from trainer.errors import RecipeError
+    from bigbatch.trainer.errors import RecipeError
 
     with pytest.raises(RecipeError, match="data.batch_size: global batch 64 .* exceeds the 50 training examples"):
         make_plan(load_recipe(tiny, ["cluster.workers=2"]), train_examples=50)

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainer.collective import LocalCollective
-from trainer.errors import RecipeError
-from trainer.grad_clip import clip_gradients, clipped_parameters
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.grad_clip import clip_gradients, clipped_parameters
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 NO_BN = ["model.name=mlp", "model.kwargs={}", "train.eval_every_epochs=0"]
 
@@ -105,8 +105,8 @@ def test_clipping_by_global_norm_and_agc_follow_their_definitions():
 
 
 def test_flip_test_time_augmentation_scores_the_mean_probability_of_an_image_and_its_mirror():
-    from trainer.data.base import InMemoryDataset
-    from trainer.evaluate import evaluate
+    from bigbatch.trainer.data.base import InMemoryDataset
+    from bigbatch.trainer.evaluate import evaluate
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 7))
@@ -138,7 +138,7 @@ def test_evaluation_has_its_own_size_and_crop(tiny, tmp_path):
 
 def test_progressive_resizing_follows_ffcvs_ramp_and_a_run_trains_through_it(tiny, tmp_path):
     from tests.images import write_jpeg_folder
-    from trainer.data.sizes import SizeSchedule
+    from bigbatch.trainer.data.sizes import SizeSchedule
 
     ramp = SizeSchedule(start=160, end=192, start_epoch=10, end_epoch=20)
     # FFCV's get_resolution: start up to start_epoch, linear, rounded to a multiple of 32, end from end_epoch
@@ -157,8 +157,8 @@ def test_progressive_resizing_follows_ffcvs_ramp_and_a_run_trains_through_it(tin
     assert [train[(e, 0)][0].shape[-1] for e in range(3)] == [32, 48, 64]
     assert trainer.parts.data.val[0][0].shape[-1] == 64  # evaluation: data.image_size
     assert trainer.fit()["step"] == 9
-    from trainer.data.shards import load_shard_splits, pack_folder
-    from trainer.data.sizes import size_schedule
+    from bigbatch.trainer.data.shards import load_shard_splits, pack_folder
+    from bigbatch.trainer.data.sizes import size_schedule
 
     pack_folder(root, tmp_path / "packed", shard_size_bytes=40_000)
     shards = load_shard_splits(str(tmp_path / "packed"), 0, 64, 4, 10, 1, 0,

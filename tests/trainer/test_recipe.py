@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from trainer.errors import RecipeError
-from trainer.recipe import load_recipe
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.recipe import load_recipe
 
 
 def test_base_chain_deep_merges_relative_to_file(write):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trainer.errors import RecipeError
-from trainer.report import PLOTS, read_history, summarize, warmup_end, write_report
-from trainer.runs import find_run_dirs, format_runs, list_runs
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.report import PLOTS, read_history, summarize, warmup_end, write_report
+from bigbatch.trainer.runs import find_run_dirs, format_runs, list_runs
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ def test_a_last_line_still_being_written_is_left_out(tmp_path):
 
 
 def test_plots_mark_where_the_world_size_changed():
-    from trainer.report import _figure, _resume_lines, resizes
+    from bigbatch.trainer.report import _figure, _resume_lines, resizes
 
     records = [{"event": "start", "step": 0, "world_size": 2}, {"event": "start", "step": 8, "world_size": 2},
                {"event": "start", "step": 12, "world_size": 1, "resumed_from": "c.pt"}]
@@ -248,8 +248,8 @@ def test_plots_mark_where_the_world_size_changed():
 
 
 def test_a_failed_attempt_ray_retries_reads_restarting_and_the_resize_says_why(tmp_path):
-    from trainer.report import resizes
-    from trainer.track import MetricsFile
+    from bigbatch.trainer.report import resizes
+    from bigbatch.trainer.track import MetricsFile
 
     path = tmp_path / "metrics.jsonl"
     metrics = MetricsFile(path)
@@ -270,7 +270,7 @@ def test_a_failed_attempt_ray_retries_reads_restarting_and_the_resize_says_why(t
 
 
 def test_the_driver_turns_restarting_into_failed_when_ray_gives_up(tmp_path):
-    from cluster.ray_launch import record_final_failure
+    from bigbatch.cluster.ray_launch import record_final_failure
 
     (tmp_path / "summary.json").write_text(json.dumps({"status": "restarting", "step": 8, "error": "peer closed"}))
     record_final_failure(tmp_path, RuntimeError("Ray Train run failed: 2 failures"))

@@ -15,9 +15,9 @@ def bytes_read() -> int:
 
 
 def _resume_twice(rank: int, world: int, tiny: str, run_dir: str, size: int) -> None:
-    from cluster.backends.torch_dist import TorchDistributedCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     recipe = load_recipe(tiny, [*BIG, "cluster.workers=2", "data.batch_size=16", "train.max_steps=4"])
     trainer = Trainer(recipe, run_dir, TorchDistributedCollective("cpu"), resume="auto")
@@ -31,9 +31,9 @@ def _resume_twice(rank: int, world: int, tiny: str, run_dir: str, size: int) -> 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_each_rank_reads_the_checkpoint_once(tiny, tmp_path):
-    from trainer.collective import LocalCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.trainer.collective import LocalCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     run_dir = tmp_path / "run"
     Trainer(load_recipe(tiny, [*BIG, "data.batch_size=32", "train.max_steps=2"]), run_dir, LocalCollective()).fit()

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tests.run_files import records
-from trainer.collective import LocalCollective
-from trainer.errors import TrainingFailed
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import TrainingFailed
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 def fit(recipe_path, run_dir, overrides=()) -> dict:

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from trainer.checkpoint import seed_step
-from trainer.collective import LocalCollective
-from trainer.loop import Interrupted, Trainer
-from trainer.recipe import load_recipe
-from trainer.stop import request_stop
+from bigbatch.trainer.checkpoint import seed_step
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Interrupted, Trainer
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.stop import request_stop
 
 
 def trainer(recipe_path, run_dir, overrides=()) -> Trainer:

@@ -8,8 +8,8 @@ derived from the plan's own arithmetic."""
 import numpy as np
 import pytest
 
-from trainer.data.shards import plan
-from trainer.data.shards.simulate import IMAGENET_TRAIN, IMAGENET_VAL, packed_sizes
+from bigbatch.trainer.data.shards import plan
+from bigbatch.trainer.data.shards.simulate import IMAGENET_TRAIN, IMAGENET_VAL, packed_sizes
 
 BATCH = 32  # per GPU, as Goyal et al.
 GB, MB = 10**9, 10**6

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tests.images import write_jpeg_folder
-from trainer.collective import LocalCollective
-from trainer.data.shards import pack_folder
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.data.shards import pack_folder
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.images import sample_photos
-from trainer.data.loader import Skipped
-from trainer.data.shards import (
+from bigbatch.trainer.data.loader import Skipped
+from bigbatch.trainer.data.shards import (
     CorruptSampleWarning,
     ShardedDataset,
     format_inspect,
     inspect,
     pack_folder,
 )
-from trainer.errors import RecipeError
+from bigbatch.trainer.errors import RecipeError
 
 CLASSES = ["ant", "bee", "cow"]
 SHARD_SIZE = 12_000

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 from tests.gloo import spawn_gloo
-from trainer.collective import LocalCollective
-from trainer.sync_bn import SyncBatchNorm, convert_sync_batchnorm
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
 BATCHES = {2: [3, 5], 3: [2, 4, 1], 8: [2, 3, 1, 4, 2, 2, 3, 1]}  # unequal per-replica batch sizes
 
@@ -37,7 +37,7 @@ def reference(world: int, ranks: list[int] | None = None):
 
 
 def _worker(rank: int, world: int, group_size: int = 0):
-    from cluster.backends.torch_dist import TorchDistributedCollective
+    from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
 
     collective = TorchDistributedCollective("cpu")
     group = collective.subgroup(group_size) if group_size else collective

@@ -5,10 +5,10 @@ import statistics
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from trainer.collective import LocalCollective
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
-from trainer.tensorboard_tracker import scalars
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.tensorboard_tracker import scalars
 
 
 def events(run_dir):

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from trainer.collective import LocalCollective
-from trainer.loop import Trainer
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.recipe import load_recipe
 
 
 def wandb_records(path) -> list:
@@ -93,8 +93,8 @@ def test_a_broken_wandb_setup_warns_once_and_training_goes_on(tiny, tmp_path, mo
 @pytest.mark.parametrize("env, expected", [({"WANDB_MODE": "offline"}, "offline"),
                                            ({"WANDB_MODE": "", "WANDB_API_KEY": "x" * 40}, "online")])
 def test_auto_mode_follows_the_environment(monkeypatch, tmp_path, env, expected):
-    from trainer.recipe.schema import TrackConfig
-    from trainer.wandb_tracker import resolve_mode
+    from bigbatch.trainer.recipe.schema import TrackConfig
+    from bigbatch.trainer.wandb_tracker import resolve_mode
 
     monkeypatch.setenv("HOME", str(tmp_path))
     for key, value in env.items():

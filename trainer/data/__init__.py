@@ -2,14 +2,14 @@
 
 from collections.abc import Callable
 
-from trainer.data.augment import augment_of
-from trainer.data.base import DataSplits, InMemoryDataset
-from trainer.data.holdout import carve_holdout
-from trainer.data.loader import iterate_batches
-from trainer.data.order import TrainOrder, eval_shard
-from trainer.data.sizes import SizeSchedule, size_schedule
-from trainer.errors import RecipeError
-from trainer.recipe.schema import DataConfig
+from bigbatch.trainer.data.augment import augment_of
+from bigbatch.trainer.data.base import DataSplits, InMemoryDataset
+from bigbatch.trainer.data.holdout import carve_holdout
+from bigbatch.trainer.data.loader import iterate_batches
+from bigbatch.trainer.data.order import TrainOrder, eval_shard
+from bigbatch.trainer.data.sizes import SizeSchedule, size_schedule
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.recipe.schema import DataConfig
 
 
 def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
@@ -25,30 +25,30 @@ def load_data(cfg: DataConfig, seed: int, world_size: int = 1, rank: int = 0,
 def _load_splits(cfg: DataConfig, seed: int, world_size: int, rank: int,
                  share: Callable[[str], str] | None) -> DataSplits:
     if cfg.name == "digits":
-        from trainer.data.digits import load_digits_splits
+        from bigbatch.trainer.data.digits import load_digits_splits
 
         return load_digits_splits(cfg.image_size, cfg.channels)
     if cfg.name == "synthetic":
-        from trainer.data.synthetic import load_synthetic_splits
+        from bigbatch.trainer.data.synthetic import load_synthetic_splits
 
         return load_synthetic_splits(seed, cfg.num_classes, cfg.train_examples, cfg.val_examples,
                                      cfg.image_size, cfg.channels)
     if cfg.name in ("fashion_mnist", "mnist"):
-        from trainer.data.idx import FASHION_CLASSES, FASHION_MNIST_ROOT, load_idx_splits
+        from bigbatch.trainer.data.idx import FASHION_CLASSES, FASHION_MNIST_ROOT, load_idx_splits
 
         if cfg.name == "mnist" and not cfg.root:
             raise RecipeError("data.root: the mnist data set needs data.root, the directory of its IDX files")
         classes = FASHION_CLASSES if cfg.name == "fashion_mnist" else [str(c) for c in range(10)]
         return load_idx_splits(cfg.root or FASHION_MNIST_ROOT, classes, cfg.image_size, cfg.channels)
     if cfg.name == "shards":
-        from trainer.data.shards import load_shard_splits
+        from bigbatch.trainer.data.shards import load_shard_splits
 
         return load_shard_splits(cfg.root, seed, cfg.image_size or 224, cfg.batch_size, cfg.shuffle_buffer,
                                  world_size, rank, resize_quality=cfg.resize_quality,  # accumulation: set_epoch
                                  augment=augment_of(cfg), eval_image_size=cfg.eval_image_size,
                                  eval_crop_pct=cfg.eval_crop_pct, sizes=_sizes(cfg))
     if cfg.name == "folder":
-        from trainer.data.folder import load_folder_splits
+        from bigbatch.trainer.data.folder import load_folder_splits
 
         return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share, cfg.resize_quality,
                                   augment_of(cfg), cfg.eval_image_size, cfg.eval_crop_pct, _sizes(cfg))

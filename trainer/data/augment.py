@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from bigbatch.trainer.data.decode import IMAGENET_MEAN, IMAGENET_STD
 
 POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
 ERASING_MODES = ("pixel", "const")

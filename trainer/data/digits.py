@@ -7,7 +7,7 @@ recipe's seed, so results of different runs are comparable.
 import numpy as np
 import torch
 
-from trainer.data.base import DataSplits, InMemoryDataset, resize_channels
+from bigbatch.trainer.data.base import DataSplits, InMemoryDataset, resize_channels
 
 HELD_OUT_FRACTION = 0.2
 SPLIT_SEED = 0

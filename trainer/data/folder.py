@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from trainer.data.augment import NO_AUGMENT, Augment
-from trainer.data.base import DataSplits
-from trainer.data.decode import EVAL_CROP_PCT, CorruptImage, decode_eval, decode_train, normalize_batch
-from trainer.data.loader import Skipped
-from trainer.data.sizes import SizeSchedule
-from trainer.errors import RecipeError
+from bigbatch.trainer.data.augment import NO_AUGMENT, Augment
+from bigbatch.trainer.data.base import DataSplits
+from bigbatch.trainer.data.decode import EVAL_CROP_PCT, CorruptImage, decode_eval, decode_train, normalize_batch
+from bigbatch.trainer.data.loader import Skipped
+from bigbatch.trainer.data.sizes import SizeSchedule
+from bigbatch.trainer.errors import RecipeError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

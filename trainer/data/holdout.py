@@ -10,8 +10,8 @@ import copy
 
 import torch
 
-from trainer.data.base import DataSplits, InMemoryDataset
-from trainer.errors import RecipeError
+from bigbatch.trainer.data.base import DataSplits, InMemoryDataset
+from bigbatch.trainer.errors import RecipeError
 
 SPLIT_SEED = 0
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.data.base import DataSplits, InMemoryDataset, resize_channels
-from trainer.errors import RecipeError
+from bigbatch.trainer.data.base import DataSplits, InMemoryDataset, resize_channels
+from bigbatch.trainer.errors import RecipeError
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

@@ -5,8 +5,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from trainer.data.base import InMemoryDataset
-from trainer.track import notice
+from bigbatch.trainer.data.base import InMemoryDataset
+from bigbatch.trainer.track import notice
 
 
 class Skipped:

@@ -2,7 +2,7 @@
 
 import torch
 
-from trainer.data.base import DataSplits, InMemoryDataset
+from bigbatch.trainer.data.base import DataSplits, InMemoryDataset
 
 
 def _make(num: int, num_classes: int, channels: int, size: int, prototypes: torch.Tensor,

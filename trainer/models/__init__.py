@@ -1,6 +1,6 @@
 """Model catalogue. Importing the package registers every built-in builder."""
 
-from trainer.models import (  # noqa: F401  (importing registers the builders)
+from bigbatch.trainer.models import (  # noqa: F401  (importing registers the builders)
     block_string,
     catalogue,
     condensenet,
@@ -13,6 +13,6 @@ from trainer.models import (  # noqa: F401  (importing registers the builders)
     spos,
     spos_supernet,
 )
-from trainer.models.registry import create_model, entries, register
+from bigbatch.trainer.models.registry import create_model, entries, register
 
 __all__ = ["create_model", "entries", "register"]

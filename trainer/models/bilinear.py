@@ -22,8 +22,8 @@ with one dry run at build time.
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.grad_clip import classifier
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.grad_clip import classifier
 
 
 def isqrt_cov(x: torch.Tensor, iters: int) -> torch.Tensor:

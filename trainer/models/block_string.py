@@ -33,8 +33,8 @@ from functools import partial
 
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.registry import register
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.registry import register
 
 BLOCK_TYPES = ("ds", "dsa", "ir", "er", "cn")
 # EfficientNet-B0 (Tan & Le 2019, Table 1) in timm's notation: the default when a recipe gives no `blocks`.

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.registry import Published, register
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.registry import Published, register
 
 TV_DOCS = "torchvision model docs (weights table)"
 TIMM_CARD = "timm model card"

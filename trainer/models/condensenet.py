@@ -57,9 +57,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.errors import RecipeError
-from trainer.models.registry import Published, register
-from trainer.models.shufflenet_v1 import channel_shuffle
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.registry import Published, register
+from bigbatch.trainer.models.shufflenet_v1 import channel_shuffle
 
 # CondenseNet-74 for ImageNet: layers per dense block and growth rate of each block (paper Section 5.2; the
 # authors' README command `--stages 4-6-8-10-8 --growth 8-16-32-64-128`). 74 = 2 x 36 layers + stem + FC.

@@ -52,8 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.errors import RecipeError
-from trainer.models.registry import Published, register
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.registry import Published, register
 
 # --------------------------------------------------------------------------------------------- genotypes
 

@@ -57,9 +57,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.errors import RecipeError
-from trainer.models.darts import DilConv, FactorizedReduce, ReLUConvBN, drop_path
-from trainer.models.registry import Published, register
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.darts import DilConv, FactorizedReduce, ReLUConvBN, drop_path
+from bigbatch.trainer.models.registry import Published, register
 
 # --------------------------------------------------------------------------------------------- cells as data
 

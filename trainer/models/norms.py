@@ -15,8 +15,8 @@ import math
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.recipe.schema import ModelConfig, RenormConfig
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.recipe.schema import ModelConfig, RenormConfig
 
 NORMS = ("batch", "group", "batch_renorm", "layer")
 

@@ -37,9 +37,9 @@ from-paper builders do, so a 32-64 px input ends at 2x2 to 4x4 instead of 1x1 to
 
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.block_string import build_block_network
-from trainer.models.registry import Published, register
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.block_string import build_block_network
+from bigbatch.trainer.models.registry import Published, register
 
 # ProxylessNAS-Mobile (the authors' proxyless_mobile config). Zero blocks left out: the 3rd and 4th of the
 # 32-channel stage.

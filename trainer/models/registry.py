@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from trainer.errors import RecipeError
+from bigbatch.trainer.errors import RecipeError
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.errors import RecipeError
-from trainer.models.registry import Published, register
-from trainer.models.stochastic_depth import depth_rates, drop_path_module
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.registry import Published, register
+from bigbatch.trainer.models.stochastic_depth import depth_rates, drop_path_module
 
 # Paper Table 1: output channels of Stage2 at 1x for each number of groups (Stage3, Stage4 double it).
 STAGE2_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}

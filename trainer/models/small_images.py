@@ -9,8 +9,8 @@ stride 1, so 32 px ends at 4x4. Parameter counts are unchanged.
 
 import torch.nn as nn
 
-from trainer.models.block_string import build_block_network
-from trainer.models.registry import register
+from bigbatch.trainer.models.block_string import build_block_network
+from bigbatch.trainer.models.registry import register
 
 # MobileNet v2 (Sandler et al. 2018, Table 2) as block strings; the second stage at stride 1 for small images.
 MOBILENET_V2_SMALL = (("ds_r1_k3_s1_c16",), ("ir_r2_k3_s1_e6_c24",), ("ir_r3_k3_s2_e6_c32",),

@@ -7,7 +7,7 @@ arguments so the same builder serves 8x8 digits and 32x32 images.
 import torch
 import torch.nn as nn
 
-from trainer.models.registry import register
+from bigbatch.trainer.models.registry import register
 
 
 class BasicBlock(nn.Module):

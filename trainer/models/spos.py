@@ -36,9 +36,9 @@ import functools
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.registry import Published, register
-from trainer.models.stochastic_depth import depth_rates, drop_path_module
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.registry import Published, register
+from bigbatch.trainer.models.stochastic_depth import depth_rates, drop_path_module
 
 CHOICE_NAMES = ("shufflenet_3x3", "shufflenet_5x5", "shufflenet_7x7", "xception")
 STAGE_REPEATS = (4, 4, 8, 4)

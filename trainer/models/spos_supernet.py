@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.complexity import count_macs_of, count_params
-from trainer.models.registry import register
-from trainer.models.spos import (
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.complexity import count_macs_of, count_params
+from bigbatch.trainer.models.registry import register
+from bigbatch.trainer.models.spos import (
     CHOICE_NAMES,
     HEAD_CHANNELS,
     SMALL_INPUT_MAX,

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from trainer.errors import RecipeError
-from trainer.recipe.fields import FieldProblem, build_section, field_type
-from trainer.recipe.plan import recipe_global_batch
-from trainer.recipe.schema import Recipe
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.recipe.fields import FieldProblem, build_section, field_type
+from bigbatch.trainer.recipe.plan import recipe_global_batch
+from bigbatch.trainer.recipe.schema import Recipe
 
 Sources = dict[str, str]  # dotted key -> "file" or "--set key=value"
 
@@ -144,7 +144,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     """Checks that need more than one field or a registry lookup."""
-    from trainer.models import registry
+    from bigbatch.trainer.models import registry
 
     def fail(key: str, message: str) -> None:
         raise RecipeError(f"{source_of(key, sources, default)}: {key}: {message}")

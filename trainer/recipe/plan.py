@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from optim import LRSchedule, noise_scale, scale_lr
-from trainer.errors import RecipeError
-from trainer.recipe.schema import Recipe
+from bigbatch.optim import LRSchedule, noise_scale, scale_lr
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.recipe.schema import Recipe
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ README's "Recipe keys" table is generated from these definitions
 
 from dataclasses import dataclass
 
-from optim import DECAYS, LR_SCALING_RULES, OPTIMIZERS, WARMUPS
-from trainer.recipe.fields import REQUIRED, setting
+from bigbatch.optim import DECAYS, LR_SCALING_RULES, OPTIMIZERS, WARMUPS
+from bigbatch.trainer.recipe.fields import REQUIRED, setting
 
 DATASETS = ("digits", "fashion_mnist", "mnist", "synthetic", "folder", "shards")
 RESIZE_QUALITIES = ("antialias", "fast")  # trainer/data/decode.py

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from trainer.models.speed import device_name, forward_seconds
+from bigbatch.trainer.models.speed import device_name, forward_seconds
 
 
 @dataclasses.dataclass

@@ -10,16 +10,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trainer.build import build_model
-from trainer.checkpoint import load_checkpoint
-from trainer.collective import LocalCollective
-from trainer.data import iterate_batches, load_data
-from trainer.data.base import DataSplits
-from trainer.data.loader import to_model_input
-from trainer.data.order import epoch_permutation
-from trainer.errors import RecipeError
-from trainer.evaluate import evaluate
-from trainer.recipe.schema import Recipe
+from bigbatch.trainer.build import build_model
+from bigbatch.trainer.checkpoint import load_checkpoint
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.data import iterate_batches, load_data
+from bigbatch.trainer.data.base import DataSplits
+from bigbatch.trainer.data.loader import to_model_input
+from bigbatch.trainer.data.order import epoch_permutation
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.evaluate import evaluate
+from bigbatch.trainer.recipe.schema import Recipe
 
 
 def recalibrate_batchnorm(model: nn.Module, batches, normalize=None) -> None:

@@ -7,10 +7,10 @@ import timm
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.block_string import blocks_model, parse_blocks
-from trainer.models.complexity import count_macs, count_params
-from trainer.models.registry import create_model
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.block_string import blocks_model, parse_blocks
+from bigbatch.trainer.models.complexity import count_macs, count_params
+from bigbatch.trainer.models.registry import create_model
 
 # The architectures as their papers give them, in timm's notation (written here, not read from timm).
 EFFICIENTNET_B0 = [["ds_r1_k3_s1_e1_c16_se0.25"], ["ir_r2_k3_s2_e6_c24_se0.25"], ["ir_r2_k5_s2_e6_c40_se0.25"],

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models import create_model, entries
-from trainer.models.complexity import count_macs, count_params, measure
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models import create_model, entries
+from bigbatch.trainer.models.complexity import count_macs, count_params, measure
 
 PUBLISHED = [e for e in entries() if e.published is not None]
 

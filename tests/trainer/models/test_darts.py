@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.complexity import count_macs, count_params
-from trainer.models.darts import (
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.complexity import count_macs, count_params
+from bigbatch.trainer.models.darts import (
     DARTS_V2,
     Cell,
     NetworkCIFAR,
@@ -16,7 +16,7 @@ from trainer.models.darts import (
     darts_v2_imagenet,
     parse_genotype,
 )
-from trainer.models.registry import create_model
+from bigbatch.trainer.models.registry import create_model
 
 WHERE = "model.kwargs.genotype"
 V2_STRING = ("sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:1 skip_connect:0 "
@@ -177,9 +177,9 @@ def test_network_output_resolution():
 
 
 def _auxiliary_under_ddp(rank: int, world: int, recipe_path: str, run_root: str) -> None:
-    from cluster.backends.torch_dist import TorchDistributedCollective
-    from trainer.loop import Trainer
-    from trainer.recipe import load_recipe
+    from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
+    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, ["model.kwargs.auxiliary=true", "model.kwargs.layers=3", "cluster.workers=2", "data.image_size=32",
                                        "data.batch_size=16", "train.max_steps=3", "train.eval_every_epochs=0",
@@ -204,7 +204,7 @@ def test_the_auxiliary_head_trains_under_ddp(tmp_path):
 
 
 def test_auxiliary_loss_adds_the_weighted_head_loss():
-    from trainer.build import AuxiliaryLoss
+    from bigbatch.trainer.build import AuxiliaryLoss
 
     logits, aux, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
     ce = torch.nn.functional.cross_entropy

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainer.errors import RecipeError
-from trainer.models.complexity import count_macs, count_params
-from trainer.models.proxylessnas import build_proxylessnas, proxylessnas_gpu, proxylessnas_mobile
-from trainer.models.registry import create_model, get_entry
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.complexity import count_macs, count_params
+from bigbatch.trainer.models.proxylessnas import build_proxylessnas, proxylessnas_gpu, proxylessnas_mobile
+from bigbatch.trainer.models.registry import create_model, get_entry
 
 # mit-han-lab/proxylessnas logs/imagenet_mobile_log.txt and logs/imagenet_gpu_log.txt (the authors' release):
 # "Total training params" and "Total FLOPs" (conv and linear multiply-adds), 224 px, 1000 classes.

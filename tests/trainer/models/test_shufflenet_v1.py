@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import trainer.models.shufflenet_v1 as sn
+import bigbatch.trainer.models.shufflenet_v1 as sn
 from tests.model_checks import assert_trains
-from trainer.errors import RecipeError
-from trainer.models.complexity import count_macs, count_params
-from trainer.models.registry import create_model, get_entry
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.complexity import count_macs, count_params
+from bigbatch.trainer.models.registry import create_model, get_entry
 
 # Multiply-adds at 224 px, 1x, from the paper's Table 2 (Zhang et al. 2017; its "MFLOPs" are multiply-adds).
 PAPER_MACS_M = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}

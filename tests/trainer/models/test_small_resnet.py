@@ -5,8 +5,8 @@ import functools
 import pytest
 import torch
 
-from trainer.models.complexity import measure
-from trainer.models.small_resnet import resnet_small
+from bigbatch.trainer.models.complexity import measure
+from bigbatch.trainer.models.small_resnet import resnet_small
 
 
 def test_a_stride_2_stem_keeps_the_parameters_and_quarters_the_work():

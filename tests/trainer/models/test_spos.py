@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import trainer.models.spos as spos_module
-from trainer.errors import RecipeError
-from trainer.models.complexity import count_macs, count_params
-from trainer.models.registry import create_model, get_entry
-from trainer.models.spos import channel_shuffle, spos, spos_published
+import bigbatch.trainer.models.spos as spos_module
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.models.complexity import count_macs, count_params
+from bigbatch.trainer.models.registry import create_model, get_entry
+from bigbatch.trainer.models.spos import channel_shuffle, spos, spos_published
 
 # megvii-model/SinglePathOneShot README, "Evaluation": the block-search model the authors released.
 RELEASED_CHOICES = (2, 1, 0, 1, 2, 0, 2, 0, 2, 0, 2, 3, 0, 0, 0, 0, 3, 2, 3, 3)

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from tests.gloo import spawn_gloo
-from trainer.collective import LocalCollective
-from trainer.errors import RecipeError
-from trainer.loop import Trainer
-from trainer.models import create_model
-from trainer.models.complexity import count_macs
-from trainer.recipe import load_recipe
+from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.models.complexity import count_macs
+from bigbatch.trainer.recipe import load_recipe
 
 SUPERNET = """
 seed: 3
@@ -75,7 +75,7 @@ def test_a_training_step_moves_the_path_and_leaves_every_other_block_untouched(w
 
 
 def _record_paths(rank: int, world: int, recipe_path: str, out: str) -> None:
-    from cluster.backends.torch_dist import TorchDistributedCollective
+    from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
 
     trainer = Trainer(load_recipe(recipe_path, ["train.max_steps=3", "cluster.workers=2", "data.batch_size=8"]),
                       out, TorchDistributedCollective("cpu"))

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import torch
 
-from trainer.models import create_model
-from trainer.models.complexity import count_macs
-from trainer.search import evolution
-from trainer.search.evolution import Sizes, Space
+from bigbatch.trainer.models import create_model
+from bigbatch.trainer.models.complexity import count_macs
+from bigbatch.trainer.search import evolution
+from bigbatch.trainer.search.evolution import Sizes, Space
 
 FREE = Space(positions=20, choices=4, allowed=lambda c: True)
 

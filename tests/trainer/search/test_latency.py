@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.search import SearchSpace
+from bigbatch.cluster.search import SearchSpace
 from tests.cluster.conftest import REPO
-from trainer.build import build_model
-from trainer.data import load_data
-from trainer.errors import RecipeError
-from trainer.recipe import load_recipe
-from trainer.search import evolution
-from trainer.search.latency import LatencyTable, block_input_shapes, measure_latency_table
+from bigbatch.trainer.build import build_model
+from bigbatch.trainer.data import load_data
+from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.search import evolution
+from bigbatch.trainer.search.latency import LatencyTable, block_input_shapes, measure_latency_table
 
 RECIPE = REPO / "recipes" / "search" / "digits_spos.yaml"
 FAST = {"warmup": 1, "repeats": 3, "min_seconds": 0.0}

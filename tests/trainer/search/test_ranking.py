@@ -2,7 +2,7 @@
 
 import math
 
-from trainer.search.ranking import kendall_tau
+from bigbatch.trainer.search.ranking import kendall_tau
 
 
 def test_same_order_is_1_reversed_is_minus_1_and_one_swap_of_four_is_two_thirds():

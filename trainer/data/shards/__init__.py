@@ -11,7 +11,7 @@ network storage; a few hundred ~1 GB tar files read sequentially are not, and
 any fsspec URI (s3://, gs://, http://, local) can hold them.
 """
 
-from trainer.data.shards.index import (
+from bigbatch.trainer.data.shards.index import (
     FORMAT,
     FORMAT_VERSION,
     INDEX,
@@ -21,9 +21,9 @@ from trainer.data.shards.index import (
     read_index,
     read_shard,
 )
-from trainer.data.shards.inspect import format_inspect, inspect
-from trainer.data.shards.pack import PACK_SEED, pack_folder, sample_key
-from trainer.data.shards.stream import ShardedDataset, load_shard_splits
+from bigbatch.trainer.data.shards.inspect import format_inspect, inspect
+from bigbatch.trainer.data.shards.pack import PACK_SEED, pack_folder, sample_key
+from bigbatch.trainer.data.shards.stream import ShardedDataset, load_shard_splits
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "INDEX", "PACK_SEED", "CorruptSampleWarning", "Record", "ShardedDataset",
            "check_shards", "format_inspect", "inspect", "load_shard_splits", "pack_folder",

@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from trainer.errors import RecipeError
+from bigbatch.trainer.errors import RecipeError
 
 FORMAT = "bigbatch-webdataset"
 FORMAT_VERSION = 2

@@ -9,8 +9,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from trainer.data.folder import scan
-from trainer.data.shards.index import (
+from bigbatch.trainer.data.folder import scan
+from bigbatch.trainer.data.shards.index import (
     IMAGE_EXTENSIONS,
     INDEX,
     SPLITS,
@@ -20,7 +20,7 @@ from trainer.data.shards.index import (
     read_index,
     split_member,
 )
-from trainer.errors import RecipeError
+from bigbatch.trainer.errors import RecipeError
 
 
 def _image_header(data: bytes) -> tuple[int, int]:

@@ -17,11 +17,11 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from trainer.atomic import atomic_open, write_json_atomic
-from trainer.data.folder import scan
-from trainer.data.order import epoch_permutation
-from trainer.data.shards.index import FORMAT, FORMAT_VERSION, INDEX, SPLITS
-from trainer.errors import RecipeError
+from bigbatch.trainer.atomic import atomic_open, write_json_atomic
+from bigbatch.trainer.data.folder import scan
+from bigbatch.trainer.data.order import epoch_permutation
+from bigbatch.trainer.data.shards.index import FORMAT, FORMAT_VERSION, INDEX, SPLITS
+from bigbatch.trainer.errors import RecipeError
 
 PACK_SEED = 0  # the fixed shuffle of training samples in the shards
 _BLOCK, _RECORD = tarfile.BLOCKSIZE, tarfile.RECORDSIZE

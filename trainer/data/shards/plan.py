@@ -24,7 +24,7 @@ import bisect
 from dataclasses import dataclass
 from itertools import accumulate
 
-from trainer.data.order import epoch_permutation
+from bigbatch.trainer.data.order import epoch_permutation
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ bench/shard_coverage.py: ImageNet's 1,281,167 images at 1 GB per shard are ~147 
 
 import numpy as np
 
-from trainer.data.shards import plan
+from bigbatch.trainer.data.shards import plan
 
 IMAGENET_TRAIN, IMAGENET_VAL, IMAGENET_MEAN_BYTES = 1_281_167, 50_000, 115_000
 

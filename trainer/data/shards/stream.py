@@ -23,11 +23,11 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from trainer.data.augment import NO_AUGMENT, Augment
-from trainer.data.base import DataSplits
-from trainer.data.decode import EVAL_CROP_PCT, CorruptImage, decode_eval, decode_train
-from trainer.data.shards import plan
-from trainer.data.shards.index import (
+from bigbatch.trainer.data.augment import NO_AUGMENT, Augment
+from bigbatch.trainer.data.base import DataSplits
+from bigbatch.trainer.data.decode import EVAL_CROP_PCT, CorruptImage, decode_eval, decode_train
+from bigbatch.trainer.data.shards import plan
+from bigbatch.trainer.data.shards.index import (
     INDEX,
     CorruptSampleWarning,
     Record,
@@ -37,8 +37,8 @@ from trainer.data.shards.index import (
     read_index,
     read_shard,
 )
-from trainer.data.sizes import SizeSchedule
-from trainer.errors import RecipeError
+from bigbatch.trainer.data.sizes import SizeSchedule
+from bigbatch.trainer.errors import RecipeError
 
 
 def shuffled(records: Iterable[Record], size: int, rng: random.Random) -> Iterator[Record]:
@@ -227,7 +227,7 @@ class ShardedDataset(IterableDataset):
         self.skipped += 1
         name = f"{join(self.root, record.shard)}:{record.key}"
         if self.mark_skipped and self.decode:
-            from trainer.data.loader import Skipped
+            from bigbatch.trainer.data.loader import Skipped
 
             return Skipped(name, error), record.label
         warnings.warn(f"skipping {name}: {error}", CorruptSampleWarning, stacklevel=2)
@@ -240,7 +240,7 @@ def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, sh
                       eval_crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None) -> DataSplits:
     """Train and validation streams of a packed directory for one rank; the plan counts every training
     sample (an epoch is N // global batch steps, shards/plan.py)."""
-    from trainer.data.decode import normalize_batch
+    from bigbatch.trainer.data.decode import normalize_batch
 
     if not root:
         raise RecipeError("data.root: the shards data set needs data.root, the directory or URI of index.json")
