@@ -91,11 +91,11 @@ def _axpy(y: torch.Tensor, x: torch.Tensor, a: float | torch.Tensor, sign: float
 class LayerwiseOptimizer(torch.optim.Optimizer):
     """Runs the closure, then `_step_group(group, params, grads)` for every group with gradients.
 
-    A group step may return the trust ratios of its adapted layers; the step
-    keeps them in `last_trust_ratios` (None when no layer was adapted).
+    A group step may return the trust ratios of its adapted layers; the step keeps them in the group as
+    `group["trust_ratios"]` (a 1-D tensor on the parameters' device, no host sync) and drops the key from a
+    group it did not adapt. Kept in the param groups, they travel with `state_dict`, `copy.deepcopy` and
+    pickling; `last_trust_ratios(optimizer)` reads them.
     """
-
-    last_trust_ratios: torch.Tensor | None = None
 
     def _step_group(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor | None:
         raise NotImplementedError
@@ -106,15 +106,22 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        ratios = []
         for group in self.param_groups:
             params, grads = grouped_params(group)
-            if params:
-                group_ratios = self._step_group(group, params, grads)
-                if group_ratios is not None:
-                    ratios.append(group_ratios)
-        self.last_trust_ratios = torch.cat(ratios) if ratios else None
+            ratios = self._step_group(group, params, grads) if params else None
+            if ratios is None:
+                group.pop("trust_ratios", None)
+            else:
+                group["trust_ratios"] = ratios  # a new tensor each step: a state_dict taken earlier keeps its own
         return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load, then each group's trust ratios moved to its parameters' device (torch moves the
+        per-parameter state only). A state_dict written before the ratios were kept loads as it is."""
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            if "trust_ratios" in group and group["params"]:
+                group["trust_ratios"] = group["trust_ratios"].to(group["params"][0].device)
 
     def momentum_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each parameter's momentum buffer, created as zeros on first use."""
@@ -122,3 +129,10 @@ class LayerwiseOptimizer(torch.optim.Optimizer):
             if "momentum_buffer" not in self.state[p]:
                 self.state[p]["momentum_buffer"] = torch.zeros_like(p)
         return [self.state[p]["momentum_buffer"] for p in params]
+
+
+def last_trust_ratios(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """The trust ratios of the optimizer's last step, every group's `trust_ratios` in group order, as one 1-D
+    tensor on the device (no host sync); None when no group has any (SGD, excluded groups, before a step)."""
+    ratios = [group["trust_ratios"] for group in optimizer.param_groups if "trust_ratios" in group]
+    return torch.cat(ratios) if ratios else None

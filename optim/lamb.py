@@ -7,6 +7,7 @@
 
 Param groups with `lars_adapt: False` (biases, normalisation) use the plain Adam
 direction with no trust ratio and no weight decay: w <- w - lr * m_hat / (sqrt(v_hat) + eps).
+A step keeps the adapted layers' ||w|| / ||u|| in their group as `group["trust_ratios"]`.
 """
 
 import torch

@@ -10,7 +10,9 @@ For every adapted layer, with global lr gamma, momentum m and weight decay beta:
 never moves faster than the global lr. Param groups with `lars_adapt: False`
 (biases and BatchNorm parameters, as in the MLPerf reference) get neither the
 adaptation nor weight decay: v <- m * v + gamma * g.
-Norms are computed for all layers at once with torch._foreach_norm.
+Norms are computed for all layers at once with torch._foreach_norm. A step keeps
+the adapted layers' local_lr (after the LARC clip) in their group as
+`group["trust_ratios"]`.
 """
 
 import torch
