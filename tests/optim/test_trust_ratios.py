@@ -42,14 +42,14 @@ def _stepped(name: str, steps: int = 2) -> tuple[torch.optim.Optimizer, list[tor
     params = [w.clone().requires_grad_() for w in _weights()]
     opt = OPTIMIZERS[name](params)
     for step in range(steps):
-        for p, g in zip(params, _grads(step)):
+        for p, g in zip(params, _grads(step), strict=True):
             p.grad = g.clone()
         opt.step()
     return opt, params
 
 
 def _step_again(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
-    for p, g in zip(params, _grads(99)):
+    for p, g in zip(params, _grads(99), strict=True):
         p.grad = g.clone()
     opt.step()
 
@@ -61,13 +61,13 @@ def test_lars_ratios_are_the_local_lr_of_you_2017_per_layer_and_group():
     weights = _weights()
     params = [w.clone().requires_grad_() for w in weights]
     opt = LARS(_groups(params), lr=lr, momentum=0.9, weight_decay=wd, trust_coefficient=eta, eps=eps)
-    for p, g in zip(params, _grads(0)):
+    for p, g in zip(params, _grads(0), strict=True):
         p.grad = g.clone()
     opt.step()
     # You, Gitman, Ginsburg 2017, Algorithm 1: local_lr = eta * ||w|| / (||g|| + beta * ||w||), eps in the denominator
     expected = [[eta * w.norm() / (g.norm() + beta * w.norm() + eps) for w, g in pairs]
-                for pairs, beta in ((list(zip(weights[:2], _grads(0)[:2])), wd),
-                                    (list(zip(weights[2:3], _grads(0)[2:3])), 0.01))]
+                for pairs, beta in ((list(zip(weights[:2], _grads(0)[:2], strict=True)), wd),
+                                    (list(zip(weights[2:3], _grads(0)[2:3], strict=True)), 0.01))]
     first, second, excluded = opt.param_groups
     torch.testing.assert_close(first["trust_ratios"], torch.stack(expected[0]), rtol=1e-12, atol=0)
     torch.testing.assert_close(second["trust_ratios"], torch.stack(expected[1]), rtol=1e-12, atol=0)
@@ -110,7 +110,7 @@ def test_lamb_ratios_are_the_trust_ratio_of_you_2019_per_layer_and_group():
 def test_a_group_without_gradients_this_step_keeps_no_ratios_and_sgd_has_none():
     opt, params = _stepped("lars", steps=1)
     assert "trust_ratios" in opt.param_groups[1]
-    for p, g in zip(params, _grads(1)):
+    for p, g in zip(params, _grads(1), strict=True):
         p.grad = g.clone()
     params[2].grad = None  # the second group's only parameter: not adapted this step
     opt.step()
@@ -119,7 +119,7 @@ def test_a_group_without_gradients_this_step_keeps_no_ratios_and_sgd_has_none():
     assert last_trust_ratios(LARS([torch.ones(2, requires_grad=True)], lr=0.1)) is None  # before any step
     sgd_params = [w.clone().requires_grad_() for w in _weights()]
     sgd = SGD(sgd_params, lr=0.1, momentum=0.9)
-    for p, g in zip(sgd_params, _grads(0)):
+    for p, g in zip(sgd_params, _grads(0), strict=True):
         p.grad = g
     sgd.step()
     assert last_trust_ratios(sgd) is None and all("trust_ratios" not in g for g in sgd.param_groups)
@@ -151,7 +151,7 @@ def test_keeping_and_reading_the_ratios_reads_nothing_back_to_the_host(name):
 
 def _assert_same_ratios(copied: torch.optim.Optimizer, original: torch.optim.Optimizer) -> None:
     assert ["trust_ratios" in g for g in copied.param_groups] == ["trust_ratios" in g for g in original.param_groups]
-    for a, b in zip(copied.param_groups, original.param_groups):
+    for a, b in zip(copied.param_groups, original.param_groups, strict=True):
         if "trust_ratios" in b:
             assert torch.equal(a["trust_ratios"], b["trust_ratios"])
             assert a["trust_ratios"].device == a["params"][0].device
@@ -180,7 +180,7 @@ def test_ratios_survive_a_checkpoint_round_trip_and_the_next_step_matches(name):
     _assert_same_ratios(fresh, opt)
     _step_again(opt, params)
     _step_again(fresh, fresh_params)
-    for a, b in zip(fresh_params, params):
+    for a, b in zip(fresh_params, params, strict=True):
         assert torch.equal(a, b)
     _assert_same_ratios(fresh, opt)
 
@@ -199,13 +199,13 @@ def test_a_state_dict_from_before_the_ratios_were_kept_still_loads(name, into):
         fresh, fresh_params = _stepped(name, steps=1)
         assert last_trust_ratios(fresh) is not None
         with torch.no_grad():
-            for w, w0 in zip(fresh_params, params):
+            for w, w0 in zip(fresh_params, params, strict=True):
                 w.copy_(w0)
     fresh.load_state_dict(old)
     assert last_trust_ratios(fresh) is None
     _step_again(opt, params)
     _step_again(fresh, fresh_params)
-    for a, b in zip(fresh_params, params):  # the moments and buffers loaded: the same next step
+    for a, b in zip(fresh_params, params, strict=True):  # the moments and buffers loaded: the same next step
         assert torch.equal(a, b)
     _assert_same_ratios(fresh, opt)
 
@@ -214,7 +214,7 @@ def test_a_state_dict_from_before_the_ratios_were_kept_still_loads(name, into):
 def test_ratios_stay_on_the_parameters_device_without_a_sync_and_load_back_there():
     params = [w.cuda().requires_grad_() for w in _weights()]
     opt = OPTIMIZERS["lars"](params)
-    for p, g in zip(params, _grads(0)):
+    for p, g in zip(params, _grads(0), strict=True):
         p.grad = g.cuda()
     torch.cuda.set_sync_debug_mode("error")
     try:
