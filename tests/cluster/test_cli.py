@@ -82,7 +82,8 @@ def test_recipes_and_models_and_keys(cli):
     assert code == 0 and "resnet_small" in out
     code, out, _ = cli("keys")
     assert code == 0 and "| `optim.base_lr` | required |" in out and "`train.max_steps`" in out
-    assert out.strip() in (REPO / "README.md").read_text(), "README's key table is stale: paste `bigbatch keys`"
+    assert out.strip() in (REPO / "docs" / "recipe-keys.md").read_text(), \
+        "docs/recipe-keys.md's key table is stale: paste `bigbatch keys`"
 
 
 def test_models_speed_measures_the_named_entries_and_bad_arguments_exit_2(cli):

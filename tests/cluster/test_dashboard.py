@@ -1,6 +1,7 @@
 """`bigbatch dashboard` on a finished quickstart run, opened in a real browser (Debian's headless Chromium).
 
-The screenshot is kept as a test artifact in .artifacts/dashboard.png (README's picture is a copy of it)."""
+The screenshot is kept as a test artifact in .artifacts/dashboard.png (docs/dashboard.png, the picture in
+docs/tracking.md, is a copy of it)."""
 
 import json
 import os

@@ -49,7 +49,7 @@ def check_png(path: Path) -> None:
         image.verify()
     with Image.open(path) as image:
         assert image.format == "PNG"
-        assert image.size == (640, 400), path  # the size README documents (6.4 x 4 in at 100 dpi)
+        assert image.size == (640, 400), path  # the size docs/tracking.md documents (6.4 x 4 in at 100 dpi)
         low, high = image.convert("L").getextrema()
         assert low < 128 < high, f"{path} is blank"
 
