@@ -7,7 +7,7 @@ rides on, for the same model, batch and gradients, interleaved in one process.
 
 How: per model, --repeats rounds of: one timed training step (forward, cross-entropy, backward, SGD step with
 momentum over the same parameters) and one timed call of the same function the loop calls
-(trainer.collective.grad_sq_norm, read back to the host); medians over the rounds. The added share of step time
+(trainer.step.noise_scale.grad_sq_norm, read back to the host); medians over the rounds. The added share of step time
 is (sum-of-squares time) / (step time) on a log step, and that / train.log_every_steps (default 10) over a run.
 Models: resnet50 (25.6M parameters, compute-heavy per parameter) and alexnet (61.1M parameters, mostly in
 its fully-connected layers: the worst case for a cost that grows with the parameters) at 224 px, and the
@@ -37,7 +37,7 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from bigbatch.trainer.collective import grad_sq_norm
+    from bigbatch.trainer.step.noise_scale import grad_sq_norm
     from bigbatch.trainer.models.registry import create_model
 
     size, channels, classes, kwargs = MODELS[name]

@@ -6,10 +6,13 @@ Horovod ones, so the loop never imports ray or horovod.
 """
 
 import contextlib
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+
+GradientTap = Callable[[torch.Tensor], None]
 
 
 @runtime_checkable
@@ -28,18 +31,10 @@ class Collective(Protocol):
         """Wait until every worker arrives."""
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-             watch_local_gradients: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Make gradients global: DDP for torch.distributed, DistributedOptimizer for Horovod. With
-        `watch_local_gradients`, `begin_local_grad_sq` works on backward passes that all-reduce as they go."""
-
-    def begin_local_grad_sq(self) -> None:
-        """The next backward keeps the squared norm of this rank's own gradient, before any averaging (a DDP comm
-        hook adds up each bucket's squares before its all-reduce): for `local_grad_sq`."""
-
-    def local_grad_sq(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """Squared L2 norm of this rank's own gradient from the last backward, left on the device (no host read):
-        what `begin_local_grad_sq` kept, else the .grad tensors (local under no_sync and on Horovod until
-        synchronize_gradients)."""
+             gradient_tap: GradientTap | None = None) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Make gradients global: DDP for torch.distributed, DistributedOptimizer for Horovod. A backend whose
+        backward all-reduces as it goes (DDP) hands `gradient_tap` each bucket of this rank's own gradient just
+        before its all-reduce; where gradients stay local until `synchronize_gradients` it is never called."""
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         """Context for accumulation micro-steps whose gradients must not be all-reduced yet."""
@@ -77,14 +72,8 @@ class LocalCollective:
         return None
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-             watch_local_gradients: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
-        return model, optimizer
-
-    def begin_local_grad_sq(self) -> None:
-        return None  # the .grad tensors are this rank's own
-
-    def local_grad_sq(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        return grad_sq_norm(optimizer, self.device)
+             gradient_tap: GradientTap | None = None) -> tuple[nn.Module, torch.optim.Optimizer]:
+        return model, optimizer  # the .grad tensors are this rank's own: nothing to tap
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
@@ -104,12 +93,6 @@ class LocalCollective:
 def gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     """The .grad tensors of the optimizer's parameters that have one."""
     return [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-
-
-def grad_sq_norm(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.Tensor:
-    """Squared L2 norm of the optimizer's gradients as they are now, on the device."""
-    grads = gradients(optimizer)
-    return torch.nn.utils.get_total_norm(grads).float().square() if grads else torch.zeros((), device=device)
 
 
 def broadcast_buffers(model: nn.Module, collective: Collective, src: int = 0) -> None:

@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn as nn
 
-from bigbatch.trainer.collective import grad_sq_norm, gradients
+from bigbatch.trainer.collective import GradientTap, gradients
 from bigbatch.trainer.sync_bn import convert_sync_batchnorm
 
 try:
@@ -100,7 +100,8 @@ class HorovodCollective:
         hvd.barrier()
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-             watch_local_gradients: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
+             gradient_tap: GradientTap | None = None) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """The tap is never called: the .grad tensors stay this rank's own until synchronize_gradients."""
         if self.global_size == 1:
             return model, optimizer
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
@@ -110,12 +111,6 @@ class HorovodCollective:
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()  # gradients are only reduced in synchronize_gradients
-
-    def begin_local_grad_sq(self) -> None:
-        return None  # the .grad tensors stay this rank's own until synchronize_gradients
-
-    def local_grad_sq(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        return grad_sq_norm(optimizer, self.device)
 
     def synchronize_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         if isinstance(optimizer, GradientAveraging):

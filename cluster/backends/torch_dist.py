@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bigbatch.trainer.collective import grad_sq_norm
+from bigbatch.trainer.collective import GradientTap
 from bigbatch.trainer.sync_bn import convert_sync_batchnorm
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
@@ -44,7 +44,7 @@ class TorchDistributedCollective:
         self.world_size = dist.get_world_size(group)
         self.comm_seconds = 0.0
         self._gather_small = dist.get_backend(group) == "gloo"
-        self._local_sq: torch.Tensor | None = None  # armed by begin_local_grad_sq
+        self._tap: GradientTap | None = None
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         if op not in _OPS and op != "mean":
@@ -69,21 +69,22 @@ class TorchDistributedCollective:
         dist.barrier(group=self.group)
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-             watch_local_gradients: bool = False) -> tuple[nn.Module, torch.optim.Optimizer]:
+             gradient_tap: GradientTap | None = None) -> tuple[nn.Module, torch.optim.Optimizer]:
         if self.world_size == 1:
             return model, optimizer
         ids = [self.device.index] if self.device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=ids, process_group=self.group)
-        if self.device.type == "cpu" or watch_local_gradients:  # nccl keeps DDP's built-in hook otherwise
+        self._tap = gradient_tap
+        if self.device.type == "cpu" or gradient_tap is not None:  # nccl keeps DDP's built-in hook otherwise
             ddp.register_comm_hook(None, self._mean_hook)
         return ddp, optimizer
 
     def _mean_hook(self, state, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-        """DDP's default all-reduce-then-average; on CPU its time in flight is added to comm_seconds, and when
-        armed (begin_local_grad_sq) the bucket's squares, this rank's own gradient, are added up first."""
+        """DDP's default all-reduce-then-average; on CPU its time in flight is added to comm_seconds. The tap
+        (wrap's gradient_tap) sees the bucket first: this rank's own gradient."""
         started = time.perf_counter()
-        if self._local_sq is not None:
-            self._local_sq += bucket.buffer().float().square().sum()
+        if self._tap is not None:
+            self._tap(bucket.buffer())
         buffer = bucket.buffer().div_(self.world_size)
         future = dist.all_reduce(buffer, group=self.group, async_op=True).get_future()
         if self.device.type != "cpu":
@@ -94,13 +95,6 @@ class TorchDistributedCollective:
             return fut.value()[0]
 
         return future.then(done)
-
-    def begin_local_grad_sq(self) -> None:
-        self._local_sq = torch.zeros((), device=self.device)
-
-    def local_grad_sq(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        kept, self._local_sq = self._local_sq, None
-        return kept if kept is not None else grad_sq_norm(optimizer, self.device)
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()

@@ -16,21 +16,24 @@ def _count(rank: int, world: int, tiny: str, run_root: str) -> None:
     from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
     from bigbatch.trainer.loop import Trainer
     from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.step import StepContext, train_step
 
     counts = {}
     for compiled in (False, True):
         for accumulation in (1, 4):
             recipe = load_recipe(tiny, [
-                "model.name=mlp", "model.kwargs={}", "cluster.workers=2", "data.batch_size=8",
+                "model.name=mlp", "model.kwargs={}", "cluster.backend=torch", "cluster.workers=2", "data.batch_size=8",
                 f"train.accumulation_steps={accumulation}", f"train.compile={str(compiled).lower()}",
                 f"train.max_steps={STEPS}", "train.eval_every_epochs=0", "train.log_every_steps=100"])
             trainer = Trainer(recipe, f"{run_root}/{compiled}-{accumulation}", TorchDistributedCollective("cpu"))
             ddp = trainer.wrapped_model
             assert isinstance(ddp, DistributedDataParallel)
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                for _ in range(STEPS):  # the loop's own optimizer step, fed the first epoch's micro-batches
-                    trainer._optimizer_step(trainer_batches(trainer, accumulation), 0.01, accumulation)
-                    trainer.step += 1
+                batches = trainer_batches(trainer, accumulation)
+                for step in range(STEPS):  # the loop's own optimizer step, fed the first epoch's micro-batches
+                    ctx = StepContext(step=step, epoch=0, accumulation=accumulation, lr=0.01, logging=False,
+                                      criterion=trainer.parts.criterion)
+                    train_step(trainer.learner, ctx, batches, trainer.hooks)
             buckets = len(ddp.reducer._get_zeros_like_grad_buckets())
             counts[compiled, accumulation] = (sum(e.name == "gloo:all_reduce" for e in prof.events()), buckets)
     for (compiled, accumulation), (all_reduces, buckets) in counts.items():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from bigbatch.trainer.gradient_noise import GradientNoiseScale
+from bigbatch.trainer.step.noise_scale import GradientNoiseScale
 
 RANKS, PER_RANK = 8, 16
 

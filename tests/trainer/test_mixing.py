@@ -8,7 +8,7 @@ import torch
 
 from bigbatch.trainer.collective import LocalCollective
 from bigbatch.trainer.loop import Trainer
-from bigbatch.trainer.mixing import Mix, draw, mix_batch
+from bigbatch.trainer.step.mixup import Mix, draw, mix_batch
 from bigbatch.trainer.recipe import load_recipe
 from bigbatch.trainer.recipe.schema import MixupConfig
 

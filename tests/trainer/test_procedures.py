@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from bigbatch.trainer.collective import LocalCollective
 from bigbatch.trainer.errors import RecipeError
-from bigbatch.trainer.grad_clip import clip_gradients, clipped_parameters
+from bigbatch.trainer.step.clipping import clip_gradients, clipped_parameters
 from bigbatch.trainer.loop import Trainer
 from bigbatch.trainer.recipe import load_recipe
 

@@ -18,12 +18,13 @@ def _resume_twice(rank: int, world: int, tiny: str, run_dir: str, size: int) -> 
     from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
     from bigbatch.trainer.loop import Trainer
     from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.resume import load_checkpoint
 
-    recipe = load_recipe(tiny, [*BIG, "cluster.workers=2", "data.batch_size=16", "train.max_steps=4"])
+    recipe = load_recipe(tiny, [*BIG, "cluster.backend=torch", "cluster.workers=2", "data.batch_size=16", "train.max_steps=4"])
     trainer = Trainer(recipe, run_dir, TorchDistributedCollective("cpu"), resume="auto")
     assert trainer.step == 2 and trainer.resumed_from.name == "step_00000002.pt"
     before = bytes_read()
-    trainer._resume("auto")
+    load_checkpoint("auto", trainer.checkpoints, trainer.collective)
     read = bytes_read() - before
     assert size <= read <= 1.2 * size, f"rank {rank} read {read} bytes for a {size}-byte checkpoint"
 

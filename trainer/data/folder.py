@@ -18,7 +18,13 @@ from torch.utils.data import Dataset
 
 from bigbatch.trainer.data.augment import NO_AUGMENT, Augment
 from bigbatch.trainer.data.base import DataSplits
-from bigbatch.trainer.data.decode import EVAL_CROP_PCT, CorruptImage, decode_eval, decode_train, normalize_batch
+from bigbatch.trainer.data.decode import (
+    EVAL_CROP_PCT,
+    CorruptImage,
+    decode_eval,
+    decode_train,
+    normalize_batch,
+)
 from bigbatch.trainer.data.loader import Skipped
 from bigbatch.trainer.data.sizes import SizeSchedule
 from bigbatch.trainer.errors import RecipeError

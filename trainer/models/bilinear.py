@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from bigbatch.trainer.errors import RecipeError
-from bigbatch.trainer.grad_clip import classifier
+from bigbatch.trainer.step.clipping import classifier
 
 
 def isqrt_cov(x: torch.Tensor, iters: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bigbatch.trainer.recipe.schema import MixupConfig
+from bigbatch.trainer.step.hooks import Hook
 
 STREAM = 0x6D6978  # "mix": keeps these draws apart from the other (seed, step) streams
 
@@ -81,3 +82,23 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, mix: Mix, num_classes: int,
         x = x.clone()
         x[:, :, y1:y2, x1:x2] = x[other][:, :, y1:y2, x1:x2]
     return x, soft * mix.lam + soft[other] * (1 - mix.lam)
+
+
+class MixBatches(Hook):
+    """Before each step of an epoch below `off_epoch`: the soft-target criterion, and every micro-batch mixed
+    with the step's one draw (made at the first micro-batch, which gives the image size)."""
+
+    def __init__(self, cfg: MixupConfig, seed: int, num_classes: int, smoothing: float, soft_criterion):
+        self.cfg, self.seed, self.num_classes, self.smoothing = cfg, seed, num_classes, smoothing
+        self.soft_criterion = soft_criterion
+        self.step, self.mix = 0, None
+
+    def before_step(self, ctx) -> None:
+        if self.cfg.off_epoch and ctx.epoch >= self.cfg.off_epoch:
+            return
+        self.step, self.mix = ctx.step, None
+        ctx.criterion, ctx.transform = self.soft_criterion, self.mixed
+
+    def mixed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.mix = self.mix or draw(self.cfg, self.seed, self.step, x.shape[-2], x.shape[-1])
+        return mix_batch(x, y, self.mix, self.num_classes, self.smoothing)

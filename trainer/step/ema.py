@@ -11,27 +11,39 @@ update copies the weights and whose warmup, if asked for, ramps the decay as
 import torch.nn as nn
 
 from bigbatch.trainer.recipe.schema import EmaConfig
+from bigbatch.trainer.step.hooks import Hook
 
 
-class WeightAverage:
+class WeightAverage(Hook):
+    """The average of `model`'s weights (the unwrapped module), updated after every `every_steps`-th step; its
+    weights are the checkpoint's "ema" entry."""
+
+    state_key = "ema"
+
     def __init__(self, cfg: EmaConfig, model: nn.Module):
         from timm.utils import ModelEmaV3
 
-        self.cfg = cfg
+        self.cfg, self.model = cfg, model
         self.ema = ModelEmaV3(model, decay=cfg.decay, use_warmup=cfg.warmup)
 
     @property
     def module(self) -> nn.Module:
         return self.ema.module
 
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """Called after optimizer step number `step` (1-based)."""
-        if step % self.cfg.every_steps == 0:
-            self.ema.update(model, step=step // self.cfg.every_steps)
+    def after_step(self, ctx) -> None:
+        done = ctx.step + 1  # optimizer steps taken, 1-based
+        if done % self.cfg.every_steps == 0:
+            self.ema.update(self.model, step=done // self.cfg.every_steps)
 
-    def restart_from(self, model: nn.Module) -> None:
-        """A resumed checkpoint without an average (EMA switched on later): start it from these weights."""
-        self.ema.set(model)
+    def state_dict(self) -> dict:
+        return self.ema.module.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """A resumed checkpoint without an average (EMA switched on later) starts it from the resumed weights."""
+        if state is None:
+            self.ema.set(self.model)
+        else:
+            self.ema.module.load_state_dict(state)
 
 
 def make_weight_average(cfg: EmaConfig, model: nn.Module) -> WeightAverage | None:

@@ -8,6 +8,8 @@ and timm's train.py do.
 
 import torch.nn as nn
 
+from bigbatch.trainer.step.hooks import Hook
+
 
 def classifier(model: nn.Module) -> nn.Module | None:
     """The final classifier: timm's get_classifier() where the model has one, else the last nn.Linear outside an
@@ -34,3 +36,14 @@ def clip_gradients(params: list[nn.Parameter], value: float, mode: str) -> None:
     from timm.utils import dispatch_clip_grad
 
     dispatch_clip_grad(params, value, mode=mode)
+
+
+class ClipGradients(Hook):
+    """After the all-reduce: unscale (once per step), then clip `value` by `mode` (norm, value or agc)."""
+
+    def __init__(self, model: nn.Module, value: float, mode: str):
+        self.params, self.value, self.mode = clipped_parameters(model, mode), value, mode
+
+    def after_all_reduce(self, ctx) -> None:
+        ctx.unscale()
+        clip_gradients(self.params, self.value, self.mode)
