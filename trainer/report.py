@@ -276,6 +276,19 @@ def _markdown(run_dir: Path, records: list[dict], recipe: dict, s: dict) -> str:
     if (run_dir / "tensorboard").is_dir():
         lines.append(f"- live curves: `bigbatch dashboard {run_dir.resolve().parent}` (TensorBoard, on 127.0.0.1)")
 
+    lines += _recipe_lines(records, recipe, plan)
+    lines += ["", "## Plots", ""]
+    notes = {"top1.png": " (no evaluation yet)" if s["best_top1"] is None else ""}
+    titles = {"lr.png": "learning rate against step", "loss.png": "training loss against step",
+              "top1.png": "top-1 and top-5 against epoch", "images_per_s.png": "images/s against step"}
+    lines += [f"- [{name}]({name}): {titles[name]}{notes.get(name, '')}" for name in PLOTS]
+    for name in PLOTS:
+        lines += ["", f"![{titles[name]}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _recipe_lines(records: list[dict], recipe: dict, plan: dict) -> list[str]:
+    """The report's recipe section: what was asked for, with the plan's derived batch and lr."""
     model, data = recipe.get("model") or {}, recipe.get("data") or {}
     train, optim, cluster = recipe.get("train") or {}, recipe.get("optim") or {}, recipe.get("cluster") or {}
     batch = "n/a"
@@ -290,26 +303,18 @@ def _markdown(run_dir: Path, records: list[dict], recipe: dict, s: dict) -> str:
     if "scaled_lr" in plan:
         lr += f" (reference batch {optim.get('reference_batch', '?')}; scaled to {plan['scaled_lr']:g})"
     warmup = warmup_end(records, recipe)
-    lines += ["", "## Recipe", "",
-              f"- description: {recipe.get('description', '') or 'n/a'}",
-              f"- model: {model.get('name', 'n/a')}",
-              f"- data: {data.get('name', 'n/a')}",
-              f"- global batch: {batch}",
-              f"- workers: {cluster.get('workers', 'n/a')} ({cluster.get('backend', 'n/a')} backend)",
-              f"- optimizer: {optim.get('name', 'n/a')}"
-              + (f", {optim['schedule']} schedule" if optim.get("schedule") else ""),
-              f"- base lr: {lr}",
-              f"- warmup: {'none' if warmup is None else f'{warmup} steps'}"
-              f" (optim.warmup_epochs {optim.get('warmup_epochs', 'n/a')})",
-              f"- epochs: {train.get('epochs', 'n/a')}",
-              "", "## Plots", ""]
-    notes = {"top1.png": " (no evaluation yet)" if s["best_top1"] is None else ""}
-    titles = {"lr.png": "learning rate against step", "loss.png": "training loss against step",
-              "top1.png": "top-1 and top-5 against epoch", "images_per_s.png": "images/s against step"}
-    lines += [f"- [{name}]({name}): {titles[name]}{notes.get(name, '')}" for name in PLOTS]
-    for name in PLOTS:
-        lines += ["", f"![{titles[name]}]({name})"]
-    return "\n".join(lines) + "\n"
+    return ["", "## Recipe", "",
+            f"- description: {recipe.get('description', '') or 'n/a'}",
+            f"- model: {model.get('name', 'n/a')}",
+            f"- data: {data.get('name', 'n/a')}",
+            f"- global batch: {batch}",
+            f"- workers: {cluster.get('workers', 'n/a')} ({cluster.get('backend', 'n/a')} backend)",
+            f"- optimizer: {optim.get('name', 'n/a')}"
+            + (f", {optim['schedule']} schedule" if optim.get("schedule") else ""),
+            f"- base lr: {lr}",
+            f"- warmup: {'none' if warmup is None else f'{warmup} steps'}"
+            f" (optim.warmup_epochs {optim.get('warmup_epochs', 'n/a')})",
+            f"- epochs: {train.get('epochs', 'n/a')}"]
 
 
 def _status_note(s: dict) -> str:
