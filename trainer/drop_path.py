@@ -8,29 +8,21 @@ StochasticDepth's `p` - keeps the value it was built with as the end point and
 is set to value x epoch / epochs at the start of each epoch: per epoch, not per
 step, so a compiled model recompiles at most once per epoch. The masks come
 from torch's generator, reseeded every step from (seed, step, rank), so a
-resumed run drops what an uninterrupted one drops.
+resumed run drops what an uninterrupted one drops. Stochastic depth itself (the
+drops, the rates, which attribute holds a module's probability) lives in
+trainer/models/stochastic_depth.py.
 """
 
 import torch.nn as nn
 
 from bigbatch.trainer.errors import RecipeError
-
-
-def _probability_attribute(module: nn.Module) -> str | None:
-    from torchvision.ops import StochasticDepth
-
-    if isinstance(module, StochasticDepth):
-        return "p"
-    for attr in ("drop_path_prob", "drop_prob"):
-        if isinstance(getattr(module, attr, None), float):
-            return attr
-    return None
+from bigbatch.trainer.models.stochastic_depth import probability_attribute
 
 
 class DropPathRamp:
     def __init__(self, model: nn.Module):
         self.targets = [(m, attr, getattr(m, attr)) for m in model.modules()
-                        if (attr := _probability_attribute(m)) and getattr(m, attr) > 0]
+                        if (attr := probability_attribute(m)) and getattr(m, attr) > 0]
         if not self.targets:
             raise RecipeError("model.drop_path_ramp: the model has no drop-path probability to ramp (set "
                               "model.drop_path_rate)")

@@ -26,10 +26,10 @@ Ops follow the evaluation network of the paper and its public code, which differ
   - none (the zero op) exists only during search and is rejected in a final genotype.
 All BatchNorms of the evaluation network are affine.
 
-Drop-path (stochastic depth per edge, as in the paper's CIFAR training) zeroes a whole edge per sample
-with probability `drop_path_prob` during training; identity edges are never dropped. The paper ramps the
-probability linearly from 0 over training; here it is the constant `drop_path_prob` attribute (a schedule
-can assign it between epochs).
+Drop-path (stochastic depth per edge, as in the paper's CIFAR training; trainer/models/stochastic_depth.py)
+zeroes a whole edge per sample with probability `drop_path_prob` during training; identity edges are never
+dropped. The paper ramps the probability linearly from 0 over training; here it is the constant
+`drop_path_prob` attribute (a schedule can assign it between epochs).
 
 The auxiliary head (optional, off by default) is built only with `auxiliary=True`; in training `forward`
 then returns (logits, auxiliary logits) and the loop adds the auxiliary loss with weight
@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.models.registry import Published, register
+from bigbatch.trainer.models.stochastic_depth import drop_path
 
 # --------------------------------------------------------------------------------------------- genotypes
 
@@ -240,13 +241,6 @@ def make_op(name: str, c: int, stride: int) -> nn.Module:
         k = int(name[-1])
         return DilConv(c, c, k, stride, 2 * (k // 2), dilation=2)
     raise ValueError(f"unknown op {name!r}")
-
-
-def drop_path(x: torch.Tensor, prob: float) -> torch.Tensor:
-    """Zero whole samples with probability `prob`, rescaling the kept ones so the expectation is unchanged."""
-    keep = 1.0 - prob
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x * mask / keep
 
 
 # --------------------------------------------------------------------------------------------- cells, networks
