@@ -58,7 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bigbatch.trainer.errors import RecipeError
-from bigbatch.trainer.models.darts import DilConv, FactorizedReduce, ReLUConvBN
+from bigbatch.trainer.models.darts_ops import DilConv, FactorizedReduce, ReLUConvBN
 from bigbatch.trainer.models.registry import Published, register
 from bigbatch.trainer.models.stochastic_depth import drop_path
 
