@@ -37,7 +37,8 @@ def test_argument_errors_are_one_line_exit_2(cli, tiny):
 
 
 def test_show_prints_resolved_recipe_and_derived_values(cli, tiny):
-    code, out, _ = cli("show", tiny, "--set", "cluster.workers=4", "--set", "train.accumulation_steps=2")
+    code, out, _ = cli("show", tiny, "--set", "cluster.backend=torch", "--set", "cluster.workers=4", "--set",
+                        "train.accumulation_steps=2")
     assert code == 0
     shown = yaml.safe_load(out)
     d = shown["derived"]
@@ -60,7 +61,7 @@ def test_show_says_how_to_repack_a_format_1_shard_directory(cli, tiny, tmp_path)
     folder = write_jpeg_folder(tmp_path / "folder", classes=2, per_class=4, val_per_class=2)
     pack_folder(folder, tmp_path / "packed", shard_size_bytes=20_000)
     recipe = ["--set", "data.name=shards", "--set", f"data.root={tmp_path / 'packed'}", "--set", "data.batch_size=2",
-              "--set", "cluster.workers=2", "--set", "data.image_size=32"]
+              "--set", "cluster.backend=torch", "--set", "cluster.workers=2", "--set", "data.image_size=32"]
     code, _, err = cli("show", tiny, *recipe)
     assert code == 0 and "format-1" not in err
     index = json.loads((tmp_path / "packed" / "index.json").read_text())

@@ -137,7 +137,8 @@ def test_a_signal_to_a_worker_stops_a_fixed_group_and_is_a_leave_in_an_elastic_o
 
     from bigbatch.trainer.loop import Interrupted, Preempted
 
-    group = ["cluster.workers=2", "data.batch_size=16", *(["cluster.min_workers=1"] if elastic else [])]
+    group = ["cluster.backend=torch", "cluster.workers=2", "data.batch_size=16",
+             *(["cluster.min_workers=1"] if elastic else [])]
     trainer = Trainer(load_recipe(tiny, ["train.max_steps=10", *group]), tmp_path, LocalCollective(),
                       restartable=True)
     trainer.stop.signum, trainer.stop.by_signal = SIGTERM, True  # as the process handler records a signal

@@ -181,7 +181,7 @@ def _auxiliary_under_ddp(rank: int, world: int, recipe_path: str, run_root: str)
     from bigbatch.trainer.loop import Trainer
     from bigbatch.trainer.recipe import load_recipe
 
-    recipe = load_recipe(recipe_path, ["model.kwargs.auxiliary=true", "model.kwargs.layers=3", "cluster.workers=2", "data.image_size=32",
+    recipe = load_recipe(recipe_path, ["model.kwargs.auxiliary=true", "model.kwargs.layers=3", "cluster.backend=torch", "cluster.workers=2", "data.image_size=32",
                                        "data.batch_size=16", "train.max_steps=3", "train.eval_every_epochs=0",
                                        "train.threads=1"])
     trainer = Trainer(recipe, run_root, TorchDistributedCollective("cpu"))

@@ -77,7 +77,8 @@ def test_a_training_step_moves_the_path_and_leaves_every_other_block_untouched(w
 def _record_paths(rank: int, world: int, recipe_path: str, out: str) -> None:
     from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
 
-    trainer = Trainer(load_recipe(recipe_path, ["train.max_steps=3", "cluster.workers=2", "data.batch_size=8"]),
+    trainer = Trainer(load_recipe(recipe_path, ["train.max_steps=3", "cluster.backend=torch", "cluster.workers=2",
+                                   "data.batch_size=8"]),
                       out, TorchDistributedCollective("cpu"))
     paths = []
     trainer.model.register_forward_pre_hook(lambda module, args: paths.append(list(module.path))
