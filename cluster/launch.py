@@ -1,5 +1,8 @@
 """Start a run on the backend the recipe names: `local` (one plain process), `torch` (Ray Train workers over
-torch.distributed) or `horovod` (Horovod workers launched by Ray)."""
+torch.distributed) or `horovod` (Horovod workers launched by Ray).
+
+The recipe was checked when it was loaded (trainer/recipe/schema.py: the local backend's one worker, Horovod's
+whole GPUs, the address's form); what is checked here needs this machine or the run directory."""
 
 import dataclasses
 import sys
@@ -49,9 +52,6 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None, verbo
     resume = check_run_dir(recipe, run_dir, resume)
     clear_stop(run_dir)
     if recipe.cluster.backend == "local":
-        if recipe.cluster.workers != 1:
-            raise RecipeError(f"cluster.workers: the 'local' backend runs exactly 1 worker, got "
-                              f"{recipe.cluster.workers}")
         collective = LocalCollective(resolve_device(recipe.train.device))
         return Trainer(recipe, run_dir, collective, resume=resume).fit()
     if recipe.cluster.backend == "torch":
@@ -60,11 +60,6 @@ def launch(recipe: Recipe, run_dir: str | Path, resume: str | None = None, verbo
         return launch_ray(recipe, run_dir, resume, verbose)
     if recipe.cluster.backend == "horovod":
         from bigbatch.cluster.horovod_launch import launch_horovod
-
-        gpus = recipe.cluster.gpus_per_worker
-        if gpus != int(gpus):
-            raise RecipeError(f"cluster.gpus_per_worker: Horovod gives each worker whole GPUs (NCCL cannot share "
-                              f"one between ranks); got {gpus:g}, expected 0, 1, 2, ...")
 
         return launch_horovod(recipe, run_dir, resume, verbose)
     raise RecipeError(f"cluster.backend: unknown backend {recipe.cluster.backend!r}")

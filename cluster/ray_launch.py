@@ -27,13 +27,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 from bigbatch.cluster.progress import driver_console, install_worker_channel
 from bigbatch.trainer.atomic import write_json_atomic
 from bigbatch.trainer.checkpoint import STEP_FILE, CheckpointDir
 from bigbatch.trainer.errors import RecipeError, TrainingFailed
-from bigbatch.trainer.recipe.schema import ClusterConfig, Recipe
+from bigbatch.trainer.recipe.schema import ClusterConfig, Recipe, split_address
 from bigbatch.trainer.stop import StopRequests, request_stop
 from bigbatch.trainer.track import notice
 
@@ -160,16 +159,13 @@ def write_worker_info(run_dir: Path, rank: int, device: str) -> None:
 
 
 def check_reachable(address: str, timeout_s: float, key: str = "cluster.address") -> None:
-    """Fail fast with a clear error instead of Ray's endless reconnect loop on a wrong address."""
+    """Fail fast with a clear error instead of Ray's endless reconnect loop on a wrong address. (A recipe's
+    cluster.address has had its form checked at load; `bigbatch jobs --address` has not.)"""
     if address in ("", "auto", "local"):
         return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    try:
-        host, port = parsed.hostname, parsed.port
-    except ValueError:
-        host = port = None
-    if not host or not port:
+    if (split := split_address(address)) is None:
         raise RecipeError(f"{key}: expected HOST:PORT or SCHEME://HOST:PORT, got {address!r}")
+    host, port = split
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as e:

@@ -72,9 +72,6 @@ def check_search_recipe(recipe: Recipe) -> None:
     if not recipe.data.holdout:
         raise RecipeError("data.holdout: candidates are scored on training examples set apart (never the test "
                           "set): set data.holdout, e.g. 10 percent of the training set")
-    if recipe.search.parents > recipe.search.population:
-        raise RecipeError(f"search.parents: {recipe.search.parents} is more than search.population "
-                          f"({recipe.search.population})")
 
 
 def supernet_checkpoint(recipe: Recipe, out: Path, verbose: bool) -> Path:
@@ -197,9 +194,11 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
 
     from bigbatch.cluster.ray_launch import connect
 
-    # an embedded Ray is sized for the scoring actors (search.workers), not for the supernet's training group
+    # an embedded Ray is sized for the scoring actors (search.workers), not for the supernet's training group:
+    # a fixed group of Ray workers (the recipe's own backend may be the one-worker local one)
     actors_wanted = recipe.search.workers or recipe.cluster.workers
-    started_here = connect(dataclasses.replace(recipe.cluster, workers=actors_wanted), verbose)
+    actor_group = dataclasses.replace(recipe.cluster, backend="torch", workers=actors_wanted, min_workers=0)
+    started_here = connect(actor_group, verbose)
     latency = None
     try:
         actors = start_actors(recipe, checkpoint)

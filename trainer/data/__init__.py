@@ -8,7 +8,6 @@ from bigbatch.trainer.data.holdout import carve_holdout
 from bigbatch.trainer.data.loader import iterate_batches
 from bigbatch.trainer.data.order import TrainOrder, eval_shard
 from bigbatch.trainer.data.sizes import SizeSchedule, size_schedule
-from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe.schema import DataConfig
 
 
@@ -36,8 +35,6 @@ def _load_splits(cfg: DataConfig, seed: int, world_size: int, rank: int,
     if cfg.name in ("fashion_mnist", "mnist"):
         from bigbatch.trainer.data.idx import FASHION_CLASSES, FASHION_MNIST_ROOT, load_idx_splits
 
-        if cfg.name == "mnist" and not cfg.root:
-            raise RecipeError("data.root: the mnist data set needs data.root, the directory of its IDX files")
         classes = FASHION_CLASSES if cfg.name == "fashion_mnist" else [str(c) for c in range(10)]
         return load_idx_splits(cfg.root or FASHION_MNIST_ROOT, classes, cfg.image_size, cfg.channels)
     if cfg.name == "shards":

@@ -1,8 +1,10 @@
 """Typed recipe sections: dataclass fields that carry their own limits.
 
 `setting(...)` declares a field's default, range and choices in one place, like
-Ray Train's config objects; `build_section` turns a YAML mapping into the
-dataclass and reports the first problem with its dotted key path.
+Ray Train's config objects; a section's rules that compare its fields live in its
+`__post_init__` and raise FieldProblem, so any way of building one checks them.
+`build_section` turns a YAML mapping into the dataclass and reports the first
+problem with its dotted key path.
 """
 
 import dataclasses
@@ -11,6 +13,8 @@ import re
 import typing
 from collections.abc import Mapping
 from typing import Any
+
+from bigbatch.trainer.errors import RecipeError
 
 REQUIRED = dataclasses.MISSING
 
@@ -24,11 +28,12 @@ def setting(default: Any = REQUIRED, *, min: float | None = None, max: float | N
     return dataclasses.field(default=default, metadata=meta)
 
 
-class FieldProblem(Exception):
-    """One invalid value; `key` is the dotted path, the message says what was expected."""
+class FieldProblem(RecipeError):
+    """One invalid value; `key` is the dotted path (relative to the section that raised it until build_section
+    prefixes it), the message says what was expected. The loader adds the file or --set that set the key."""
 
     def __init__(self, key: str, message: str):
-        super().__init__(message)
+        super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message
 
@@ -134,7 +139,10 @@ def build_section(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         value = _coerce(key, tp, data[name])
         _check_limits(key, value, f.metadata)
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except FieldProblem as p:  # a rule of the section itself (its __post_init__), keyed within the section
+        raise FieldProblem(f"{prefix}{p.key}", p.message) from None
 
 
 def field_type(cls: type, dotted: str) -> Any:

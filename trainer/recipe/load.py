@@ -4,7 +4,6 @@ Every key remembers where its value came from (a file, or a `--set`), so an
 error names the place the user has to edit.
 """
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import yaml
 
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe.fields import FieldProblem, build_section, field_type
-from bigbatch.trainer.recipe.plan import recipe_global_batch
 from bigbatch.trainer.recipe.schema import Recipe
 
 Sources = dict[str, str]  # dotted key -> "file" or "--set key=value"
@@ -143,60 +141,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 
 def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
-    """Checks that need more than one field or a registry lookup."""
+    """The model name against the registry (a lookup, not a rule of the recipe's fields: those live with their
+    sections in schema.py and have run when the Recipe was built)."""
     from bigbatch.trainer.models import registry
-
-    def fail(key: str, message: str) -> None:
-        raise RecipeError(f"{source_of(key, sources, default)}: {key}: {message}")
 
     problem = registry.check_name(recipe.model.name)
     if problem:
-        fail("model.name", problem)
-    if recipe.data.name == "folder" and not recipe.data.root:
-        fail("data.root", "the folder data set needs data.root")
-    opt, train = recipe.optim, recipe.train
-    if opt.warmup_steps and opt.warmup_epochs:
-        fail("optim.warmup_steps", "set warmup_steps or warmup_epochs, not both")
-    if opt.schedule == "multistep" and not opt.decay_epochs:
-        fail("optim.decay_epochs", "the multistep schedule needs a list of epochs, e.g. [30, 60, 80]")
-    if opt.decay_epochs != sorted(opt.decay_epochs) or any(e <= 0 for e in opt.decay_epochs):
-        fail("optim.decay_epochs", f"expected increasing positive epochs, got {opt.decay_epochs}")
-    if opt.schedule == "step" and opt.decay_every_epochs <= 0:
-        fail("optim.decay_every_epochs", "the step schedule needs decay_every_epochs > 0")
-    betas = opt.lamb.betas
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        fail("optim.lamb.betas", f"expected two values in [0, 1), got {betas}")
-    if recipe.bn.sync == "group" and recipe.cluster.workers % recipe.bn.group_size:
-        fail("bn.group_size", f"must divide cluster.workers ({recipe.cluster.workers}), got {recipe.bn.group_size}")
-    data = recipe.data
-    decoded_only = [k for k, on in (("data.augment", data.augment != "none"), ("data.random_erasing",
-                    data.random_erasing), ("data.eval_image_size", data.eval_image_size),
-                    ("data.eval_crop_pct", data.eval_crop_pct != 0.875),
-                    ("data.image_size_schedule.start", data.image_size_schedule.start)) if on]
-    if decoded_only and data.name not in ("folder", "shards"):
-        fail(decoded_only[0], f"works on decoded images (data.name folder or shards), not on {data.name}")
-    if data.aug_repeats > 1 and data.name == "shards":
-        fail("data.aug_repeats", "needs an indexed data set (folder, mnist, fashion_mnist, digits, synthetic); shards "
-                                 "stream each record once per epoch")
-    if recipe_global_batch(recipe) % data.aug_repeats:
-        fail("data.aug_repeats", f"must divide the global batch {recipe_global_batch(recipe)} (cluster.workers x "
-                                 f"data.batch_size x train.accumulation_steps), got {data.aug_repeats}")
-    sizes = data.image_size_schedule
-    if sizes.start and not (sizes.end and sizes.start_epoch < sizes.end_epoch <= train.epochs):
-        fail("data.image_size_schedule", f"expected start and end sizes and start_epoch < end_epoch <= "
-                                         f"train.epochs ({train.epochs}), got {dataclasses.asdict(sizes)}")
-    if recipe.cluster.elastic and recipe.cluster.backend == "horovod":
-        fail("cluster.min_workers", "an elastic group needs cluster.backend: torch (Ray Train); horovod runs a "
-                                    "fixed group")
-    if recipe.model.name == "spos_supernet" and train.compile:
-        fail("train.compile", "the supernet trains another path every step, and each path would compile anew")
-    if recipe.model.name == "spos_supernet" and recipe.model.head != "linear":
-        fail("model.head", "the supernet draws its path itself; another head around it would hide that")
-    if recipe.model.norm != "batch" and recipe.bn.sync != "none":
-        fail("bn.sync", f"cross-replica sync is for BatchNorm; model.norm is {recipe.model.norm!r} (set bn.sync: none)")
-    if train.ema.best == "ema" and not train.ema.decay:
-        fail("train.ema.best", "'ema' needs an average: set train.ema.decay (e.g. 0.9998)")
-    growth = train.batch_growth_epochs
-    if growth != sorted(set(growth)) or any(not 0 < e < train.epochs for e in growth):
-        fail("train.batch_growth_epochs", f"expected increasing epochs between 1 and train.epochs-1 "
-                                          f"({train.epochs - 1}), got {growth}")
+        raise RecipeError(f"{source_of('model.name', sources, default)}: model.name: {problem}")

@@ -83,17 +83,12 @@ def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
     return sum(epoch_steps[:whole]) + round((epoch - whole) * epoch_steps[whole])
 
 
-def recipe_global_batch(recipe: Recipe) -> int:
-    """The run's invariant: cluster.workers x data.batch_size x train.accumulation_steps (at epoch 0)."""
-    return recipe.cluster.workers * recipe.data.batch_size * recipe.train.accumulation_steps
-
-
 def world_shape(recipe: Recipe, world: int) -> tuple[int, int] | None:
     """(per-worker micro-batch, accumulation steps) that keep the recipe's global batch G on `world` workers, or
     None when `world` does not divide G. Each worker takes E = G / world examples a step, in the fewest
     micro-steps k (a divisor of E) whose micro-batch E / k is at most data.batch_size (the memory the recipe
     was sized for). At cluster.workers this is the recipe's own (data.batch_size, train.accumulation_steps)."""
-    per_worker, remainder = divmod(recipe_global_batch(recipe), world)
+    per_worker, remainder = divmod(recipe.global_batch, world)
     if remainder:
         return None
     k = next(k for k in range(1, per_worker + 1) if per_worker % k == 0 and per_worker // k <= recipe.data.batch_size)
@@ -101,34 +96,22 @@ def world_shape(recipe: Recipe, world: int) -> tuple[int, int] | None:
 
 
 def elastic_sizes(recipe: Recipe) -> list[int]:
-    """Every world size an elastic run may have (cluster.min_workers .. cluster.workers); one that cannot keep
-    the global batch is a RecipeError naming the sizes that can."""
-    cluster = recipe.cluster
-    lowest = cluster.min_workers or cluster.workers
-    if lowest > cluster.workers:
-        raise RecipeError(f"cluster.min_workers: {lowest} is more than cluster.workers ({cluster.workers})")
-    sizes = list(range(lowest, cluster.workers + 1))
-    bad = [w for w in sizes if world_shape(recipe, w) is None]
-    if bad:
-        good = [w for w in range(1, cluster.workers + 1) if world_shape(recipe, w) is not None]
-        raise RecipeError(f"cluster.min_workers: the global batch {recipe_global_batch(recipe)} (cluster.workers x "
-                          f"data.batch_size x train.accumulation_steps) cannot be split evenly over "
-                          f"{', '.join(map(str, bad))} workers; world sizes that keep it: "
-                          f"{', '.join(map(str, good))} (raise min_workers, or choose a batch they all divide)")
-    return sizes
+    """Every world size an elastic run may have (cluster.min_workers .. cluster.workers); the recipe has made sure
+    at load that each keeps the global batch."""
+    return recipe.cluster.world_sizes
 
 
 def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None) -> Plan:
     """Global batch = workers x per-worker batch x accumulation; lr scaled to it (Goyal et al. section 2.1).
     On another world size (an elastic run that lost or regained workers, or a resume elsewhere) the global
-    batch, and so the lr schedule and the examples of every step, stay the recipe's (`world_shape`)."""
-    elastic_sizes(recipe)  # a recipe whose global batch some allowed world size cannot keep is bad input
+    batch, and so the lr schedule and the examples of every step, stay the recipe's (`world_shape`). The recipe
+    was checked at load; what is left here needs the data (its size) or the real world size."""
     world = world_size or recipe.cluster.workers
     train, opt = recipe.train, recipe.optim
     shape = world_shape(recipe, world)
     if shape is None:
         raise RecipeError(f"cluster.workers: {world} workers cannot share the global batch "
-                          f"{recipe_global_batch(recipe)} evenly (it must divide by the world size)")
+                          f"{recipe.global_batch} evenly (it must divide by the world size)")
     per_worker_batch, base_accumulation = shape
     per_micro = world * per_worker_batch
     growth = [bisect.bisect_right(sorted(train.batch_growth_epochs), e) for e in range(train.epochs)]
@@ -164,8 +147,8 @@ def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None
 
 def elastic_table(recipe: Recipe, train_examples: int) -> list[dict]:
     """What `bigbatch show` prints for an elastic recipe: the shape of a step at every world size it may run at
-    (the global batch, steps and lr schedule are the same at each: make_plan checks the recipe once)."""
+    (the global batch, steps and lr schedule are the same at each)."""
     make_plan(recipe, train_examples)
     return [{"world_size": world, "per_worker_batch": shape[0], "accumulation_steps": shape[1],
-             "global_batch": recipe_global_batch(recipe)}
+             "global_batch": recipe.global_batch}
             for world in elastic_sizes(recipe) if (shape := world_shape(recipe, world))]

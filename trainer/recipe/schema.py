@@ -2,15 +2,28 @@
 
 README's "Recipe keys" table is generated from these definitions
 (`bigbatch keys`), so the documentation cannot drift from the code.
+
+Every rule that needs only the recipe lives here, as Ray Train's ScalingConfig
+validates itself: a rule over one section's fields in that section's
+`__post_init__` (keys relative to it; the loader prefixes and sources them),
+a rule across sections in `Recipe.__post_init__`. So `bigbatch show` refuses
+what `bigbatch train` refuses, at load. Left to later: what needs the data
+(steps per epoch: the plan), the model (trainer/models) or the machine (a GPU,
+a reachable cluster address: cluster/).
 """
 
+import dataclasses
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 from bigbatch.optim import DECAYS, LR_SCALING_RULES, OPTIMIZERS, WARMUPS
-from bigbatch.trainer.recipe.fields import REQUIRED, setting
+from bigbatch.trainer.recipe.fields import REQUIRED, FieldProblem, setting
 
 DATASETS = ("digits", "fashion_mnist", "mnist", "synthetic", "folder", "shards")
 RESIZE_QUALITIES = ("antialias", "fast")  # trainer/data/decode.py
+ROOT_NEEDED = {"folder": "the folder data set needs data.root",
+               "mnist": "the mnist data set needs data.root, the directory of its IDX files",
+               "shards": "the shards data set needs data.root, the directory or URI of index.json"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +63,10 @@ class ModelConfig:
                                     "iterations (Li et al. 2018 use 5)")
     drop_path_ramp: bool = setting(False, help="ramp the drop probability linearly from 0 at the first epoch to "
                                    "drop_path_rate at the last (the DARTS and NASNet papers' schedule)")
+
+    def __post_init__(self) -> None:
+        if self.name == "spos_supernet" and self.head != "linear":
+            raise FieldProblem("head", "the supernet draws its path itself; another head around it would hide that")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +123,23 @@ class DataConfig:
     prefetch_batches: int = setting(2, min=1, help="batches each loader worker prepares ahead (DataLoader "
                                     "prefetch_factor; with loader_workers > 0)")
 
+    def __post_init__(self) -> None:
+        if not self.root and self.name in ROOT_NEEDED:
+            raise FieldProblem("root", ROOT_NEEDED[self.name])
+        sizes = self.image_size_schedule
+        decoded_only = [k for k, on in (("augment", self.augment != "none"), ("random_erasing", self.random_erasing),
+                        ("eval_image_size", self.eval_image_size), ("eval_crop_pct", self.eval_crop_pct != 0.875),
+                        ("image_size_schedule.start", sizes is not None and sizes.start)) if on]
+        if decoded_only and self.name not in ("folder", "shards"):
+            raise FieldProblem(decoded_only[0], f"works on decoded images (data.name folder or shards), not on "
+                                                f"{self.name}")
+        if self.aug_repeats > 1 and self.name == "shards":
+            raise FieldProblem("aug_repeats", "needs an indexed data set (folder, mnist, fashion_mnist, digits, "
+                                              "synthetic); shards stream each record once per epoch")
+        if self.holdout and self.name == "shards":
+            raise FieldProblem("holdout", "needs an indexed data set (digits, mnist, fashion_mnist, synthetic, "
+                                          "folder); streamed shards cannot set examples apart")
+
 
 @dataclass(frozen=True, kw_only=True)
 class EmaConfig:
@@ -116,6 +150,10 @@ class EmaConfig:
                            "warmup); with or without it the first update copies the weights")
     every_steps: int = setting(1, min=1, help="update the average every N optimizer steps")
     best: str = setting("raw", choices=("raw", "ema"), help="which weights' top-1 picks best.pt")
+
+    def __post_init__(self) -> None:
+        if self.best == "ema" and not self.decay:
+            raise FieldProblem("best", "'ema' needs an average: set train.ema.decay (e.g. 0.9998)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +203,12 @@ class TrainConfig:
     ema: EmaConfig = None  # type: ignore[assignment]
     mixup: MixupConfig = None  # type: ignore[assignment]
 
+    def __post_init__(self) -> None:
+        growth = self.batch_growth_epochs
+        if growth != sorted(set(growth)) or any(not 0 < e < self.epochs for e in growth):
+            raise FieldProblem("batch_growth_epochs", f"expected increasing epochs between 1 and train.epochs-1 "
+                                                      f"({self.epochs - 1}), got {growth}")
+
 
 @dataclass(frozen=True, kw_only=True)
 class LarsConfig:
@@ -178,6 +222,10 @@ class LambConfig:
     betas: list[float] = setting([0.9, 0.999], help="Adam moment decay rates (two values in [0, 1))")
     eps: float = setting(1e-6, min=0.0, help="added to sqrt(v_hat)")
     bias_correction: bool = setting(True, help="Adam bias correction of the moments")
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise FieldProblem("betas", f"expected two values in [0, 1), got {self.betas}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +265,16 @@ class OptimConfig:
     lamb: LambConfig = None  # type: ignore[assignment]
     rmsprop: RmspropConfig = None  # type: ignore[assignment]
 
+    def __post_init__(self) -> None:
+        if self.warmup_steps and self.warmup_epochs:
+            raise FieldProblem("warmup_steps", "set warmup_steps or warmup_epochs, not both")
+        if self.schedule == "multistep" and not self.decay_epochs:
+            raise FieldProblem("decay_epochs", "the multistep schedule needs a list of epochs, e.g. [30, 60, 80]")
+        if self.decay_epochs != sorted(self.decay_epochs) or any(e <= 0 for e in self.decay_epochs):
+            raise FieldProblem("decay_epochs", f"expected increasing positive epochs, got {self.decay_epochs}")
+        if self.schedule == "step" and self.decay_every_epochs <= 0:
+            raise FieldProblem("decay_every_epochs", "the step schedule needs decay_every_epochs > 0")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
@@ -245,6 +303,35 @@ class ClusterConfig:
     def elastic(self) -> bool:
         """Whether the group may run on fewer workers than cluster.workers (cluster.min_workers)."""
         return 0 < self.min_workers < self.workers
+
+    @property
+    def world_sizes(self) -> list[int]:
+        """Every world size the group may have: cluster.min_workers (or cluster.workers) .. cluster.workers."""
+        return list(range(self.min_workers or self.workers, self.workers + 1))
+
+    def __post_init__(self) -> None:
+        if self.backend == "local" and self.workers != 1:
+            raise FieldProblem("workers", f"the 'local' backend runs exactly 1 worker, got {self.workers}")
+        if self.min_workers > self.workers:
+            raise FieldProblem("min_workers", f"{self.min_workers} is more than cluster.workers ({self.workers})")
+        if self.elastic and self.backend == "horovod":
+            raise FieldProblem("min_workers", "an elastic group needs cluster.backend: torch (Ray Train); horovod "
+                                              "runs a fixed group")
+        if self.backend == "horovod" and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise FieldProblem("gpus_per_worker", f"Horovod gives each worker whole GPUs (NCCL cannot share one "
+                                                  f"between ranks); got {self.gpus_per_worker:g}, expected 0, 1, 2, ...")
+        if self.address not in ("", "auto", "local") and split_address(self.address) is None:
+            raise FieldProblem("address", f"expected HOST:PORT or SCHEME://HOST:PORT, got {self.address!r}")
+
+
+def split_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a cluster address HOST:PORT or SCHEME://HOST:PORT (e.g. ray://head:10001), else None."""
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a port that is no number, or out of range
+        return None
+    return (host, port) if host and port else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,6 +390,10 @@ class SearchConfig:
                                         "brief stand-alone training of search.verify (trained without "
                                         "data.holdout's examples, scored on them)")
 
+    def __post_init__(self) -> None:
+        if self.parents > self.population:
+            raise FieldProblem("parents", f"{self.parents} is more than search.population ({self.population})")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
@@ -318,3 +409,38 @@ class Recipe:
     bn: BatchNormConfig = None  # type: ignore[assignment]
     track: TrackConfig = None  # type: ignore[assignment]
     search: SearchConfig = None  # type: ignore[assignment]
+
+    @property
+    def global_batch(self) -> int:
+        """The run's invariant: cluster.workers x data.batch_size x train.accumulation_steps (at epoch 0)."""
+        return self.cluster.workers * self.data.batch_size * self.train.accumulation_steps
+
+    def __post_init__(self) -> None:
+        """The rules across sections (each section has checked its own)."""
+        model, data, train, cluster, bn = self.model, self.data, self.train, self.cluster, self.bn
+        batch = self.global_batch
+        uneven = [w for w in cluster.world_sizes if batch % w]
+        if uneven:
+            even = [w for w in range(1, cluster.workers + 1) if batch % w == 0]
+            raise FieldProblem("cluster.min_workers", f"the global batch {batch} (cluster.workers x data.batch_size "
+                               f"x train.accumulation_steps) cannot be split evenly over {', '.join(map(str, uneven))} "
+                               f"workers; world sizes that keep it: {', '.join(map(str, even))} (raise min_workers, "
+                               f"or choose a batch they all divide)")
+        if bn.sync == "group" and cluster.workers % bn.group_size:
+            raise FieldProblem("bn.group_size", f"must divide cluster.workers ({cluster.workers}), got {bn.group_size}")
+        if bn.sync == "group" and any(w % bn.group_size for w in cluster.world_sizes):
+            raise FieldProblem("bn.group_size", f"must divide every world size the elastic group may have "
+                               f"({', '.join(map(str, cluster.world_sizes))}), got {bn.group_size}")
+        if model.norm != "batch" and bn.sync != "none":
+            raise FieldProblem("bn.sync", f"cross-replica sync is for BatchNorm; model.norm is {model.norm!r} (set "
+                                          f"bn.sync: none)")
+        if batch % data.aug_repeats:
+            raise FieldProblem("data.aug_repeats", f"must divide the global batch {batch} (cluster.workers x "
+                                                   f"data.batch_size x train.accumulation_steps), got {data.aug_repeats}")
+        sizes = data.image_size_schedule
+        if sizes.start and not (sizes.end and sizes.start_epoch < sizes.end_epoch <= train.epochs):
+            raise FieldProblem("data.image_size_schedule", f"expected start and end sizes and start_epoch < end_epoch "
+                               f"<= train.epochs ({train.epochs}), got {dataclasses.asdict(sizes)}")
+        if model.name == "spos_supernet" and train.compile:
+            raise FieldProblem("train.compile", "the supernet trains another path every step, and each path would "
+                                                "compile anew")

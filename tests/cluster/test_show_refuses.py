@@ -1,0 +1,42 @@
+"""`bigbatch show RECIPE` refuses exactly what `bigbatch train RECIPE` refuses (issue 28, item 6): the same one
+line naming the file, the key and what was expected, exit code 2; `train` refuses before it starts Ray."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIGBATCH = [sys.executable, "-m", "bigbatch.cluster.cli"]
+
+# (what, the recipe file's text after `base: tiny.yaml`, the key, the message after "FILE: KEY: ")
+REFUSED = [
+    ("several workers on the local backend", "cluster: {workers: 2}", "cluster.workers",
+     "the 'local' backend runs exactly 1 worker, got 2"),
+    ("a fraction of a GPU per Horovod worker", "cluster: {backend: horovod, workers: 2, gpus_per_worker: 0.5}",
+     "cluster.gpus_per_worker", "Horovod gives each worker whole GPUs (NCCL cannot share one between ranks); "
+     "got 0.5, expected 0, 1, 2, ..."),
+    ("an elastic size that cannot keep the global batch",
+     "cluster: {backend: torch, workers: 4, min_workers: 2}\ndata: {batch_size: 16}", "cluster.min_workers",
+     "the global batch 64 (cluster.workers x data.batch_size x train.accumulation_steps) cannot be split evenly "
+     "over 3 workers; world sizes that keep it: 1, 2, 4 (raise min_workers, or choose a batch they all divide)"),
+    ("a cluster address without a port", "cluster: {backend: torch, workers: 2, address: headnode}",
+     "cluster.address", "expected HOST:PORT or SCHEME://HOST:PORT, got 'headnode'"),
+]
+
+
+def bigbatch(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([*BIGBATCH, *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("case,text,key,expected", REFUSED, ids=[r[0] for r in REFUSED])
+def test_show_and_train_print_the_same_one_line_and_exit_2(write, tiny, tmp_path, case, text, key, expected):
+    recipe = write("bad.yaml", f"base: tiny.yaml\n{text}\n")
+    line = f"bigbatch: error: {recipe}: {key}: {expected}\n"
+    show = bigbatch("show", recipe)
+    train = bigbatch("train", recipe, "--out", tmp_path / "run")
+    for proc in (show, train):
+        assert (proc.returncode, proc.stderr, proc.stdout) == (2, line, ""), proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before a run directory or Ray
+
