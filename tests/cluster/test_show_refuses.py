@@ -23,6 +23,7 @@ REFUSED = [
      "over 3 workers; world sizes that keep it: 1, 2, 4 (raise min_workers, or choose a batch they all divide)"),
     ("a cluster address without a port", "cluster: {backend: torch, workers: 2, address: headnode}",
      "cluster.address", "expected HOST:PORT or SCHEME://HOST:PORT, got 'headnode'"),
+    ("a non-finite learning rate", "optim: {base_lr: .nan}", "optim.base_lr", "expected a finite number, got nan"),
 ]
 
 
@@ -40,3 +41,9 @@ def test_show_and_train_print_the_same_one_line_and_exit_2(write, tiny, tmp_path
         assert (proc.returncode, proc.stderr, proc.stdout) == (2, line, ""), proc.stderr
     assert not (tmp_path / "run").exists()  # refused before a run directory or Ray
 
+
+def test_a_non_finite_override_is_refused_by_both_commands_alike(tiny, tmp_path):
+    line = "bigbatch: error: --set optim.momentum=-inf: optim.momentum: expected a finite number, got '-inf'\n"
+    for command in (["show", tiny], ["train", tiny, "--out", tmp_path / "run"]):
+        proc = bigbatch(*command, "--set", "optim.momentum=-inf")
+        assert (proc.returncode, proc.stderr) == (2, line), proc.stderr

@@ -1,12 +1,16 @@
 """Every rule that needs only the recipe fires at load (issue 28, item 6): the rules that used to fire only at
 launch (cluster/launch.py, ray_launch.py) or only on a worker (the plan, the data loaders, the search command)
-now refuse the recipe in `load_recipe`, one line naming the file and the key."""
+now refuse the recipe in `load_recipe`, one line naming the file and the key. Non-finite numbers are refused in
+every float key."""
+
+import math
 
 import pytest
 
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe import load_recipe
-from bigbatch.trainer.recipe.schema import ClusterConfig, LambConfig, OptimConfig
+from bigbatch.trainer.recipe.fields import walk_fields
+from bigbatch.trainer.recipe.schema import ClusterConfig, LambConfig, OptimConfig, Recipe
 
 
 def refused(path, overrides, key: str) -> str:
@@ -87,3 +91,36 @@ def test_a_section_built_directly_validates_too():
         OptimConfig(base_lr=0.1, warmup_steps=5, warmup_epochs=1.0)
     assert ClusterConfig(workers=2, backend="torch").workers == 2
 
+
+FLOAT_KEYS = [key for key, _, tp in walk_fields(Recipe) if tp is float]
+
+
+def test_there_are_float_keys_to_check():
+    assert {"optim.base_lr", "cluster.cpus_per_worker", "train.ema.decay"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("spelling", ["nan", ".nan", "NaN", "inf", ".inf", "-inf", "-.inf", "+.inf", "1e999"])
+def test_a_non_finite_number_is_refused_in_every_float_key(tiny, spelling):
+    for key in FLOAT_KEYS:
+        message = refused(tiny, [f"{key}={spelling}"], key)
+        assert message.startswith(f"--set {key}={spelling}: {key}: expected a finite number, got "), message
+
+
+@pytest.mark.parametrize("text,key", [
+    ("optim: {base_lr: .nan}", "optim.base_lr"),
+    ("optim: {momentum: -.inf}", "optim.momentum"),
+    ("train: {clip_grad: .inf}", "train.clip_grad"),
+    ("optim: {decay_epochs: [30, .nan]}", "optim.decay_epochs[1]"),
+    ("optim: {lamb: {betas: [0.9, .inf]}}", "optim.lamb.betas[1]"),
+    ("optim: {end_lr: 1" + "0" * 400 + "}", "optim.end_lr"),
+])
+def test_non_finite_numbers_in_a_file_name_the_file_and_key(write, tiny, text, key):
+    path = write("child.yaml", f"base: tiny.yaml\n{text}\n")
+    message = refused(path, [], key)
+    assert message.startswith(f"{path}: {key}: expected a finite number, got "), message
+
+
+def test_finite_floats_still_load(tiny):
+    r = load_recipe(tiny, ["optim.base_lr=1e-4", "optim.end_lr=0", "train.clip_grad=1.0e3"])
+    assert (r.optim.base_lr, r.optim.end_lr, r.train.clip_grad) == (1e-4, 0.0, 1000.0)
+    assert all(math.isfinite(v) for v in (r.optim.base_lr, r.optim.end_lr, r.train.clip_grad))

@@ -9,6 +9,7 @@ problem with its dotted key path.
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from collections.abc import Mapping
@@ -48,6 +49,22 @@ def suggest(name: str, options: list[str]) -> str:
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
+# nan and inf spelt as YAML reads them as strings (`--set key=nan`); `.nan` and `.inf` arrive as floats.
+_NON_FINITE = re.compile(r"^[-+]?(nan|inf|infinity)$", re.IGNORECASE)
+
+
+def _finite(key: str, value: str | int | float) -> float:
+    """`value` as a float; nan, inf and numbers too large for a float are no setting of a recipe."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        digits = len(str(abs(value)))
+        raise FieldProblem(key, f"expected a finite number, got an integer of {digits} digits") from None
+    if not math.isfinite(number):
+        raise FieldProblem(key, f"expected a finite number, got {value!r}")
+    return number
+
+
 def _type_name(tp: Any) -> str:
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
     if tp in names:
@@ -79,11 +96,11 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
             raise FieldProblem(key, f"expected {_type_name(bool)}, got {_describe(value)}")
         return value
     if tp is float:
-        if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
-            return float(value)
+        if isinstance(value, str) and (_EXPONENT_FLOAT.match(value) or _NON_FINITE.match(value)):
+            return _finite(key, value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FieldProblem(key, f"expected {_type_name(float)}, got {_describe(value)}")
-        return float(value)
+        return _finite(key, value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise FieldProblem(key, f"expected {_type_name(int)}, got {_describe(value)}")
