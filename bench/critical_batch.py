@@ -58,10 +58,10 @@ def run_cell(batch: int, lr_mult: float, target: float, seed: int, epochs: int) 
     import torch
 
     torch.set_num_threads(1)
-    from bigbatch.trainer.collective import LocalCollective
-    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.distributed.collective import LocalCollective
     from bigbatch.trainer.recipe import load_recipe
-    from bigbatch.trainer.report import read_history
+    from bigbatch.trainer.records.report import read_history
+    from bigbatch.trainer.run.loop import Trainer
     from bigbatch.trainer.search.score import holdout_top1, load_trained
 
     steps_per_epoch = TRAIN // batch

@@ -73,9 +73,9 @@ def recipe_for(directory: Path, batch: int, steps: int, compiled: bool):
 
 def run_plain(recipe, warmup: int) -> tuple[float, int]:
     """The hand-written loop with the same settings; (images/s, peak bytes)."""
-    from bigbatch.trainer.build import make_optimizer
     from bigbatch.trainer.data import load_data
     from bigbatch.trainer.models import create_model
+    from bigbatch.trainer.run.build import make_optimizer
 
     data = load_data(recipe.data, recipe.seed)
     images, labels = data.train.images, data.train.labels
@@ -104,8 +104,8 @@ def run_plain(recipe, warmup: int) -> tuple[float, int]:
 
 
 def run_bigbatch(recipe, warmup: int, run_dir: Path) -> tuple[float, int]:
-    from bigbatch.trainer.collective import LocalCollective
-    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.distributed.collective import LocalCollective
+    from bigbatch.trainer.run.loop import Trainer
 
     trainer = Trainer(recipe, run_dir, LocalCollective("cuda"))
     clock = StepClock()

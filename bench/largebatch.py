@@ -67,9 +67,9 @@ def run_cell(recipe: str, global_batch: int, seed: int, lr_mult: float, epochs: 
     import torch
 
     torch.set_num_threads(1)
-    from bigbatch.trainer.collective import LocalCollective
-    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.distributed.collective import LocalCollective
     from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.run.loop import Trainer
     from bigbatch.trainer.search.score import holdout_top1
 
     base = load_recipe(RECIPES / recipe, [])

@@ -47,9 +47,9 @@ def train_alone(recipe_path: str, overrides: list[str]) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from bigbatch.trainer.collective import LocalCollective
-    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.distributed.collective import LocalCollective
     from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.run.loop import Trainer
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bigbatch-nas-") as run_dir:

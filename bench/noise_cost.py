@@ -37,8 +37,8 @@ def measure(name: str, batch: int, repeats: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from bigbatch.trainer.step.noise_scale import grad_sq_norm
     from bigbatch.trainer.models.registry import create_model
+    from bigbatch.trainer.step.noise_scale import grad_sq_norm
 
     size, channels, classes, kwargs = MODELS[name]
     torch.manual_seed(0)

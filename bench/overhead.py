@@ -53,13 +53,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.publish import publish  # noqa: E402
 from bigbatch.optim import split_param_groups
-from bigbatch.trainer.build import make_optimizer
-from bigbatch.trainer.collective import LocalCollective
 from bigbatch.trainer.data import load_data
-from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.models import create_model
 from bigbatch.trainer.recipe import Recipe, load_recipe
 from bigbatch.trainer.recipe.plan import make_plan
+from bigbatch.trainer.run.build import make_optimizer
+from bigbatch.trainer.run.loop import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 0.97

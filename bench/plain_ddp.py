@@ -23,11 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bigbatch.trainer.build import make_optimizer  # noqa: E402
 from bigbatch.trainer.data import load_data  # noqa: E402
 from bigbatch.trainer.models import create_model  # noqa: E402
 from bigbatch.trainer.recipe import load_recipe  # noqa: E402
 from bigbatch.trainer.recipe.plan import make_plan  # noqa: E402
+from bigbatch.trainer.run.build import make_optimizer  # noqa: E402
 
 
 def main(recipe_path: str, out: str) -> None:

@@ -19,7 +19,7 @@ for each of: synced BN, GroupNorm (32 groups), Batch Renorm, per-worker BN, Laye
 images are simulated in one process, each cell doing the same arithmetic as the 8-worker run:
 per-worker BN and Batch Renorm as 8 accumulated micro-batches of 4 (each normalised alone, as each worker
 would); synced BN as one micro-batch of 32, since SyncBN over 8 x 4 normalises over the union of the
-workers' images (tests/trainer/test_sync_bn.py checks that equivalence with 8 gloo ranks); GroupNorm and
+workers' images (tests/trainer/distributed/test_sync_bn.py checks that equivalence with 8 gloo ranks); GroupNorm and
 LayerNorm as one micro-batch of 32, since they normalise each image alone, so the split changes nothing
 but speed. Batch Renorm's r_max / d_max schedule (Ioffe 2017 section 4: 1 / 0 until 5k steps, d_max 5 at
 25k, r_max 3 at 40k) is scaled so that r_max reaches 3 at 80 % of the run.
@@ -75,11 +75,11 @@ def train_cell(overrides: list[str], test_root: str | None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from bigbatch.trainer.collective import LocalCollective
     from bigbatch.trainer.data.folder import ImageFolderDataset, scan
-    from bigbatch.trainer.evaluate import evaluate
-    from bigbatch.trainer.loop import Trainer
+    from bigbatch.trainer.distributed.collective import LocalCollective
     from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.run.evaluate import evaluate
+    from bigbatch.trainer.run.loop import Trainer
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bigbatch-procedures-") as run_dir:

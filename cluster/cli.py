@@ -70,8 +70,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bigbatch.cluster.launch import launch
-    from bigbatch.trainer.loop import Interrupted
     from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.run.loop import Interrupted
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out or Path("runs") / Path(args.recipe).stem)
@@ -135,8 +135,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def measured_noise_scale(recipe, run_dir: Path, global_batch: int) -> dict:
     """`show --from`: what an earlier run measured, read against this recipe's global batch. B_simple belongs to
     a model, data and loss: a run of another model or data set is named on stderr, not refused."""
-    from bigbatch.trainer.batch_advice import summary_entry
-    from bigbatch.trainer.report import metrics_path, read_history
+    from bigbatch.trainer.records.batch_advice import summary_entry
+    from bigbatch.trainer.records.report import metrics_path, read_history
 
     entry = summary_entry(read_history(metrics_path(run_dir)), global_batch)
     if entry is None:

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from bigbatch.trainer.errors import RecipeError
-from bigbatch.trainer.report import STALE_AFTER_S  # light: matplotlib is imported only inside write_report
+from bigbatch.trainer.records.report import (
+    STALE_AFTER_S,  # light: matplotlib is imported only inside write_report
+)
 
 
 def add_commands(sub) -> dict:
@@ -37,7 +39,7 @@ def add_commands(sub) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bigbatch.trainer.report import PLOTS, write_report
+    from bigbatch.trainer.records.report import PLOTS, write_report
 
     path = write_report(Path(args.run_dir))
     print(path)
@@ -47,7 +49,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from bigbatch.trainer.runs import format_runs, list_runs
+    from bigbatch.trainer.records.runs import format_runs, list_runs
 
     if not math.isfinite(args.stale_after) or args.stale_after < 0:
         raise RecipeError(f"--stale-after: must be a number of seconds >= 0, got {args.stale_after:g}")

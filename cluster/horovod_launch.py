@@ -33,7 +33,7 @@ def _worker(recipe: Recipe, run_dir: str, resume: str | None, console_sink=None)
     from bigbatch.cluster.backends.horovod_backend import HorovodCollective, init_horovod
     from bigbatch.cluster.progress import install_worker_channel
     from bigbatch.cluster.ray_launch import write_worker_info
-    from bigbatch.trainer.loop import Interrupted, Trainer
+    from bigbatch.trainer.run.loop import Interrupted, Trainer
 
     if console_sink is not None:
         install_worker_channel(console_sink)
@@ -166,7 +166,7 @@ def _wait(refs: list) -> Exception | None:
 
 def _stopped(run_dir: Path) -> bool:
     """A signal already asked this run to stop: do not restart it."""
-    from bigbatch.trainer.stop import STOP_FILE
+    from bigbatch.trainer.run.stop import STOP_FILE
 
     return (run_dir / STOP_FILE).exists()
 

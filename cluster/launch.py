@@ -10,13 +10,13 @@ from pathlib import Path
 
 import yaml
 
-from bigbatch.trainer.build import resolve_device
-from bigbatch.trainer.checkpoint import CheckpointDir
-from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.errors import RecipeError
-from bigbatch.trainer.loop import Trainer
 from bigbatch.trainer.recipe.schema import Recipe
-from bigbatch.trainer.stop import clear_stop
+from bigbatch.trainer.run.build import resolve_device
+from bigbatch.trainer.run.checkpoint import CheckpointDir
+from bigbatch.trainer.run.loop import Trainer
+from bigbatch.trainer.run.stop import clear_stop
 
 
 def check_run_dir(recipe: Recipe, run_dir: Path, resume: str | None) -> str | None:

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bigbatch.trainer.track import ConsoleView, set_channel
+from bigbatch.trainer.records.track import ConsoleView, set_channel
 
 POLL_S = 0.2
 

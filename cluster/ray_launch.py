@@ -30,11 +30,11 @@ from pathlib import Path
 
 from bigbatch.cluster.progress import driver_console, install_worker_channel
 from bigbatch.trainer.atomic import write_json_atomic
-from bigbatch.trainer.checkpoint import STEP_FILE, CheckpointDir
 from bigbatch.trainer.errors import RecipeError, TrainingFailed
 from bigbatch.trainer.recipe.schema import ClusterConfig, Recipe, split_address
-from bigbatch.trainer.stop import StopRequests, request_stop
-from bigbatch.trainer.track import notice
+from bigbatch.trainer.records.track import notice
+from bigbatch.trainer.run.checkpoint import STEP_FILE, CheckpointDir
+from bigbatch.trainer.run.stop import StopRequests, request_stop
 
 REFERENCE = "checkpoint_ref.json"
 
@@ -107,7 +107,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train.torch
 
     from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
-    from bigbatch.trainer.loop import Interrupted, Trainer
+    from bigbatch.trainer.run.loop import Interrupted, Trainer
 
     recipe: Recipe = config["recipe"]
     install_worker_channel(config["console_sink"])
@@ -134,7 +134,7 @@ def _signals_on_main_thread() -> None:
     checkpoints the run like a SIGTERM to the driver."""
     import ray
 
-    from bigbatch.trainer.stop import install_process_handler
+    from bigbatch.trainer.run.stop import install_process_handler
 
     try:
         actor = ray.get_runtime_context().current_actor
@@ -251,7 +251,7 @@ def record_final_failure(run_dir: Path, error: Exception) -> None:
         return
     if summary.get("status") != "restarting":
         return
-    from bigbatch.trainer.track import MetricsFile
+    from bigbatch.trainer.records.track import MetricsFile
 
     final = {**summary, "status": "failed", "error": str(error).splitlines()[0] if str(error) else summary["error"]}
     metrics = MetricsFile(run_dir / "metrics.jsonl")
@@ -279,7 +279,7 @@ def run_outcome(run_dir: Path) -> dict:
     TrainingFailed with the run's own exit code."""
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary["status"] == "interrupted":
-        from bigbatch.trainer.loop import Interrupted
+        from bigbatch.trainer.run.loop import Interrupted
 
         raise Interrupted(summary["signal"], Path(summary["checkpoint"]))
     if summary["status"] != "finished":

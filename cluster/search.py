@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from bigbatch.trainer.atomic import write_atomic, write_json_atomic
-from bigbatch.trainer.checkpoint import CheckpointDir
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.run.checkpoint import CheckpointDir
 from bigbatch.trainer.search import evolution
 from bigbatch.trainer.search.latency import LatencyTable
 from bigbatch.trainer.search.results import best_recipe_text, best_row, write_candidates, write_report
@@ -95,8 +95,8 @@ class SearchSpace:
     """The supernet's space, its multiply-adds and parameters per path, and the cap."""
 
     def __init__(self, recipe: Recipe, latency: LatencyTable | None = None):
-        from bigbatch.trainer.build import build_model
         from bigbatch.trainer.data import load_data
+        from bigbatch.trainer.run.build import build_model
 
         data = load_data(recipe.data, recipe.seed)
         with torch.device("meta"):

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from bigbatch.trainer.atomic import write_atomic, write_json_atomic
-from bigbatch.trainer.build import resolve_device
-from bigbatch.trainer.checkpoint import CheckpointDir
 from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.run.build import resolve_device
+from bigbatch.trainer.run.checkpoint import CheckpointDir
 from bigbatch.trainer.search.ranking import kendall_tau
 from bigbatch.trainer.search.results import best_recipe_text
 

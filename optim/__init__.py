@@ -18,7 +18,7 @@ from .scaling import scale_lr
 from .schedule import DECAYS, WARMUPS, LRSchedule
 from .sgd import SGD
 
-OPTIMIZERS = ("sgd", "lars", "lamb", "rmsproptf")  # rmsproptf: timm's RMSpropTF (trainer/build.py)
+OPTIMIZERS = ("sgd", "lars", "lamb", "rmsproptf")  # rmsproptf: timm's RMSpropTF (trainer/run/build.py)
 
 __all__ = ["DECAYS", "LAMB", "LARS", "LR_SCALING_RULES", "OPTIMIZERS", "SGD", "WARMUPS", "LRSchedule",
            "is_excluded", "last_trust_ratios", "noise_scale", "scale_lr", "split_param_groups"]

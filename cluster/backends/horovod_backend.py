@@ -23,8 +23,8 @@ import time
 import torch
 import torch.nn as nn
 
-from bigbatch.trainer.collective import GradientTap, gradients
-from bigbatch.trainer.sync_bn import convert_sync_batchnorm
+from bigbatch.trainer.distributed.collective import GradientTap, gradients
+from bigbatch.trainer.distributed.sync_bn import convert_sync_batchnorm
 
 try:
     import horovod.torch as hvd
@@ -128,8 +128,8 @@ class HorovodCollective:
 class GradientAveraging:
     """The recipe's optimizer, with gradients averaged over every rank before each step.
 
-    Everything else (param_groups, state_dict, LARS's last_trust_ratios, ...) is the wrapped optimizer's, so
-    GradScaler, checkpoints and the loop see the optimizer they built."""
+    Everything else (param_groups with LARS's and LAMB's trust ratios, state_dict, ...) is the wrapped
+    optimizer's, so GradScaler, checkpoints and the loop see the optimizer they built."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, collective: HorovodCollective):
         self.optimizer, self.collective, self.synchronized = optimizer, collective, False

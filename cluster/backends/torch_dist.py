@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bigbatch.trainer.collective import GradientTap
-from bigbatch.trainer.sync_bn import convert_sync_batchnorm
+from bigbatch.trainer.distributed.collective import GradientTap
+from bigbatch.trainer.distributed.sync_bn import convert_sync_batchnorm
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 _GATHER_OPS = {"sum": torch.sum, "mean": torch.sum, "max": torch.amax, "min": torch.amin}

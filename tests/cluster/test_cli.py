@@ -55,8 +55,8 @@ def test_show_prints_resolved_recipe_and_derived_values(cli, tiny):
 def test_show_says_how_to_repack_a_format_1_shard_directory(cli, tiny, tmp_path):
     import json
 
-    from tests.images import write_jpeg_folder
     from bigbatch.trainer.data.shards import pack_folder
+    from tests.images import write_jpeg_folder
 
     folder = write_jpeg_folder(tmp_path / "folder", classes=2, per_class=4, val_per_class=2)
     pack_folder(folder, tmp_path / "packed", shard_size_bytes=20_000)

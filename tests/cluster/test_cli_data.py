@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bigbatch.cluster import cli, cli_data
-from tests.images import sample_photos
 from bigbatch.trainer.errors import RecipeError
+from tests.images import sample_photos
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

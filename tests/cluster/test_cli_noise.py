@@ -3,9 +3,9 @@ against a recipe's global batch, in words; bad input is one line and exit 2."""
 
 import yaml
 
-from bigbatch.trainer.collective import LocalCollective
-from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.run.loop import Trainer
 
 RECIPE = """
 seed: 0

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from bigbatch.cluster.launch import launch
-from tests.cluster.conftest import RAY_TEST_ENV
-from tests.run_files import launch_and_kill_rank_1, records, wait_for_step
 from bigbatch.trainer.errors import TrainingFailed
 from bigbatch.trainer.recipe import load_recipe
+from tests.cluster.conftest import RAY_TEST_ENV
+from tests.run_files import launch_and_kill_rank_1, records, wait_for_step
 
 REPO = Path(__file__).resolve().parents[2]
 TWO_WORKERS = ["cluster.backend=torch", "cluster.workers=2", "bn.sync=all", "train.eval_every_epochs=0",

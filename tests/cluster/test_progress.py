@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bigbatch.trainer.track import ConsoleView
+from bigbatch.trainer.records.track import ConsoleView
 
 
 def test_off_a_terminal_the_view_prints_a_line_per_log_step_with_eta():
@@ -31,7 +31,7 @@ def test_the_driver_shows_rank_0s_progress_in_order_and_each_note_once(ray_clust
         import warnings
 
         from bigbatch.cluster.progress import install_worker_channel
-        from bigbatch.trainer.track import Console, notice, set_channel
+        from bigbatch.trainer.records.track import Console, notice, set_channel
 
         shown = warnings.showwarning
         install_worker_channel(sink)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bigbatch.cluster.launch import launch
-from bigbatch.trainer.collective import LocalCollective
-from bigbatch.trainer.loop import Trainer
+from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.run.loop import Trainer
 
 
 def final_model(run_dir) -> dict:
@@ -73,8 +73,8 @@ def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_two_workers_train_on_packed_shards_and_evaluate_every_sample_once(ray_cluster, tiny, tmp_path):
-    from tests.images import write_jpeg_folder
     from bigbatch.trainer.data.shards import pack_folder
+    from tests.images import write_jpeg_folder
 
     folder = write_jpeg_folder(tmp_path / "folder", classes=3, per_class=8, val_per_class=3, size=(96, 128))
     index = pack_folder(folder, tmp_path / "packed", shard_size_bytes=40_000)

@@ -10,8 +10,8 @@ with L2 weight decay added to the gradient, g = grad + wd w.
 import torch
 import torch.nn as nn
 
-from bigbatch.trainer.build import make_optimizer
 from bigbatch.trainer.recipe.schema import OptimConfig, RmspropConfig
+from bigbatch.trainer.run.build import make_optimizer
 
 
 def test_rmsproptf_matches_tensorflows_update_with_a_changing_lr_and_the_excluded_group():

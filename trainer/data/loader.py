@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from bigbatch.trainer.data.base import InMemoryDataset
-from bigbatch.trainer.track import notice
+from bigbatch.trainer.records.track import notice
 
 
 class Skipped:

@@ -6,7 +6,7 @@
     with timm's rule for the rates, linear in the block index from 0 at the first block to the rate at the last;
   - `probability_attribute`: which attribute of a module holds its drop probability (an in-house network's
     `drop_path_prob`, a timm DropPath's `drop_prob`, a torchvision StochasticDepth's `p`), what the training
-    ramp (trainer/drop_path.py) sets each epoch.
+    ramp (trainer/step/drop_path_ramp.py) sets each epoch.
 """
 
 import torch

@@ -11,7 +11,7 @@ import yaml
 
 from bigbatch.trainer.atomic import write_atomic
 from bigbatch.trainer.recipe.schema import Recipe
-from bigbatch.trainer.report import save_figure
+from bigbatch.trainer.records.report import save_figure
 
 SUPERNET_KWARGS_KEPT = ("stage_channels", "stage_repeats", "small_input", "drop_rate")  # the space's shape
 

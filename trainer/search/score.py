@@ -10,16 +10,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bigbatch.trainer.build import build_model
-from bigbatch.trainer.checkpoint import load_checkpoint
-from bigbatch.trainer.collective import LocalCollective
 from bigbatch.trainer.data import iterate_batches, load_data
 from bigbatch.trainer.data.base import DataSplits
 from bigbatch.trainer.data.loader import to_model_input
 from bigbatch.trainer.data.order import epoch_permutation
+from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.errors import RecipeError
-from bigbatch.trainer.evaluate import evaluate
 from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.run.build import build_model
+from bigbatch.trainer.run.checkpoint import load_checkpoint
+from bigbatch.trainer.run.evaluate import evaluate
 
 
 def recalibrate_batchnorm(model: nn.Module, batches, normalize=None) -> None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from bigbatch.trainer.checkpoint import seed_step
-from bigbatch.trainer.collective import Collective, gradients
+from bigbatch.trainer.distributed.collective import Collective, gradients
+from bigbatch.trainer.distributed.worker_times import WorkerTimes
+from bigbatch.trainer.run.checkpoint import seed_step
 from bigbatch.trainer.step.hooks import Hooks
-from bigbatch.trainer.step_outcomes import Settled, StepOutcomes
-from bigbatch.trainer.worker_times import WorkerTimes
+from bigbatch.trainer.step.outcomes import Settled, StepOutcomes
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

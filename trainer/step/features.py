@@ -7,13 +7,12 @@ after the all-reduce: the off-path gradients dropped, then the gradient norm and
 
 import torch.nn as nn
 
-from bigbatch.trainer.collective import Collective
-from bigbatch.trainer.drop_path import DropPathRamp
+from bigbatch.trainer.distributed.collective import Collective
 from bigbatch.trainer.models.norms import RenormSchedule
 from bigbatch.trainer.recipe.plan import Plan
 from bigbatch.trainer.recipe.schema import Recipe
 from bigbatch.trainer.step.clipping import ClipGradients
-from bigbatch.trainer.step.drop_path_ramp import RampDropPath
+from bigbatch.trainer.step.drop_path_ramp import DropPathRamp
 from bigbatch.trainer.step.ema import make_weight_average
 from bigbatch.trainer.step.hooks import Hooks
 from bigbatch.trainer.step.mixup import MixBatches
@@ -28,7 +27,7 @@ def make_hooks(recipe: Recipe, model: nn.Module, plan: Plan, collective: Collect
     """`model` is the unwrapped module (what the hooks change, average and clip)."""
     train = recipe.train
     return Hooks([
-        RampDropPath(DropPathRamp(model)) if recipe.model.drop_path_ramp else None,
+        DropPathRamp(model) if recipe.model.drop_path_ramp else None,
         RampRenorm(RenormSchedule(recipe.model.renorm, model)) if recipe.model.norm == "batch_renorm" else None,
         PathPerStep.of(model, recipe.seed, image_size),
         MixBatches(train.mixup, recipe.seed, num_classes, train.label_smoothing, soft_criterion)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bigbatch.trainer.collective import Collective, gradients
+from bigbatch.trainer.distributed.collective import Collective, gradients
 from bigbatch.trainer.step.hooks import Hook
 
 

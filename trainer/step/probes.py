@@ -3,8 +3,7 @@
 Both are host reads, so they happen on rank 0 on log steps only (the other steps never wait for the device).
 """
 
-import torch
-
+from bigbatch.optim import last_trust_ratios
 from bigbatch.trainer.step.hooks import Hook
 
 
@@ -19,17 +18,9 @@ class LogGradNorm(Hook):
             ctx.record["grad_norm"] = ctx.grad_norm()
 
 
-def trust_ratios(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
-    """The layer-wise optimizers' trust ratios of their last step, or None (other optimizers, no step yet)."""
-    try:
-        from bigbatch.optim import last_trust_ratios
-    except ImportError:  # before optim kept them in its param groups
-        return getattr(optimizer, "last_trust_ratios", None)
-    return last_trust_ratios(optimizer)
-
-
 class LogTrustRatios(Hook):
-    """Min, median and max of the layer-wise trust ratios the update used (LARS, LAMB, SGD with them on)."""
+    """Min, median and max of the layer-wise trust ratios the update used (LARS, LAMB: kept in their param
+    groups)."""
 
     def __init__(self, rank: int):
         self.rank = rank
@@ -37,7 +28,7 @@ class LogTrustRatios(Hook):
     def after_step(self, ctx) -> None:
         if not (ctx.logging and self.rank == 0):
             return
-        ratios = trust_ratios(ctx.learner.optimizer)
+        ratios = last_trust_ratios(ctx.learner.optimizer)
         if ratios is not None and ratios.numel():
             r = ratios.float().cpu()
             ctx.record.update(trust_ratio_min=r.min().item(), trust_ratio_median=r.median().item(),

@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 
 import bigbatch.trainer.models.condensenet as cn
-from tests.model_checks import assert_trains
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.models.complexity import count_macs, count_params
 from bigbatch.trainer.models.registry import create_model, get_entry
+from tests.model_checks import assert_trains
 
 # Huang et al. 2018, Table 5 (ImageNet, 224 px; "FLOPs" = multiply-adds), also the authors' README table:
 # CondenseNet (G=C=4) 529M, 4.8M parameters; CondenseNet (G=C=8) 274M, 2.9M parameters.

@@ -178,8 +178,8 @@ def test_network_output_resolution():
 
 def _auxiliary_under_ddp(rank: int, world: int, recipe_path: str, run_root: str) -> None:
     from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
-    from bigbatch.trainer.loop import Trainer
     from bigbatch.trainer.recipe import load_recipe
+    from bigbatch.trainer.run.loop import Trainer
 
     recipe = load_recipe(recipe_path, ["model.kwargs.auxiliary=true", "model.kwargs.layers=3", "cluster.backend=torch", "cluster.workers=2", "data.image_size=32",
                                        "data.batch_size=16", "train.max_steps=3", "train.eval_every_epochs=0",
@@ -204,7 +204,7 @@ def test_the_auxiliary_head_trains_under_ddp(tmp_path):
 
 
 def test_auxiliary_loss_adds_the_weighted_head_loss():
-    from bigbatch.trainer.build import AuxiliaryLoss
+    from bigbatch.trainer.run.build import AuxiliaryLoss
 
     logits, aux, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
     ce = torch.nn.functional.cross_entropy

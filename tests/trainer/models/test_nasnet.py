@@ -5,11 +5,11 @@ import torch
 import torch.nn as nn
 
 import bigbatch.trainer.models.nasnet as nas
-from tests.model_checks import assert_trains
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.models.complexity import count_macs, count_params
 from bigbatch.trainer.models.darts import FactorizedReduce
 from bigbatch.trainer.models.registry import create_model, get_entry
+from tests.model_checks import assert_trains
 
 # Zoph et al. 2018, Table 2, NASNet-A (4 @ 1056): 5.3M parameters, 564M multiply-adds at 224 px.
 PAPER_PARAMS = 5.3e6
@@ -123,7 +123,7 @@ def test_bad_kwargs_raise_recipe_error(kwargs: dict, needle: str) -> None:
 
 
 def test_the_auxiliary_head_follows_tf_slim_and_trains_with_the_weighted_loss() -> None:
-    from bigbatch.trainer.build import AuxiliaryLoss
+    from bigbatch.trainer.run.build import AuxiliaryLoss
 
     model = nas.nasnet_a_mobile(num_classes=10, image_size=224, auxiliary=True)
     # after the last normal cell of the second stack (cells: 2 stem, 4 normal, reduction, 4 normal, ...): 14 x 14

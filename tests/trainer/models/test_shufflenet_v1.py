@@ -5,10 +5,10 @@ import torch
 import torch.nn as nn
 
 import bigbatch.trainer.models.shufflenet_v1 as sn
-from tests.model_checks import assert_trains
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.models.complexity import count_macs, count_params
 from bigbatch.trainer.models.registry import create_model, get_entry
+from tests.model_checks import assert_trains
 
 # Multiply-adds at 224 px, 1x, from the paper's Table 2 (Zhang et al. 2017; its "MFLOPs" are multiply-adds).
 PAPER_MACS_M = {1: 143, 2: 140, 3: 137, 4: 133, 8: 137}

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.gloo import spawn_gloo
-from bigbatch.trainer.collective import LocalCollective
+from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.errors import RecipeError
-from bigbatch.trainer.loop import Trainer
 from bigbatch.trainer.models import create_model
 from bigbatch.trainer.models.complexity import count_macs
 from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.run.loop import Trainer
+from tests.gloo import spawn_gloo
 
 SUPERNET = """
 seed: 3

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from bigbatch.cluster.search import SearchSpace
-from tests.cluster.conftest import REPO
-from bigbatch.trainer.build import build_model
 from bigbatch.trainer.data import load_data
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe import load_recipe
+from bigbatch.trainer.run.build import build_model
 from bigbatch.trainer.search import evolution
 from bigbatch.trainer.search.latency import LatencyTable, block_input_shapes, measure_latency_table
+from tests.cluster.conftest import REPO
 
 RECIPE = REPO / "recipes" / "search" / "digits_spos.yaml"
 FAST = {"warmup": 1, "repeats": 3, "min_seconds": 0.0}

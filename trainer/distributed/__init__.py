@@ -1,0 +1,1 @@
+"""Talking to the other workers: the Collective protocol, cross-replica BatchNorm, per-worker timings."""

@@ -1,0 +1,1 @@
+"""One worker's run: building its parts, the epoch loop, evaluation, checkpoints, resume and stop requests."""

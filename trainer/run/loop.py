@@ -1,0 +1,344 @@
+"""The run loop: epochs of optimizer steps (trainer/step), evaluation, checkpoints and stop requests.
+
+Written against the Collective protocol only, so the same loop runs in a plain process (LocalCollective) and
+in Ray / torch.distributed / Horovod workers. One step is `train_step` (trainer/step/core.py); the recipe's
+optional features are the step's hooks (trainer/step/features.py); what rank 0 writes about the run is
+RunRecords (trainer/records/run_records.py).
+"""
+
+import dataclasses
+import math
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from signal import SIGTERM
+
+import torch
+
+from bigbatch.trainer.data import layout_warning
+from bigbatch.trainer.data.loader import Skipped, report_skipped, to_model_input
+from bigbatch.trainer.data.source import MicroBatchSource, WorldShape
+from bigbatch.trainer.distributed.collective import Collective, broadcast_buffers
+from bigbatch.trainer.distributed.worker_times import WorkerTimes
+from bigbatch.trainer.errors import TrainingFailed
+from bigbatch.trainer.models.complexity import count_macs
+from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.records.run_records import LogWindow, RunRecords
+from bigbatch.trainer.run.build import build
+from bigbatch.trainer.run.checkpoint import CheckpointDir, rng_state, set_rng_state
+from bigbatch.trainer.run.evaluate import evaluate
+from bigbatch.trainer.run.hardware import describe
+from bigbatch.trainer.run.resume import load_checkpoint, step_at
+from bigbatch.trainer.run.stop import STOP_FILE, StopRequests
+from bigbatch.trainer.step import Learner, StepContext, train_step
+from bigbatch.trainer.step.ema import WeightAverage
+from bigbatch.trainer.step.features import make_hooks
+from bigbatch.trainer.step.noise_scale import MeasureNoiseScale
+from bigbatch.trainer.step.outcomes import Settled, StepOutcomes
+
+# Called on every rank after rank 0 wrote a checkpoint (path on rank 0, None elsewhere); collective.
+CheckpointHook = Callable[[Path | None, dict], None]
+
+CHECKPOINT_FORMAT = 1
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written. `signum` picks the exit code (128 + signum)."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(f"interrupted by signal {signum}; checkpoint {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+class Preempted(Exception):
+    """A worker of an elastic run was signalled (a node shutting down): every rank checkpointed at the same
+    step and ends this attempt with this error, so that Ray restarts the group with the workers it can place."""
+
+
+class Trainer:
+    """One worker's share of a run. `on_checkpoint` replaces the barrier after each checkpoint (Ray reports
+    the checkpoint to its storage there); a STOP file in the run directory or SIGINT/SIGTERM on any rank
+    makes every rank stop after the same step (the next log step) with a checkpoint."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, collective: Collective, resume: str | None = None,
+                 on_checkpoint: CheckpointHook | None = None, restartable: bool = False):
+        self.recipe, self.collective = recipe, collective
+        self.restartable = restartable  # a failure is one attempt's (Ray restarts the group): not the run's end
+        # elastic: a signal to a worker is that worker leaving (checkpoint, restart without it), not a stop
+        self.leave_on_signal = restartable and recipe.cluster.elastic
+        self.run_dir, self.is_main = Path(run_dir), collective.rank == 0
+        self.parts = build(recipe, collective)
+        self.model, self.plan, data = self.parts.model, self.parts.plan, self.parts.data
+        self.hooks = make_hooks(recipe, self.model, self.plan, collective, data.image_size, data.num_classes,
+                                self.parts.soft_criterion)
+        # a step of one micro-step per rank measures its local gradient in DDP's comm hook (on nccl a Python
+        # hook in place of DDP's built-in one: only registered when some epoch needs it)
+        noise = self.hooks.find(MeasureNoiseScale)
+        tap = noise.tap if noise is not None and 1 in self.plan.epoch_accumulation else None
+        # DDP decides when gradients are all-reduced: no_sync is entered on it, not on the compiled module around it
+        self.wrapped_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer, gradient_tap=tap)
+        self.train_model = torch.compile(self.wrapped_model) if recipe.train.compile else self.wrapped_model
+        self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+        self.ema = self.hooks.find(WeightAverage)
+        self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
+        self.on_checkpoint = on_checkpoint
+        self.step, self.best_top1, self.skipped_steps, self.bad_images = 0, -1.0, 0, 0
+        self.run_id = self._shared_run_id()
+        self.resumed_from = self._resume(resume) if resume else None
+        self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
+        self.outcomes, self.times = StepOutcomes(collective.world_size), WorkerTimes(collective)
+        self.learner = Learner(self.train_model, self.wrapped_model, self.optimizer, self.parts.scaler, collective,
+                               lambda: self.parts.autocast(collective.device), self._to_device, self._stop_flags,
+                               self.outcomes, self.times, recipe.seed, recipe.train.on_nonfinite == "skip")
+        self.source = MicroBatchSource(data.train, recipe.seed, recipe.data.loader_workers,
+                                       collective.device.type == "cuda", recipe.data.prefetch_batches,
+                                       recipe.data.aug_repeats, self._unreadable)
+        self.hardware = describe(collective.device, collective.world_size)
+        self.macs_per_image = (count_macs(self.model, data.channels, data.image_size)
+                               if self.is_main else 0)  # for the summary, which rank 0 writes
+        self.records = RunRecords(recipe, self.run_dir, self.run_id, writes=self.is_main)
+
+    def _shared_run_id(self) -> str:
+        """A fresh id, rank 0's on every rank."""
+        raw = torch.tensor(list(uuid.uuid4().bytes[:6]), dtype=torch.uint8, device=self.collective.device)
+        if self.collective.world_size > 1:
+            self.collective.broadcast(raw, src=0)
+        return bytes(raw.cpu().tolist()).hex()
+
+    def _resume(self, resume: str) -> Path | None:
+        loaded = load_checkpoint(resume, self.checkpoints, self.collective)
+        if loaded is None:
+            return None
+        path, state = loaded
+        self.model.load_state_dict(state["model"])
+        self.hooks.load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.parts.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        sampler = state["sampler"]
+        self.step = step_at(self.plan, sampler["epoch"], sampler["offset"], state["step"], say=self.is_main)
+        self.best_top1, self.skipped_steps, self.run_id = state["best_top1"], state["skipped_steps"], state["run_id"]
+        return path
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly; only tensors and plain types (weights_only loading)."""
+        epoch, in_epoch = self.plan.locate(self.step)
+        return {
+            "format": CHECKPOINT_FORMAT, "run_id": self.run_id, "step": self.step,
+            "epoch": epoch, "step_in_epoch": in_epoch,
+            "sampler": {"seed": self.recipe.seed, "epoch": epoch,
+                        "offset": in_epoch * self.plan.global_batch_at(epoch)},
+            "schedule": {"step": self.step, "lr": self.plan.schedule(self.step)},
+            "world_size": self.collective.world_size, "global_batch": self.plan.global_batch_at(epoch),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            **self.hooks.state_dict(),  # "ema", "gradient_noise"
+            "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
+            "best_top1": self.best_top1, "skipped_steps": self.skipped_steps,
+            "recipe": dataclasses.asdict(self.recipe),
+        }
+
+    # ---- what the step is given -----------------------------------------------------------------
+    def _to_device(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        if not len(y):
+            raise TrainingFailed(f"step {step + 1}: every image of a micro-batch was unreadable")
+        x = to_model_input(x, self.collective.device, self.memory_format, self.parts.data.normalize)
+        return x, y.to(self.collective.device, non_blocking=True)
+
+    def _stop_flags(self) -> list[torch.Tensor]:
+        """[a stop was requested, a worker is leaving]: a signal in an elastic run is that worker leaving."""
+        requested = self.stop.pending() > 0
+        leave = requested and self.stop.by_signal and self.leave_on_signal
+        return [torch.full((), float(flag), device=self.collective.device) for flag in (requested and not leave, leave)]
+
+    def _context(self, epoch: int, accumulation: int) -> StepContext:
+        logging = (self.step + 1) % self.recipe.train.log_every_steps == 0 or self.step + 1 == self.plan.total_steps
+        return StepContext(step=self.step, epoch=epoch, accumulation=accumulation, lr=self.plan.schedule(self.step),
+                           logging=logging, criterion=self.parts.criterion)
+
+    # ---- the run ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to plan.total_steps, evaluating and checkpointing as the recipe says; return the summary."""
+        self.records.open(self.step, self.plan.total_steps, self.resumed_from,
+                          {**self.plan.as_dict(), "hardware": self.hardware},
+                          layout_warning(self.parts.data, self.recipe.data.loader_workers))
+        self.stop.install()
+        try:
+            return self._fit()
+        except Exception as e:
+            if not isinstance(e, Interrupted):
+                self.records.failed(self.step, e, self.restartable)
+            raise
+        finally:
+            self.stop.restore()
+            self.records.close()
+
+    def _fit(self) -> dict:
+        start_step, started, last_eval = self.step, time.perf_counter(), {}
+        self.window = LogWindow()
+        while self.step < self.plan.total_steps:
+            epoch_started = time.perf_counter()
+            epoch, in_epoch = self.plan.locate(self.step)
+            self._train_epoch(epoch, in_epoch)
+            last_eval = self._end_epoch(epoch, epoch_started) or last_eval
+        return self._finish(last_eval, start_step, time.perf_counter() - started)
+
+    def _train_epoch(self, epoch: int, in_epoch: int) -> None:
+        """Steps to the end of the epoch (or of training), settling outcomes at log steps and checkpoints."""
+        plan, every = self.plan, self.recipe.train.checkpoint_every_steps
+        accumulation = plan.epoch_accumulation[epoch]
+        self.hooks.on_epoch_start(epoch, len(plan.epoch_steps))
+        shape = WorldShape(self.collective.world_size, self.collective.rank, plan.per_worker_batch, accumulation)
+        micro_batches = self.source.epoch(epoch, in_epoch, shape)
+        epoch_end = plan.epoch_start(epoch + 1)
+        while self.step < min(epoch_end, plan.total_steps):
+            ctx = self._context(epoch, accumulation)
+            settled = train_step(self.learner, ctx, micro_batches, self.hooks)
+            self.window.images += plan.global_batch_at(epoch)
+            self.step += 1
+            checkpoint_due = bool(every) and self.step % every == 0
+            if settled is None and (ctx.logging or checkpoint_due or self.step in (epoch_end, plan.total_steps)):
+                settled = self.outcomes.settle()  # the only host read of the step's outcome
+            signum = self._account(settled) if settled is not None else 0
+            if ctx.logging:
+                self._log_step(ctx)
+            else:
+                self.records.progress(self.step)
+            if signum:
+                self._stop_here(signum, settled.leaving)
+            if checkpoint_due and self.step not in (epoch_end, plan.total_steps):
+                self._save()
+
+    def _account(self, settled: Settled) -> int:
+        """Settled steps' losses into the log window; a non-finite one stops the run (or is counted as skipped).
+        Returns the signal number of a stop request (0 if none)."""
+        for step, loss in settled.losses:
+            if math.isfinite(loss):
+                self.window.loss_sum += loss
+                self.window.steps += 1
+            else:
+                self._nonfinite(step)
+        return int(self.stop.signum or SIGTERM) if settled.stop_requested else 0
+
+    def _stop_here(self, signum: int, leaving: bool) -> None:
+        checkpoint = self._save()
+        if leaving:
+            raise Preempted(f"signal {signum} to a worker (a node shutting down?): every rank checkpointed at "
+                            f"step {self.step}; the group restarts with the workers Ray can place")
+        self.records.interrupted(self.step, signum, checkpoint)
+        raise Interrupted(signum, checkpoint)
+
+    def _end_epoch(self, epoch: int, epoch_started: float) -> dict:
+        """At an epoch's end (or training's): the epoch time, an evaluation when due, a checkpoint."""
+        finished_epoch = self.step == self.plan.epoch_start(epoch + 1)
+        done = self.step == self.plan.total_steps
+        is_best, record, scores = False, {"step": self.step, "epoch": self._epoch_progress()}, {}
+        if finished_epoch:
+            record["epoch_time_s"] = time.perf_counter() - epoch_started  # training only, since (re)start
+        every = self.recipe.train.eval_every_epochs
+        if done or (finished_epoch and every and (epoch + 1) % every == 0):
+            scores = self._evaluate()
+            record.update(scores)
+            score = scores["top1_ema" if self.recipe.train.ema.best == "ema" else "top1"]
+            is_best = score > self.best_top1
+            self.best_top1 = max(self.best_top1, score)
+        if len(record) > 2:
+            self.records.write(record)
+        if finished_epoch or done:
+            self._save(is_best=is_best)
+        return scores
+
+    def _epoch_progress(self) -> float:
+        epoch, in_epoch = self.plan.locate(self.step)
+        if self.step >= self.plan.epoch_start(epoch + 1):
+            return float(epoch + 1)
+        return epoch + in_epoch / self.plan.epoch_steps[epoch]
+
+    def _log_step(self, ctx: StepContext) -> None:
+        workers = self.times.gather() if self.collective.world_size > 1 else {}
+        window, self.window = self.window, LogWindow()
+        if not self.is_main:
+            return
+        record = {"step": self.step, "epoch": self._epoch_progress(), "loss": window.mean_loss(), "lr": ctx.lr,
+                  "global_batch": self.plan.global_batch_of_step(self.step), "world_size": self.collective.world_size,
+                  "accumulation_steps": self.plan.accumulation_of_step(self.step),
+                  "images_per_s": window.images_per_s(), **workers}
+        record["images_per_s_per_worker"] = record["images_per_s"] / self.collective.world_size
+        self.records.log_step({**record, **ctx.record})  # the hooks' measurements: grad norm, noise, trust ratios
+
+    def _evaluate(self) -> dict:
+        """Score the checkpoint's model: rank 0's BatchNorm statistics on every rank first (unsynced BN leaves
+        each rank its own; DDP's per-forward broadcast is one batch behind; Horovod has none)."""
+        result = self._score(self.model, self.train_model)
+        line = f"top1 {result['top1']:.4f} top5 {result['top5']:.4f} val_loss {result['val_loss']:.4f}"
+        if self.ema is not None:
+            averaged = self._score(self.ema.module, self.ema.module)
+            result.update({f"{key}_ema": averaged[key] for key in ("top1", "top5", "val_loss")})
+            line += f" top1_ema {averaged['top1']:.4f}"
+        self.records.say(f"epoch {self._epoch_progress():.2f} step {self.step}: {line}")
+        return result
+
+    def _score(self, model: torch.nn.Module, runnable: torch.nn.Module) -> dict:
+        """Evaluate `runnable` (the model, or its compiled form) with rank 0's BatchNorm buffers of `model`."""
+        data, cfg = self.parts.data, self.recipe.data
+        if self.collective.world_size > 1:
+            broadcast_buffers(model, self.collective)
+        return evaluate(runnable, data.val, self.collective, cfg.eval_batch_size or cfg.batch_size,
+                        self.parts.autocast(self.collective.device), cfg.loader_workers, data.normalize,
+                        self.memory_format, cfg.prefetch_batches, flip=self.recipe.train.eval_flip)
+
+    def _save(self, is_best: bool = False) -> Path | None:
+        """Rank 0 writes; every rank waits so nobody runs ahead of a checkpoint being written."""
+        path = self.checkpoints.save(self.state_dict(), self.step, is_best=is_best) if self.is_main else None
+        if self.on_checkpoint is None:
+            self.collective.barrier()
+        else:
+            self.on_checkpoint(path, {"step": self.step, "epoch": self._epoch_progress()})
+        return path
+
+    def _finish(self, last_eval: dict, start_step: int, elapsed: float) -> dict:
+        images_per_s = self._images_between(start_step, self.step) / max(elapsed, 1e-9)
+        summary = {"status": "finished", "run_id": self.run_id, "step": self.step,
+                   "epoch": self._epoch_progress(), "top1": last_eval.get("top1"),
+                   "top5": last_eval.get("top5"), "best_top1": self.best_top1,
+                   **{key: value for key, value in last_eval.items() if key.endswith("_ema")},
+                   "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
+                   "images_per_s": images_per_s,
+                   "images_per_s_per_worker": images_per_s / self.collective.world_size,
+                   # forward + backward ~ 3 forward passes: comparable across machines and models
+                   "model_macs_per_image": self.macs_per_image,
+                   "model_macs_per_s": 3 * self.macs_per_image * images_per_s,
+                   "world_size": self.collective.world_size,
+                   "global_batch": self.plan.global_batch_of_step(self.step),
+                   "hardware": self.hardware}
+        return self.records.finished(summary)
+
+    def _images_between(self, first: int, last: int) -> int:
+        """Training examples consumed by steps [first, last): epochs may differ in global batch."""
+        plan, total = self.plan, 0
+        for epoch in range(len(plan.epoch_steps)):
+            lo, hi = max(first, plan.epoch_start(epoch)), min(last, plan.epoch_start(epoch + 1))
+            total += max(0, hi - lo) * plan.global_batch_at(epoch)
+        return total
+
+    def _unreadable(self, bad: Skipped) -> None:
+        """A corrupt image: reported by name and skipped, until more than data.max_bad_images on this rank."""
+        report_skipped(bad)
+        self.bad_images += 1
+        if self.bad_images > self.recipe.data.max_bad_images:
+            raise TrainingFailed(f"{bad.name}: {self.bad_images} unreadable images on rank {self.collective.rank}, "
+                                 f"more than data.max_bad_images={self.recipe.data.max_bad_images}")
+
+    def _nonfinite(self, step: int) -> None:
+        """Optimizer step number `step` (1-based) had a non-finite global loss."""
+        where = f"step {step} (epoch {self.plan.locate(step - 1)[0]})"
+        last = self.checkpoints.latest_valid(report=lambda _: None) if self.is_main else None
+        keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint had been written"
+        if self.recipe.train.on_nonfinite == "stop":
+            raise TrainingFailed(f"non-finite loss at {where}{keep}")
+        self.skipped_steps += 1
+        if self.skipped_steps > self.recipe.train.max_skipped_steps:
+            raise TrainingFailed(f"non-finite loss at {where}: {self.skipped_steps} steps skipped, more than "
+                                 f"train.max_skipped_steps={self.recipe.train.max_skipped_steps}{keep}")
