@@ -1,8 +1,9 @@
 """Start a run on the backend the recipe names: `local` (one plain process), `torch` (Ray Train workers over
 torch.distributed) or `horovod` (Horovod workers launched by Ray).
 
-The recipe was checked when it was loaded (trainer/recipe/schema.py: the local backend's one worker, Horovod's
-whole GPUs, the address's form); what is checked here needs this machine or the run directory."""
+The recipe was checked when it was loaded (ClusterConfig, trainer/recipe/cluster_track_search.py: the local
+backend's one worker, Horovod's whole GPUs, the address's form); what is checked here needs this machine or
+the run directory."""
 
 import dataclasses
 import sys

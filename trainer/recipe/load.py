@@ -142,7 +142,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 def check_names(recipe: Recipe, sources: Sources, default: str) -> None:
     """The model name against the registry (a lookup, not a rule of the recipe's fields: those live with their
-    sections in schema.py and have run when the Recipe was built)."""
+    sections (schema.py and the section modules it gathers) and have run when the Recipe was built)."""
     from bigbatch.trainer.models import registry
 
     problem = registry.check_name(recipe.model.name)
