@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from bigbatch.trainer.data.base import InMemoryDataset
+from bigbatch.trainer.errors import TrainingFailed
 from bigbatch.trainer.records.track import notice
 
 
@@ -34,6 +35,21 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
     if images[0].dim() == 3 and all(image.permute(1, 2, 0).is_contiguous() for image in images):
         return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
     return torch.stack(images)
+
+
+class UnreadableBudget:
+    """Corrupt images are reported by name and skipped, until more than `limit` on this rank (data.max_bad_images):
+    then the run fails naming the last one (a data set that rotten is not worth training on)."""
+
+    def __init__(self, limit: int, rank: int):
+        self.limit, self.rank, self.seen = limit, rank, 0
+
+    def __call__(self, bad: "Skipped") -> None:
+        report_skipped(bad)
+        self.seen += 1
+        if self.seen > self.limit:
+            raise TrainingFailed(f"{bad.name}: {self.seen} unreadable images on rank {self.rank}, "
+                                 f"more than data.max_bad_images={self.limit}")
 
 
 def report_skipped(skipped: Skipped) -> None:
@@ -124,6 +140,15 @@ def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_si
         for bad in skipped:
             on_skip(bad)
         yield images, labels
+
+
+def model_input(batch: tuple[torch.Tensor, torch.Tensor], step: int, device: torch.device,
+                memory_format: torch.memory_format, normalize) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training micro-batch on the device, as the model takes it; `step` (0-based) names an empty one."""
+    x, y = batch
+    if not len(y):
+        raise TrainingFailed(f"step {step + 1}: every image of a micro-batch was unreadable")
+    return to_model_input(x, device, memory_format, normalize), y.to(device, non_blocking=True)
 
 
 def to_model_input(x: torch.Tensor, device: torch.device, memory_format: torch.memory_format,

@@ -6,6 +6,7 @@ Horovod ones, so the loop never imports ray or horovod.
 """
 
 import contextlib
+import uuid
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -104,6 +105,14 @@ def broadcast_buffers(model: nn.Module, collective: Collective, src: int = 0) ->
         flat = collective.broadcast(torch.cat([b.detach().reshape(-1) for b in buffers]), src=src)
         for buffer, value in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
             buffer.data.copy_(value.view_as(buffer))
+
+
+def shared_run_id(collective: Collective) -> str:
+    """A fresh 12-hex-digit id, rank 0's on every rank."""
+    raw = torch.tensor(list(uuid.uuid4().bytes[:6]), dtype=torch.uint8, device=collective.device)
+    if collective.world_size > 1:
+        collective.broadcast(raw, src=0)
+    return bytes(raw.cpu().tolist()).hex()
 
 
 def broadcast_text(text: str, collective: Collective, src: int = 0) -> str:

@@ -66,6 +66,14 @@ class Plan:
     def global_batch_at(self, epoch: int) -> int:
         return self.world_size * self.per_worker_batch * self.epoch_accumulation[epoch]
 
+    def images_between(self, first: int, last: int) -> int:
+        """Training examples consumed by steps [first, last): epochs may differ in global batch."""
+        total = 0
+        for epoch in range(len(self.epoch_steps)):
+            lo, hi = max(first, self.epoch_start(epoch)), min(last, self.epoch_start(epoch + 1))
+            total += max(0, hi - lo) * self.global_batch_at(epoch)
+        return total
+
     def accumulation_of_step(self, step: int) -> int:
         """The accumulation steps optimizer step number `step` (1-based) took."""
         return self.epoch_accumulation[self.locate(max(step - 1, 0))[0]]

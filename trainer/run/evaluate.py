@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -9,7 +10,11 @@ from torch.utils.data import Dataset, IterableDataset
 
 from bigbatch.trainer.data import eval_shard, iterate_batches
 from bigbatch.trainer.data.loader import Skipped, iterate_stream, report_skipped, to_model_input
-from bigbatch.trainer.distributed.collective import Collective
+from bigbatch.trainer.distributed.collective import Collective, broadcast_buffers
+
+if TYPE_CHECKING:
+    from bigbatch.trainer.recipe.schema import Recipe
+    from bigbatch.trainer.run.build import Parts
 
 
 @torch.no_grad()
@@ -59,3 +64,16 @@ def evaluate(model: nn.Module, dataset: Dataset, collective: Collective, batch_s
         raise RuntimeError(f"evaluation covered {count} (+{skipped} unreadable) of {len(dataset)} examples")
     return {"top1": totals[0].item() / count, "top5": totals[1].item() / count,
             "val_loss": totals[2].item() / count, "examples": count, "skipped": skipped}
+
+
+def score_held_out(model: nn.Module, runnable: nn.Module, recipe: "Recipe", parts: "Parts", collective: Collective,
+                   memory_format: torch.memory_format) -> dict:
+    """Evaluate `runnable` (the model, or its compiled form) on the run's held-out set with rank 0's BatchNorm
+    buffers of `model` on every rank (unsynced BN leaves each rank its own; DDP's per-forward broadcast is one
+    batch behind; Horovod has none)."""
+    data, cfg = parts.data, recipe.data
+    if collective.world_size > 1:
+        broadcast_buffers(model, collective)
+    return evaluate(runnable, data.val, collective, cfg.eval_batch_size or cfg.batch_size,
+                    parts.autocast(collective.device), cfg.loader_workers, data.normalize, memory_format,
+                    cfg.prefetch_batches, flip=recipe.train.eval_flip)

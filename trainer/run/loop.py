@@ -7,9 +7,9 @@ RunRecords (trainer/records/run_records.py).
 """
 
 import dataclasses
+import functools
 import math
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from signal import SIGTERM
@@ -17,9 +17,9 @@ from signal import SIGTERM
 import torch
 
 from bigbatch.trainer.data import layout_warning
-from bigbatch.trainer.data.loader import Skipped, report_skipped, to_model_input
+from bigbatch.trainer.data.loader import UnreadableBudget, model_input
 from bigbatch.trainer.data.source import MicroBatchSource, WorldShape
-from bigbatch.trainer.distributed.collective import Collective, broadcast_buffers
+from bigbatch.trainer.distributed.collective import Collective, shared_run_id
 from bigbatch.trainer.distributed.worker_times import WorkerTimes
 from bigbatch.trainer.errors import TrainingFailed
 from bigbatch.trainer.models.complexity import count_macs
@@ -27,7 +27,7 @@ from bigbatch.trainer.recipe.schema import Recipe
 from bigbatch.trainer.records.run_records import LogWindow, RunRecords
 from bigbatch.trainer.run.build import build
 from bigbatch.trainer.run.checkpoint import CheckpointDir, rng_state, set_rng_state
-from bigbatch.trainer.run.evaluate import evaluate
+from bigbatch.trainer.run.evaluate import score_held_out
 from bigbatch.trainer.run.hardware import describe
 from bigbatch.trainer.run.resume import load_checkpoint, step_at
 from bigbatch.trainer.run.stop import STOP_FILE, StopRequests
@@ -84,28 +84,25 @@ class Trainer:
         self.ema = self.hooks.find(WeightAverage)
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
         self.on_checkpoint = on_checkpoint
-        self.step, self.best_top1, self.skipped_steps, self.bad_images = 0, -1.0, 0, 0
-        self.run_id = self._shared_run_id()
+        self.step, self.best_top1, self.skipped_steps = 0, -1.0, 0
+        self.run_id = shared_run_id(collective)
         self.resumed_from = self._resume(resume) if resume else None
         self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
         self.outcomes, self.times = StepOutcomes(collective.world_size), WorkerTimes(collective)
         self.learner = Learner(self.train_model, self.wrapped_model, self.optimizer, self.parts.scaler, collective,
-                               lambda: self.parts.autocast(collective.device), self._to_device, self._stop_flags,
+                               lambda: self.parts.autocast(collective.device),
+                               functools.partial(model_input, device=collective.device,
+                                                 memory_format=self.memory_format, normalize=data.normalize),
+                               functools.partial(self.stop.flags, collective.device, self.leave_on_signal),
                                self.outcomes, self.times, recipe.seed, recipe.train.on_nonfinite == "skip")
         self.source = MicroBatchSource(data.train, recipe.seed, recipe.data.loader_workers,
                                        collective.device.type == "cuda", recipe.data.prefetch_batches,
-                                       recipe.data.aug_repeats, self._unreadable)
+                                       recipe.data.aug_repeats,
+                                       UnreadableBudget(recipe.data.max_bad_images, collective.rank))
         self.hardware = describe(collective.device, collective.world_size)
         self.macs_per_image = (count_macs(self.model, data.channels, data.image_size)
                                if self.is_main else 0)  # for the summary, which rank 0 writes
         self.records = RunRecords(recipe, self.run_dir, self.run_id, writes=self.is_main)
-
-    def _shared_run_id(self) -> str:
-        """A fresh id, rank 0's on every rank."""
-        raw = torch.tensor(list(uuid.uuid4().bytes[:6]), dtype=torch.uint8, device=self.collective.device)
-        if self.collective.world_size > 1:
-            self.collective.broadcast(raw, src=0)
-        return bytes(raw.cpu().tolist()).hex()
 
     def _resume(self, resume: str) -> Path | None:
         loaded = load_checkpoint(resume, self.checkpoints, self.collective)
@@ -140,19 +137,6 @@ class Trainer:
         }
 
     # ---- what the step is given -----------------------------------------------------------------
-    def _to_device(self, batch: tuple[torch.Tensor, torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
-        if not len(y):
-            raise TrainingFailed(f"step {step + 1}: every image of a micro-batch was unreadable")
-        x = to_model_input(x, self.collective.device, self.memory_format, self.parts.data.normalize)
-        return x, y.to(self.collective.device, non_blocking=True)
-
-    def _stop_flags(self) -> list[torch.Tensor]:
-        """[a stop was requested, a worker is leaving]: a signal in an elastic run is that worker leaving."""
-        requested = self.stop.pending() > 0
-        leave = requested and self.stop.by_signal and self.leave_on_signal
-        return [torch.full((), float(flag), device=self.collective.device) for flag in (requested and not leave, leave)]
-
     def _context(self, epoch: int, accumulation: int) -> StepContext:
         logging = (self.step + 1) % self.recipe.train.log_every_steps == 0 or self.step + 1 == self.plan.total_steps
         return StepContext(step=self.step, epoch=epoch, accumulation=accumulation, lr=self.plan.schedule(self.step),
@@ -269,25 +253,17 @@ class Trainer:
         self.records.log_step({**record, **ctx.record})  # the hooks' measurements: grad norm, noise, trust ratios
 
     def _evaluate(self) -> dict:
-        """Score the checkpoint's model: rank 0's BatchNorm statistics on every rank first (unsynced BN leaves
-        each rank its own; DDP's per-forward broadcast is one batch behind; Horovod has none)."""
-        result = self._score(self.model, self.train_model)
+        """Score the checkpoint's model (and its weight average), with rank 0's BatchNorm statistics."""
+        score = functools.partial(score_held_out, recipe=self.recipe, parts=self.parts, collective=self.collective,
+                                  memory_format=self.memory_format)
+        result = score(self.model, self.train_model)
         line = f"top1 {result['top1']:.4f} top5 {result['top5']:.4f} val_loss {result['val_loss']:.4f}"
         if self.ema is not None:
-            averaged = self._score(self.ema.module, self.ema.module)
+            averaged = score(self.ema.module, self.ema.module)
             result.update({f"{key}_ema": averaged[key] for key in ("top1", "top5", "val_loss")})
             line += f" top1_ema {averaged['top1']:.4f}"
         self.records.say(f"epoch {self._epoch_progress():.2f} step {self.step}: {line}")
         return result
-
-    def _score(self, model: torch.nn.Module, runnable: torch.nn.Module) -> dict:
-        """Evaluate `runnable` (the model, or its compiled form) with rank 0's BatchNorm buffers of `model`."""
-        data, cfg = self.parts.data, self.recipe.data
-        if self.collective.world_size > 1:
-            broadcast_buffers(model, self.collective)
-        return evaluate(runnable, data.val, self.collective, cfg.eval_batch_size or cfg.batch_size,
-                        self.parts.autocast(self.collective.device), cfg.loader_workers, data.normalize,
-                        self.memory_format, cfg.prefetch_batches, flip=self.recipe.train.eval_flip)
 
     def _save(self, is_best: bool = False) -> Path | None:
         """Rank 0 writes; every rank waits so nobody runs ahead of a checkpoint being written."""
@@ -299,7 +275,7 @@ class Trainer:
         return path
 
     def _finish(self, last_eval: dict, start_step: int, elapsed: float) -> dict:
-        images_per_s = self._images_between(start_step, self.step) / max(elapsed, 1e-9)
+        images_per_s = self.plan.images_between(start_step, self.step) / max(elapsed, 1e-9)
         summary = {"status": "finished", "run_id": self.run_id, "step": self.step,
                    "epoch": self._epoch_progress(), "top1": last_eval.get("top1"),
                    "top5": last_eval.get("top5"), "best_top1": self.best_top1,
@@ -314,22 +290,6 @@ class Trainer:
                    "global_batch": self.plan.global_batch_of_step(self.step),
                    "hardware": self.hardware}
         return self.records.finished(summary)
-
-    def _images_between(self, first: int, last: int) -> int:
-        """Training examples consumed by steps [first, last): epochs may differ in global batch."""
-        plan, total = self.plan, 0
-        for epoch in range(len(plan.epoch_steps)):
-            lo, hi = max(first, plan.epoch_start(epoch)), min(last, plan.epoch_start(epoch + 1))
-            total += max(0, hi - lo) * plan.global_batch_at(epoch)
-        return total
-
-    def _unreadable(self, bad: Skipped) -> None:
-        """A corrupt image: reported by name and skipped, until more than data.max_bad_images on this rank."""
-        report_skipped(bad)
-        self.bad_images += 1
-        if self.bad_images > self.recipe.data.max_bad_images:
-            raise TrainingFailed(f"{bad.name}: {self.bad_images} unreadable images on rank {self.collective.rank}, "
-                                 f"more than data.max_bad_images={self.recipe.data.max_bad_images}")
 
     def _nonfinite(self, step: int) -> None:
         """Optimizer step number `step` (1-based) had a non-finite global loss."""

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from bigbatch.trainer.atomic import write_atomic
 
 STOP_FILE = "STOP"
@@ -101,6 +103,13 @@ class StopRequests:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum, self.by_signal = signum, True
+
+    def flags(self, device: torch.device, leave_on_signal: bool) -> list[torch.Tensor]:
+        """[a stop was requested, a worker is leaving] as device scalars for the step's all-reduce: with
+        `leave_on_signal` (an elastic run) a signal to this worker is it leaving, not a stop of the run."""
+        requested = self.pending() > 0
+        leave = requested and self.by_signal and leave_on_signal
+        return [torch.full((), float(flag), device=device) for flag in (requested and not leave, leave)]
 
     def pending(self) -> int:
         """The signal number of a request seen by this process (0 if none); polls the file at most once per interval."""
