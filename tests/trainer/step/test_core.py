@@ -48,7 +48,7 @@ def test_one_step_is_sgd_on_the_mean_loss_of_the_global_batch(accumulation):
     train_step(learner, context(accumulation), iter(micro), Hooks([]))
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), expected[name], rtol=1e-6, atol=1e-6)
-    (settled,) = [learner.outcomes.settle()]
+    settled = learner.outcomes.settle()
     loss = nn.functional.cross_entropy(reference(x), y).item()
     assert settled.losses == [(1, pytest.approx(loss, rel=1e-5))] and not settled.stop_requested
 
@@ -86,7 +86,7 @@ def test_hooks_see_five_events_in_order_and_shape_the_step():
     x, y = data()
     (2 * nn.functional.cross_entropy(reference(x), y)).backward()  # the swapped criterion's gradient
     expected = reference.weight.detach() - 0.1 * reference.weight.grad
-    recorder, hooks = Recorder(), None
+    recorder = Recorder()
     hooks = Hooks([recorder, None])  # None: a feature that is off
     hooks.on_epoch_start(2, 5)
     ctx = context(2)
