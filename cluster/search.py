@@ -183,54 +183,22 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
     """Both stages; returns the best evolution row (raises RecipeError on bad input)."""
     check_search_recipe(recipe)
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / STATE
-    if state_path.is_file() and resume != "auto":
-        raise RecipeError(f"{out}: --out: holds a search ({STATE}); pass --resume auto to continue it, or choose "
-                          "another --out")
+    state_path = _state_path(out, resume)
     checkpoint = supernet_checkpoint(recipe, out, verbose)
     space = SearchSpace(recipe)  # the multiply-add cap checked before a Ray starts (latency: once measured)
     import ray
 
-    from bigbatch.cluster.ray_launch import connect
-
-    # an embedded Ray is sized for the scoring actors (search.workers), not for the supernet's training group:
-    # a fixed group of Ray workers (the recipe's own backend may be the one-worker local one)
-    actors_wanted = recipe.search.workers or recipe.cluster.workers
-    actor_group = dataclasses.replace(recipe.cluster, backend="torch", workers=actors_wanted, min_workers=0)
-    started_here = connect(actor_group, verbose)
+    started_here = _connect_for_actors(recipe, verbose)
     latency = None
     try:
         actors = start_actors(recipe, checkpoint)
         if recipe.search.max_latency_ms:
             latency = latency_table(recipe, out, actors[0], space)
             space.add_latency(latency, recipe.search.max_latency_ms)
-        if state_path.is_file():
-            state = json.loads(state_path.read_text())
-            print(f"bigbatch search: resuming at generation {state['generation']}", file=sys.stderr, flush=True)
-        else:
-            state = initial_state(recipe, space.space)
-            write_json_atomic(state_path, state)
+        state = _load_or_start_state(recipe, space, state_path)
         write_atomic(out / "recipe.yaml", _recipe_yaml(recipe))
         while state["generation"] < recipe.search.generations:
-            generation_started = time.perf_counter()
-            pending = [("evolution", c) for c in state["pending"]["evolution"]] + \
-                      [("random", c) for c in state["pending"]["random"]]
-            scores, timing = score_in_parallel(actors, [c for _, c in pending])
-            for (method, candidate), score in zip(pending, scores, strict=True):
-                state["rows"].append({"generation": state["generation"], "method": method,
-                                      "choices": list(candidate), **space.measures(candidate), "score": score})
-            state["generation"] += 1
-            state.setdefault("timing", []).append({"generation": state["generation"] - 1, "actors": timing,
-                                                   "wall_s": time.perf_counter() - generation_started})
-            if state["generation"] < recipe.search.generations:
-                advance(state, recipe, space.space)
-            write_json_atomic(state_path, state)
-            write_candidates(out / "search.jsonl", state["rows"])
-            best = best_row(state["rows"])
-            print(f"bigbatch search: generation {state['generation']}/{recipe.search.generations}: best held-out "
-                  f"top-1 {best['score']:.4f} ({best['macs'] / 1e6:.2f}M multiply-adds), "
-                  f"{time.perf_counter() - generation_started:.1f} s", file=sys.stderr, flush=True)
+            run_generation(state, recipe, space, actors, out)
     finally:
         if started_here:
             ray.shutdown()
@@ -240,6 +208,61 @@ def run_search(recipe: Recipe, out: Path, resume: str | None = None, verbose: bo
 
         verified = verify_ranking(recipe, out, state, state_path, verbose)
     return finish(recipe, out, state, verified, (latency.summary(),) if latency else ())
+
+
+def _state_path(out: Path, resume: str | None) -> Path:
+    """OUT/search_state.json, OUT made first; an OUT that holds a search is refused unless resumed."""
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE
+    if state_path.is_file() and resume != "auto":
+        raise RecipeError(f"{out}: --out: holds a search ({STATE}); pass --resume auto to continue it, or choose "
+                          "another --out")
+    return state_path
+
+
+def _connect_for_actors(recipe: Recipe, verbose: bool) -> bool:
+    """Connect to (or start) Ray for the scoring actors; whether Ray was started here (to shut it down)."""
+    from bigbatch.cluster.ray_launch import connect
+
+    # an embedded Ray is sized for the scoring actors (search.workers), not for the supernet's training group:
+    # a fixed group of Ray workers (the recipe's own backend may be the one-worker local one)
+    actors_wanted = recipe.search.workers or recipe.cluster.workers
+    actor_group = dataclasses.replace(recipe.cluster, backend="torch", workers=actors_wanted, min_workers=0)
+    return connect(actor_group, verbose)
+
+
+def _load_or_start_state(recipe: Recipe, space: SearchSpace, state_path: Path) -> dict:
+    """The saved state of a resumed search, else generation 0's (written at once)."""
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        print(f"bigbatch search: resuming at generation {state['generation']}", file=sys.stderr, flush=True)
+    else:
+        state = initial_state(recipe, space.space)
+        write_json_atomic(state_path, state)
+    return state
+
+
+def run_generation(state: dict, recipe: Recipe, space: SearchSpace, actors: list, out: Path) -> None:
+    """Score generation `state['generation']` on the actors, record its rows and timing, draw the next one
+    (unless it was the last), then write the state, OUT/search.jsonl and a progress line."""
+    generation_started = time.perf_counter()
+    pending = [("evolution", c) for c in state["pending"]["evolution"]] + \
+              [("random", c) for c in state["pending"]["random"]]
+    scores, timing = score_in_parallel(actors, [c for _, c in pending])
+    for (method, candidate), score in zip(pending, scores, strict=True):
+        state["rows"].append({"generation": state["generation"], "method": method,
+                              "choices": list(candidate), **space.measures(candidate), "score": score})
+    state["generation"] += 1
+    state.setdefault("timing", []).append({"generation": state["generation"] - 1, "actors": timing,
+                                           "wall_s": time.perf_counter() - generation_started})
+    if state["generation"] < recipe.search.generations:
+        advance(state, recipe, space.space)
+    write_json_atomic(out / STATE, state)
+    write_candidates(out / "search.jsonl", state["rows"])
+    best = best_row(state["rows"])
+    print(f"bigbatch search: generation {state['generation']}/{recipe.search.generations}: best held-out "
+          f"top-1 {best['score']:.4f} ({best['macs'] / 1e6:.2f}M multiply-adds), "
+          f"{time.perf_counter() - generation_started:.1f} s", file=sys.stderr, flush=True)
 
 
 def latency_table(recipe: Recipe, out: Path, actor, space: SearchSpace) -> LatencyTable:
