@@ -13,7 +13,7 @@ values) to the classifier.
   square root, S^(1/2), trainable end to end with matrix products only (the
   paper uses K = 5).
 
-Any catalogue backbone: its final classifier (trainer/grad_clip.py's
+Any catalogue backbone: its final classifier (trainer/step/clipping.py's
 `classifier`) becomes the identity, and the head reads the last feature map
 whose channels are the classifier's inputs, caught by a forward hook found
 with one dry run at build time.
