@@ -73,16 +73,23 @@ def renorm_limits(cfg: RenormConfig, step: int) -> tuple[float, float]:
 
 
 class RenormSchedule:
-    """Sets every BatchRenorm's (r_max, d_max) before each optimizer step."""
+    """Sets every BatchRenorm's (r_max, d_max) before each optimizer step, when they change: by filling the
+    buffers with the numbers (a kernel argument each), not by copying a tensor built on the host, which on a GPU
+    is a blocking copy per layer and step."""
 
     def __init__(self, cfg: RenormConfig, model: nn.Module):
         self.cfg = cfg
         self.modules = [m for m in model.modules() if isinstance(m, BatchRenorm)]
+        self.current: tuple[float, float] | None = None
 
     def at(self, step: int) -> None:
-        limits = torch.tensor(renorm_limits(self.cfg, step))
+        limits = renorm_limits(self.cfg, step)
+        if limits == self.current:
+            return
         for module in self.modules:
-            module.limits.copy_(limits)
+            for slot, value in enumerate(limits):
+                module.limits[slot].fill_(value)
+        self.current = limits
 
 
 def _groups(channels: int, wanted: int) -> int:

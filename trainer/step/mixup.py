@@ -60,9 +60,7 @@ def draw(cfg: MixupConfig, seed: int, step: int, height: int, width: int) -> Mix
 
 def partners(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Index of each example's partner in its micro-batch: its neighbour (i XOR 1); an odd last one, itself."""
-    index = torch.arange(batch, device=device) ^ 1
-    index[index >= batch] = batch - 1
-    return index
+    return (torch.arange(batch, device=device) ^ 1).clamp_(max=batch - 1)  # no boolean mask: no sync on a GPU
 
 
 def mix_batch(x: torch.Tensor, y: torch.Tensor, mix: Mix, num_classes: int,
