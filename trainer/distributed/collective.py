@@ -7,6 +7,7 @@ Horovod ones, so the loop never imports ray or horovod.
 
 import contextlib
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -115,13 +116,29 @@ def shared_run_id(collective: Collective) -> str:
     return bytes(raw.cpu().tolist()).hex()
 
 
+def broadcast_bytes(data: bytes, collective: Collective, src: int = 0) -> memoryview:
+    """Rank `src`'s bytes on every rank (length first, then the bytes as one uint8 tensor); other ranks pass
+    b"". On CPU the bytes are received in place: one copy per rank, freed with the last reference to the view."""
+    if collective.world_size == 1:
+        return memoryview(data)
+    sending, device = collective.rank == src, collective.device
+    length = collective.broadcast(torch.tensor([len(data) if sending else 0], dtype=torch.int64, device=device), src)
+    size = int(length.item())
+    if size == 0:
+        return memoryview(b"")
+    if sending:
+        with warnings.catch_warnings():  # read-only bytes: a broadcast only reads the sender's tensor
+            warnings.filterwarnings("ignore", "The given buffer is not writable")
+            tensor = torch.frombuffer(data, dtype=torch.uint8).to(device)  # on CPU, no copy
+    else:
+        tensor = torch.empty(size, dtype=torch.uint8, device=device)
+    collective.broadcast(tensor, src)
+    # the view keeps the (host) tensor's memory alive; a device copy is freed on return
+    return memoryview(data) if sending else memoryview(tensor.cpu().numpy())
+
+
 def broadcast_text(text: str, collective: Collective, src: int = 0) -> str:
-    """Rank `src`'s string on every rank (length first, then the UTF-8 bytes)."""
+    """Rank `src`'s string on every rank (UTF-8 bytes through `broadcast_bytes`)."""
     if collective.world_size == 1:
         return text
-    data = text.encode("utf-8") if collective.rank == src else b""
-    length = collective.broadcast(torch.tensor([len(data)], dtype=torch.int64, device=collective.device), src)
-    buffer = torch.zeros(int(length.item()), dtype=torch.uint8, device=collective.device)
-    if collective.rank == src:
-        buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-    return collective.broadcast(buffer, src).cpu().numpy().tobytes().decode("utf-8")  # no per-byte objects
+    return bytes(broadcast_bytes(text.encode("utf-8") if collective.rank == src else b"", collective, src)).decode("utf-8")

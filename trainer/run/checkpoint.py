@@ -64,19 +64,43 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def load_bytes(data: bytes, map_location: str | torch.device = "cpu") -> dict:
-    """A checkpoint from bytes already verified. weights_only=True: a checkpoint can never run code."""
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+class _BufferReader(io.RawIOBase):
+    """A seekable file over a buffer, for torch.load without a copy (io.BytesIO copies all but `bytes`)."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.view, self.position = memoryview(data).cast("B"), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = max(min(len(buffer), len(self.view) - self.position), 0)
+        buffer[:count] = self.view[self.position:self.position + count]
+        self.position += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = offset + {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: len(self.view)}[whence]
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+
+def load_bytes(data: bytes | memoryview, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint from bytes already verified (or a view of them: read in place, not copied).
+    weights_only=True: a checkpoint can never run code."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else _BufferReader(data)
+    return torch.load(source, map_location=map_location, weights_only=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a verified checkpoint (one read of the file)."""
     return load_bytes(read_verified(path), map_location)
-
-
-def load_unverified(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint another rank has just verified (ranks of one run share its file system)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 class CheckpointDir:
