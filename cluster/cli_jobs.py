@@ -12,6 +12,8 @@ def _endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", help="file holding the cluster's auth token (default: RAY_AUTH_TOKEN, "
                                         "RAY_AUTH_TOKEN_PATH, or the local cluster's)")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where `cluster up --local` recorded its cluster")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's own SDK logging (packaging, uploads); "
+                                                          "by default it shows errors only")
 
 
 def add_commands(sub, recipe_args) -> dict:
@@ -58,6 +60,7 @@ def _endpoint(args: argparse.Namespace):
 def cmd_submit(args: argparse.Namespace) -> int:
     from bigbatch.cluster import jobs
 
+    jobs.quiet_ray_sdk(args.verbose)
     endpoint = _endpoint(args)
     job_id = jobs.submit(args.recipe, args.overrides, endpoint, args.name, args.storage)
     print(job_id, flush=True)
@@ -73,6 +76,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     from bigbatch.cluster import jobs
 
+    jobs.quiet_ray_sdk(args.verbose)
     client = jobs.client(_endpoint(args))
     if args.jobs_command == "list":
         print("\n".join(jobs.list_jobs(client)))

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from bigbatch.cluster.ray_launch import check_reachable
+from bigbatch.cluster.ray_launch import check_reachable, ray_logging_level
 from bigbatch.trainer.errors import RecipeError, TrainingFailed
 from bigbatch.trainer.recipe import load_recipe
 
@@ -69,6 +69,23 @@ def resolve_endpoint(address: str | None, token_file: str | None, state_dir: str
         token = local.token() if local else None
     storage = local.storage if local and address == local.dashboard_url else None
     return Endpoint(address, token, storage)
+
+
+# Ray SDK modules that set their own logger's level when imported, so the "ray" logger's level does not reach them
+PINNED_SDK_LOGGERS = ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+
+
+def quiet_ray_sdk(verbose: bool) -> None:
+    """Ray's SDK logging during a submit or a followed job (packaging.py and working_dir.py on the upload,
+    sdk.py's "Uploading package"), at the level `bigbatch train` gives Ray's loggers: errors only unless
+    `verbose`."""
+    import logging
+
+    import ray.job_submission  # noqa: F401  (imported first: it pins its loggers' levels on import)
+
+    level = ray_logging_level(verbose)
+    for name in ("ray", *PINNED_SDK_LOGGERS):
+        logging.getLogger(name).setLevel(level)
 
 
 def client(endpoint: Endpoint, timeout_s: float = 10):

@@ -173,19 +173,24 @@ def check_reachable(address: str, timeout_s: float, key: str = "cluster.address"
                           f"({e.strerror or e.__class__.__name__})") from None
 
 
+def ray_logging_level(verbose: bool) -> int:
+    """The level of the driver's Ray loggers: errors only unless `verbose` (the rest is in Ray's log files)."""
+    import logging
+
+    return logging.INFO if verbose else logging.ERROR
+
+
 def connect(cfg: ClusterConfig, verbose: bool = False) -> bool:
     """Join the recipe's cluster or start an embedded one; True if this call started Ray. Unless `verbose`,
     Ray's own output stays in its log files (session_*/logs): workers' output is not forwarded (the console
     comes through cluster/progress.py) and the driver's Ray loggers show errors only."""
-    import logging
-
     import ray
 
     if cfg.address:
         check_reachable(cfg.address, cfg.connect_timeout_s)
     if ray.is_initialized():
         return False
-    quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+    quiet = {"log_to_driver": verbose, "logging_level": ray_logging_level(verbose)}
     if cfg.address:
         ray.init(address=cfg.address, **quiet)
     elif os.environ.get("RAY_ADDRESS"):  # a submitted job's driver: join the cluster it runs on
