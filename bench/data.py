@@ -2,9 +2,10 @@
 
 Why: on CPU-bound runs the input pipeline sets the pace; ImageNet JPEGs are
 ~500x375. bigbatch decodes with simplejpeg (libjpeg-turbo), shrinking in the DCT
-domain when the random crop allows, crops and resizes on uint8 (OpenCV: area
-filter when shrinking with data.resize_quality antialias, the default; plain
-bilinear with fast) and leaves normalisation to the device; the baseline is
+domain when the random crop allows, crops and resizes on uint8 (shrinking with
+data.resize_quality antialias, the default: torch's antialiased bilinear on
+uint8, PIL's filter; with fast: OpenCV's plain bilinear; enlarging: OpenCV's
+bilinear in both) and leaves normalisation to the device; the baseline is
 the torchvision reference pipeline (PIL decode, RandomResizedCrop(224) with
 PIL's antialiased bilinear, flip, ToTensor, Normalize).
 
