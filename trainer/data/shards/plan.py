@@ -11,8 +11,10 @@ batch t = range[t x batch : (t + 1) x batch], and loader worker t % L prepares
 batch t: the DataLoader's round-robin over its workers then delivers the
 rank's batches in order, every batch full, and a resumed rank restarts at batch
 t = consumed / batch with worker t % L first. Ranks reading contiguous ranges
-spread the read load over the whole directory (at W = 1,024 each 1 GB shard is
-read by ~55 ranks, each one seek and one sequential read), where one shared
+spread the read load over the whole directory (at W = 1,024 on ImageNet a 1 GB
+shard holds ~8,800 samples and a rank's range 1,248, so a shard is read by
+about 8 ranks, at most 8 in the test, which bounds it by shard / range + 2 = 9;
+each one seek and one sequential read per batch), where one shared
 order per step would send every rank to the same shard at once.
 
 Evaluation: the validation shards in their stored order, dealt out as W
