@@ -7,9 +7,11 @@ has already joined them in a torch.distributed group (gloo on CPU, nccl on GPU).
 Checkpoints: rank 0 writes each one atomically into the run directory and
 reports it to Ray's storage (`cluster.storage_path`, default <run dir>/ray),
 which keeps `train.keep_checkpoints` of them. A worker group that Ray restarts
-after a failure (`cluster.max_failures`) resumes from `ray.train.get_checkpoint()`,
-the newest reported one, so a restarted rank 0 on another node needs nothing
-from the old node's disk. When that storage is on the run directory's file
+after a failure (`cluster.max_failures`), or a later launch with `--resume auto`,
+weighs `ray.train.get_checkpoint()`, the newest reported one, with the run
+directory's own: a restarted rank 0 on another node needs nothing from the old
+node's disk, and a registered checkpoint that is damaged or gone is passed over
+for the newest one that verifies (resume_after_ray). When that storage is on the run directory's file
 system (the default), Ray keeps a reference to the run directory's file instead
 of a second copy.
 
@@ -69,11 +71,10 @@ def same_file_system(storage_path: str, run_dir: Path) -> bool:
 
 
 @contextmanager
-def _restored_checkpoint(resume: str | None, run_dir: Path) -> Iterator[str | None]:
-    """What this worker resumes from: Ray's newest reported checkpoint after a restart (a file or the run
-    directory file it references), else `resume`. The run directory's own newest checkpoint wins when it is
-    newer: a group that ends right after reporting one (a worker leaving: every rank checkpoints, then raises)
-    can end before Ray registers the report. (Only rank 0's answer counts: it picks and broadcasts the file.)"""
+def _restored_checkpoint(resume: str | None, run_dir: Path, say: bool) -> Iterator[str | None]:
+    """What this worker resumes from: `resume`, or, once Ray has registered a checkpoint of this run (a restart,
+    or a later launch into the same run directory), that checkpoint. Only rank 0's answer counts: it reads the
+    file and broadcasts it (`say`: rank 0 says why Ray's checkpoint is not taken)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -81,14 +82,41 @@ def _restored_checkpoint(resume: str | None, run_dir: Path) -> Iterator[str | No
         yield resume
         return
     with checkpoint.as_directory() as directory:
-        reference = Path(directory) / REFERENCE
-        if reference.is_file():
-            referenced = Path(json.loads(reference.read_text())["path"])
-            chosen = str(referenced) if referenced.is_file() else resume  # pruned: the newest valid one instead
-        else:
-            files = sorted(p for p in Path(directory).iterdir() if STEP_FILE.match(p.name))
-            chosen = str(files[-1]) if files else resume
-        yield "auto" if _step_of(chosen) < _newest_step(run_dir / "checkpoints") else chosen
+        chosen, why = resume_after_ray(_registered(Path(directory)), resume, run_dir / "checkpoints")
+        if why and say:
+            notice(f"bigbatch: {why}")
+        yield chosen
+
+
+def _registered(directory: Path) -> Path | None:
+    """The checkpoint file Ray registered: the run directory's file it references, or its own copy."""
+    reference = directory / REFERENCE
+    if reference.is_file():
+        return Path(json.loads(reference.read_text())["path"])
+    files = sorted(p for p in directory.iterdir() if STEP_FILE.match(p.name))
+    return files[-1] if files else None
+
+
+def resume_after_ray(registered: Path | None, resume: str | None, own: Path) -> tuple[str | None, str]:
+    """Ray's registered checkpoint is a candidate like any other. One of the run directory's own (a
+    reference) is among those "auto" verifies, newest first, skipping damaged ones, best.pt with them;
+    so is any newer one the run directory holds (a group that ends right after reporting a checkpoint can
+    end before Ray registers it). Ray's own copy (storage on another file system) is taken when it is newer
+    than every file there: a restarted rank 0 on another node. The run starts over only if nothing there
+    verifies and `resume` is "auto". With the reason when Ray's checkpoint is not the one taken."""
+    newest = _newest_step(own)
+    if registered is not None and registered.parent.resolve() != own.resolve() and registered.is_file() \
+            and _step_of(str(registered)) > newest:
+        return str(registered), ""
+    if registered is None or registered.is_file():
+        return ("auto" if newest >= 0 else resume), ""
+    if newest >= 0:
+        fallback, instead = "auto", "the run directory's newest checkpoint that verifies"
+    elif resume and resume != "auto":
+        fallback, instead = resume, f"--resume {resume}"
+    else:
+        fallback, instead = resume, "step 0: the run directory holds no checkpoint"
+    return fallback, f"Ray's registered checkpoint {registered} is missing; resuming from {instead}"
 
 
 def _step_of(path: str | None) -> int:
@@ -115,7 +143,7 @@ def _worker_loop(config: dict) -> None:
     device = ray.train.torch.get_device() if recipe.cluster.gpus_per_worker > 0 else "cpu"
     collective = TorchDistributedCollective(device)
     write_worker_info(Path(config["run_dir"]), collective.rank, str(device))
-    with _restored_checkpoint(config["resume"], Path(config["run_dir"])) as resume:
+    with _restored_checkpoint(config["resume"], Path(config["run_dir"]), collective.rank == 0) as resume:
         report = functools.partial(_report_checkpoint, by_reference=config["by_reference"])
         trainer = Trainer(recipe, config["run_dir"], collective, resume=resume, on_checkpoint=report,
                           restartable=recipe.cluster.max_failures > 0)
