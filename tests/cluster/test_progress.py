@@ -58,3 +58,19 @@ def test_the_driver_shows_rank_0s_progress_in_order_and_each_note_once(ray_clust
     steps = [int(m.group(1)) for line in lines if (m := re.match(r"step (\d+)/20 ", line))]
     assert steps == [5, 10, 15, 20]  # every log step, in order
     assert lines.index("epoch 1.00 step 20: top1 0.9") > max(i for i, line in enumerate(lines) if "step 20/20" in line)
+
+
+def test_a_forwarded_console_always_sends_the_last_step_so_the_driver_bar_finishes():
+    from bigbatch.trainer.records.track import Console, set_channel
+
+    events = []
+    set_channel(lambda event, wait: events.append(event))
+    try:
+        console = Console(total_steps=7, start_step=0, enabled=True, show_bar=True)
+        for step in range(1, 8):  # faster than STEP_EVENTS_EVERY_S: only the first would go
+            console.step(step)
+        console.close()
+    finally:
+        set_channel(None)
+    steps = [event[1] for event in events if event[0] == "step"]
+    assert steps[-1] == 7, events

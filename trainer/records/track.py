@@ -4,6 +4,7 @@ Only rank 0 writes. wandb plugs in beside these in its own issue.
 """
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from bigbatch.trainer.atomic import write_atomic
 
+FALLBACK_SIZE = os.terminal_size((80, 24))  # the bar's terminal where it reports no size
 KEPT = ("attempt_failed",)  # history a resume keeps though it lies past the resumed step (why the group restarted)
 
 
@@ -72,16 +74,23 @@ class ConsoleView:
     def __init__(self, total_steps: int, start_step: int, show_bar: bool, stream=None):
         self.stream = stream or sys.stderr
         self.total, self.start_step, self.started = total_steps, start_step, time.monotonic()
-        self.bar = None
+        self.bar, self.hidden = None, False
         if show_bar and self.stream.isatty():
-            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                            file=self.stream)
+            # A terminal that reports its size as 0 x 0 (under `script`, some CI and container ptys): tqdm would
+            # take it as -1 columns and rows and draw nothing until the end; draw it as on an 80 x 24 one (one
+            # column short of the edge, as tqdm does on a sized terminal).
+            size = ({"dynamic_ncols": True} if terminal_size(self.stream)
+                    else {"ncols": FALLBACK_SIZE.columns - 1, "nrows": FALLBACK_SIZE.lines - 1})
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", file=self.stream, **size)
 
     def step(self, step: int, fields: dict | None = None) -> None:
         if self.bar is not None:
-            self.bar.update(step - self.bar.n)
             if fields:
-                self.bar.set_postfix({k: f"{v:.4g}" for k, v in fields.items()}, refresh=True)
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in fields.items()}, refresh=False)
+            self.bar.update(step - self.bar.n)  # draws at most every tqdm.mininterval
+            if fields and self.bar.last_print_n != self.bar.n:  # a log step is always drawn, once
+                self.bar.refresh()
+            self.hidden = False
         elif fields:  # a log step: one line
             shown = " ".join(f"{k} {v:.4g}" for k, v in fields.items())
             self.say(f"step {step}/{self.total} ({100 * step / self.total:.0f}%) {shown} ETA {self.eta(step)}")
@@ -94,15 +103,29 @@ class ConsoleView:
         return time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else f"{left / 3600:.0f} h"
 
     def say(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=self.stream)
-        else:
+        if self.bar is None:
+            print(message, file=self.stream, flush=True)
+        elif self.bar.n < self.total:
+            self.bar.write(message, file=self.stream)  # clears the bar, prints, draws the bar again under it
+        else:  # the closing notes: the finished bar comes off and is drawn once, by close, under the last
+            if not self.hidden:
+                self.bar.clear()
+                self.hidden = True
             print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def terminal_size(stream) -> os.terminal_size | None:
+    """The size of the terminal `stream` writes to, or None where it reports none (0 columns or rows)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor, or not a terminal
+        return None
+    return size if size.columns > 0 and size.lines > 0 else None
 
 
 # Where the console goes in a worker process launched by Ray or Horovod: a function that sends each event to
@@ -138,7 +161,7 @@ class Console:
     Ray or Horovod (see set_channel); `enabled` False (other ranks) shows nothing."""
 
     def __init__(self, total_steps: int, start_step: int, enabled: bool, show_bar: bool):
-        self.enabled, self.send, self.view = enabled, _channel, None
+        self.enabled, self.send, self.view, self.total = enabled, _channel, None, total_steps
         self.last_sent = 0.0
         if not enabled:
             return
@@ -152,7 +175,7 @@ class Console:
             self.view.step(step, fields)
         elif self.enabled and self.send is not None:
             now = time.monotonic()
-            if fields or now - self.last_sent >= STEP_EVENTS_EVERY_S:
+            if fields or step >= self.total or now - self.last_sent >= STEP_EVENTS_EVERY_S:  # the bar ends full
                 self.send(("step", step, fields), False)
                 self.last_sent = now
 
