@@ -60,3 +60,16 @@ def test_retention_keeps_last_k_and_best_and_skips_corrupt(tmp_path):
     reports: list[str] = []
     assert ckpts.latest_valid(report=reports.append).name == "step_00000004.pt"
     assert len(reports) == 1 and "step_00000005.pt" in reports[0] and "truncated" in reports[0]
+
+
+def test_load_bytes_reads_a_view_in_place_and_still_refuses_code(tmp_path):
+    from bigbatch.trainer.run.checkpoint import load_bytes, read_verified
+
+    path = tmp_path / "step_00000001.pt"
+    save_checkpoint({"model": {"w": torch.arange(6.0)}, "step": 1}, path)
+    received = torch.frombuffer(bytearray(read_verified(path)), dtype=torch.uint8)  # as a broadcast leaves it
+    state = load_bytes(memoryview(received.numpy()))
+    assert state["step"] == 1 and torch.equal(state["model"]["w"], torch.arange(6.0))
+    save_checkpoint({"evil": _Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_bytes(memoryview(bytearray(read_verified(path))))
