@@ -179,5 +179,6 @@ def set_rng_state(state: dict) -> None:
 
 def seed_step(seed: int, step: int, rank: int) -> None:
     """Seed torch's generators from (seed, step, rank): dropout and other random layers differ between
-    ranks, and a run resumed at any step, with any world size, draws what an uninterrupted run draws."""
+    ranks, and a run resumed at any step with the same world size draws what an uninterrupted run draws (with
+    another world size the ranks, and so the masks, differ; data order, augmentation and mixup do not)."""
     torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> 1))
