@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.overhead import QUIET, WINDOW, StepClock  # noqa: E402
+from bench.overhead import RECIPE as OVERHEAD_RECIPE  # noqa: E402
 from bench.publish import publish  # noqa: E402
 from bigbatch.trainer.recipe import Recipe, load_recipe  # noqa: E402
 
@@ -57,53 +58,18 @@ PER_WORKER_BATCH = 64
 GLOBAL_BATCH = 128
 LOG_EVERY = (1, 10)
 
-RECIPE = """\
-description: bench/noise_cost.py - track.noise_scale on vs off
-seed: 0
-model:
-  name: resnet_small
-data:
-  name: synthetic
-  batch_size: {batch}
-  num_classes: 10
-  train_examples: {train_examples}
-  val_examples: 128
-train:
-  epochs: 1
-  max_steps: {steps}
-  threads: {threads}
-  device: cpu
-  precision: fp32
-  eval_every_epochs: 0
-  log_every_steps: {log_every}
-  accumulation_steps: {accumulation}
-  progress_bar: false
-optim:
-  name: sgd
-  base_lr: 0.1
-  reference_batch: 256
-  momentum: 0.9
-  weight_decay: 0.0005
-  warmup_steps: 5
-  schedule: cosine
-cluster:
-  workers: {workers}
-  backend: {backend}
-track:
-  wandb: disabled
-  tensorboard: false
-  noise_scale: {noise}
-"""
 
 
 def make_recipe(directory: Path, *, gloo: bool, log_every: int, noise: bool, steps: int) -> Recipe:
-    """gloo: 2 ranks x 64, one micro-step (the DDP comm hook path); else 1 process x 64 x 2 micro-steps."""
-    fields = dict(batch=PER_WORKER_BATCH, train_examples=steps * GLOBAL_BATCH, steps=steps, log_every=log_every,
-                  noise=str(noise).lower(), threads=1 if gloo else 2, accumulation=1 if gloo else 2,
-                  workers=2 if gloo else 1, backend="torch" if gloo else "local")
+    """gloo: 2 ranks x 64, one micro-step (the DDP comm hook path); else 1 process x 64 x 2 micro-steps. The
+    recipe is bench/overhead.py's (the same model, data, optimizer and schedule) with these settings on top."""
     path = directory / f"{'gloo' if gloo else 'accum'}-log{log_every}-{'on' if noise else 'off'}.yaml"
-    path.write_text(RECIPE.format(**fields))
-    return load_recipe(path, [])
+    path.write_text(OVERHEAD_RECIPE.format(batch=PER_WORKER_BATCH, train_examples=steps * GLOBAL_BATCH, steps=steps,
+                                           threads=1 if gloo else 2, log_every=log_every))
+    return load_recipe(path, ["description=bench/noise_cost.py - track.noise_scale on vs off",
+                              f"train.accumulation_steps={1 if gloo else 2}", f"cluster.workers={2 if gloo else 1}",
+                              f"cluster.backend={'torch' if gloo else 'local'}", "track.wandb=disabled",
+                              "track.tensorboard=false", f"track.noise_scale={str(noise).lower()}"])
 
 
 def timed_fit(recipe: Recipe, run_dir: Path, collective, warmup: int) -> dict:
