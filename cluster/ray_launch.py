@@ -32,6 +32,7 @@ from pathlib import Path
 
 from bigbatch.cluster.progress import driver_console, install_worker_channel
 from bigbatch.trainer.atomic import write_json_atomic
+from bigbatch.trainer.data.source import TRACE_ENV
 from bigbatch.trainer.errors import RecipeError, TrainingFailed
 from bigbatch.trainer.recipe.schema import ClusterConfig, Recipe, split_address
 from bigbatch.trainer.records.track import notice
@@ -138,6 +139,8 @@ def _worker_loop(config: dict) -> None:
     from bigbatch.trainer.run.loop import Interrupted, Trainer
 
     recipe: Recipe = config["recipe"]
+    if config.get("trace_labels"):  # the driver's BIGBATCH_TRACE_LABELS, for workers on other machines too
+        os.environ[TRACE_ENV] = config["trace_labels"]
     install_worker_channel(config["console_sink"])
     _signals_on_main_thread()
     device = ray.train.torch.get_device() if recipe.cluster.gpus_per_worker > 0 else "cpu"
@@ -254,7 +257,8 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
             TorchTrainer(
                 _worker_loop,
                 train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto",
-                                   "by_reference": same_file_system(storage, run_dir), "console_sink": console.sink},
+                                   "by_reference": same_file_system(storage, run_dir), "console_sink": console.sink,
+                                   "trace_labels": os.environ.get(TRACE_ENV, "")},
                 torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
                 scaling_config=ScalingConfig(num_workers=worker_range(cfg), use_gpu=use_gpu,
                                              resources_per_worker=resources),

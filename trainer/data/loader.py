@@ -129,10 +129,12 @@ def _draw_keys(indices, copies: torch.Tensor | None, epoch: int | None) -> list:
 
 def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_size: int, loader_workers: int = 0,
                    pin_memory: bool = False, on_skip: Callable[[Skipped], None] = report_skipped,
-                   prefetch: int = 2, accumulation: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                   prefetch: int = 2, accumulation: int = 1,
+                   phases: list | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of a streamed data set (shards) for `epoch` (whose global batch has `accumulation` micro-steps),
-    after the `consumed` samples this rank already took."""
-    dataset.set_epoch(epoch, consumed, accumulation)
+    after the `consumed` samples this rank already took in the epoch's last phase (`phases`: the world shapes
+    that read the epoch so far, shards/reading.py)."""
+    dataset.set_epoch(epoch, consumed, accumulation, phases=phases)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
                         collate_fn=collate, prefetch_factor=prefetch if loader_workers else None,
                         generator=own_generator())

@@ -18,7 +18,7 @@ import torch
 
 from bigbatch.trainer.data import layout_warning
 from bigbatch.trainer.data.loader import UnreadableBudget, model_input
-from bigbatch.trainer.data.source import MicroBatchSource, WorldShape
+from bigbatch.trainer.data.source import MicroBatchSource, WorldShape, label_trace
 from bigbatch.trainer.distributed.collective import Collective, shared_run_id
 from bigbatch.trainer.distributed.worker_times import WorkerTimes
 from bigbatch.trainer.errors import TrainingFailed
@@ -86,6 +86,11 @@ class Trainer:
         self.on_checkpoint = on_checkpoint
         self.step, self.best_top1, self.skipped_steps = 0, -1.0, 0
         self.run_id = shared_run_id(collective)
+        self.source = MicroBatchSource(data.train, recipe.seed, recipe.data.loader_workers,
+                                       collective.device.type == "cuda", recipe.data.prefetch_batches,
+                                       recipe.data.aug_repeats,
+                                       UnreadableBudget(recipe.data.max_bad_images, collective.rank),
+                                       label_trace(self.run_dir, collective.rank))
         self.resumed_from = self._resume(resume) if resume else None
         self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
         self.outcomes, self.times = StepOutcomes(collective.world_size), WorkerTimes(collective)
@@ -95,10 +100,6 @@ class Trainer:
                                                  memory_format=self.memory_format, normalize=data.normalize),
                                functools.partial(self.stop.flags, collective.device, self.leave_on_signal),
                                self.outcomes, self.times, recipe.seed, recipe.train.on_nonfinite == "skip")
-        self.source = MicroBatchSource(data.train, recipe.seed, recipe.data.loader_workers,
-                                       collective.device.type == "cuda", recipe.data.prefetch_batches,
-                                       recipe.data.aug_repeats,
-                                       UnreadableBudget(recipe.data.max_bad_images, collective.rank))
         self.hardware = describe(collective.device, collective.world_size)
         self.macs_per_image = (count_macs(self.model, data.channels, data.image_size)
                                if self.is_main else 0)  # for the summary, which rank 0 writes
@@ -111,6 +112,7 @@ class Trainer:
         path, state = loaded
         self.model.load_state_dict(state["model"])
         self.hooks.load_state_dict(state)
+        self.source.load_state_dict(state.get("data_reading"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -131,6 +133,7 @@ class Trainer:
             "world_size": self.collective.world_size, "global_batch": self.plan.global_batch_at(epoch),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             **self.hooks.state_dict(),  # "ema", "gradient_noise"
+            "data_reading": self.source.state_dict(),  # the world shapes that read this epoch so far
             "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
             "best_top1": self.best_top1, "skipped_steps": self.skipped_steps,
             "recipe": dataclasses.asdict(self.recipe),

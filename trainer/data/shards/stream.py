@@ -8,17 +8,19 @@ accumulation batches of exactly `batch_size`. A sample that cannot be read
 (corrupt image, truncated tar) keeps its place as a loader.Skipped marker (with
 mark_skipped; `loader.collate` drops and reports it), so counts stay exact.
 
-Resume at a batch boundary is exact for the same world size, batch and
-accumulation, with any number of loader workers: each worker replays its own
-stream from the epoch's start, dropping the samples of batches already consumed
-without decoding them, and the workers are rotated so the one that prepares the
-next batch runs as the loader's worker 0.
+Resume at a batch boundary is exact: each worker replays its own stream from
+the epoch's start, dropping the samples of batches already consumed without
+decoding them, and the workers are rotated so the one that prepares the next
+batch runs as the loader's worker 0. A resume with another world shape or
+another number of loader workers (an elastic resize) goes on in a new phase of
+the epoch (shards/reading.py): the new ranks read what the old ones left, each
+sample once, in micro-batches of the new shape.
 """
 
 import os
 import random
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
@@ -37,25 +39,9 @@ from bigbatch.trainer.data.shards.index import (
     read_index,
     read_shard,
 )
+from bigbatch.trainer.data.shards.reading import EpochReading, Phase, shuffle_seed, shuffled
 from bigbatch.trainer.data.sizes import SizeSchedule
 from bigbatch.trainer.errors import RecipeError
-
-
-def shuffled(records: Iterable[Record], size: int, rng: random.Random) -> Iterator[Record]:
-    """A shuffle buffer: hold `size` records, emit a random one as each new one arrives, then the rest."""
-    if size <= 1:
-        yield from records
-        return
-    buffer: list[Record] = []
-    for record in records:
-        if len(buffer) < size:
-            buffer.append(record)
-            continue
-        j = rng.randrange(size)
-        yield buffer[j]
-        buffer[j] = record
-    rng.shuffle(buffer)
-    yield from buffer
 
 
 def sample_offsets(fs, path: str) -> list[int]:
@@ -90,6 +76,7 @@ class ShardedDataset(IterableDataset):
         self.shuffle_buffer, self.batch_size, self.accumulation = shuffle_buffer, batch_size, accumulation
         self.decode, self.mark_skipped, self.storage_options = decode, mark_skipped, storage_options
         self.epoch, self.consumed, self.skipped = 0, 0, 0
+        self.phases: list[Phase] | None = None  # None: one phase of this data set's own shape
         self.resize_quality = resize_quality
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -115,13 +102,29 @@ class ShardedDataset(IterableDataset):
         """Samples in the whole split (all ranks)."""
         return self.num_samples
 
-    def set_epoch(self, epoch: int, consumed: int = 0, accumulation: int | None = None) -> None:
-        """The epoch to stream next, how many samples of it this rank already consumed (a multiple of the
-        batch size), and the epoch's accumulation steps (they fix its global batch)."""
-        if consumed % self.batch_size:
-            raise ValueError(f"resume position {consumed} is not a whole number of batches of {self.batch_size}")
-        self.epoch, self.consumed = epoch, consumed
+    def set_epoch(self, epoch: int, consumed: int = 0, accumulation: int | None = None,
+                  phases: list[Phase] | None = None) -> None:
+        """The epoch to stream next, how many samples of it this rank already consumed (since the last phase
+        began; a multiple of the micro-batch), and the epoch's accumulation steps (they fix its global batch).
+        `phases`: the world shapes that read this epoch so far, the last one this rank's (shards/reading.py);
+        None reads it with the shape this data set was made with."""
+        self.phases = list(phases) if phases else None
         self.accumulation = accumulation or self.accumulation
+        if consumed % self.micro_batch:
+            raise ValueError(f"resume position {consumed} is not a whole number of batches of {self.micro_batch}")
+        self.epoch, self.consumed = epoch, consumed
+
+    @property
+    def micro_batch(self) -> int:
+        """The batch this rank's loader delivers: the last phase's micro-batch, or the data set's own."""
+        return self.phases[-1].micro_batch if self.phases else self.batch_size
+
+    def reading(self, epoch: int, num_workers: int = 1) -> EpochReading:
+        """How this epoch is read: the phases given to `set_epoch`, or one phase of this data set's shape."""
+        phases = self.phases or [Phase(0, self.world_size, self.batch_size, self.accumulation, max(num_workers, 1))]
+        if phases[-1].loader_workers != max(num_workers, 1) or not self.rank < phases[-1].world_size:
+            raise ValueError(f"rank {self.rank} with {num_workers} loader workers does not read {phases[-1]}")
+        return EpochReading(self.sizes, self.seed, epoch, self.shuffle_buffer, phases)
 
     def rank_samples(self, accumulation: int | None = None) -> int:
         """Samples this rank trains on per epoch (every rank the same)."""
@@ -149,10 +152,11 @@ class ShardedDataset(IterableDataset):
         if not self.train:
             segments = plan.eval_segments(self.sizes, self.world_size, self.rank, num_workers, worker)
             return (r for s in segments for r in self._segment_records(fs, base, s))
-        batches = plan.train_segments(self.sizes, self.seed, epoch, self.world_size, self.rank, self.batch_size,
-                                      self.accumulation, num_workers, worker)
-        stream = (r for batch in batches for s in batch for r in self._segment_records(fs, base, s))
-        return shuffled(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{epoch}:{self.rank}:{worker}"))
+        reading = self.reading(epoch, num_workers)
+        stream = (r for batch in reading.batches(self.rank, worker) for s in batch
+                  for r in self._segment_records(fs, base, s))
+        seed = shuffle_seed(self.seed, epoch, self.rank, worker, len(reading.phases) - 1)
+        return shuffled(stream, self.shuffle_buffer, random.Random(seed))
 
     def stream(self, epoch: int, worker: int = 0, num_workers: int = 1, skip: int = 0) -> Iterator:
         """One worker's samples after its first `skip` (those are read from the tars, not decoded)."""
@@ -167,28 +171,30 @@ class ShardedDataset(IterableDataset):
     def _resume_point(self, num_workers: int) -> tuple[int, list[int]]:
         """(first logical worker, samples each logical worker skips) after `consumed` samples of this rank."""
         workers = max(num_workers, 1)
-        done = self.consumed // self.batch_size
-        return done % workers, [len(range(w, done, workers)) * self.batch_size for w in range(workers)]
+        done = self.consumed // self.micro_batch
+        return done % workers, [len(range(w, done, workers)) * self.micro_batch for w in range(workers)]
 
-    def rank_batches(self, epoch: int, num_workers: int = 1, consumed: int = 0) -> Iterator[list]:
+    def rank_batches(self, epoch: int, num_workers: int = 1, consumed: int = 0,
+                     phases: list[Phase] | None = None) -> Iterator[list]:
         """This rank's batches in the order its DataLoader delivers them (`num_workers` workers taking turns),
         resumed after `consumed` samples, computed in this process: the reference for order and resume."""
-        self.set_epoch(epoch, consumed)
+        self.set_epoch(epoch, consumed, phases=phases)
         first, skips = self._resume_point(num_workers)
         workers = max(num_workers, 1)
         order = [(first + i) % workers for i in range(workers)]
         streams = {w: self.stream(epoch, w, workers, skips[w]) for w in order}
         while order:
             for w in list(order):
-                batch = [x for _, x in zip(range(self.batch_size), streams[w], strict=False)]
+                batch = [x for _, x in zip(range(self.micro_batch), streams[w], strict=False)]
                 if batch:
                     yield batch
-                if len(batch) < self.batch_size:
+                if len(batch) < self.micro_batch:
                     order.remove(w)
 
-    def rank_stream(self, epoch: int, num_workers: int = 1, consumed: int = 0) -> Iterator:
+    def rank_stream(self, epoch: int, num_workers: int = 1, consumed: int = 0,
+                    phases: list[Phase] | None = None) -> Iterator:
         """`rank_batches`, one sample at a time."""
-        return (x for batch in self.rank_batches(epoch, num_workers, consumed) for x in batch)
+        return (x for batch in self.rank_batches(epoch, num_workers, consumed, phases) for x in batch)
 
     def __iter__(self) -> Iterator:
         info = get_worker_info()

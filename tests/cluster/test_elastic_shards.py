@@ -1,0 +1,55 @@
+"""An elastic run on packed shards resumed mid-epoch on fewer workers (issue 29, item 1), on real Ray: it keeps
+its global batch, and every example of the interrupted epoch is trained on exactly once across the resize,
+counted from the labels each rank wrote as it trained (one class per example)."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from bigbatch.cluster.launch import launch
+from bigbatch.trainer.data.shards import pack_folder
+from bigbatch.trainer.data.source import TRACE_ENV
+from bigbatch.trainer.recipe import load_recipe
+from tests.images import write_jpeg_folder
+
+
+def trained_labels(run_dir) -> Counter:
+    seen = Counter()
+    for trace in (run_dir / "trace").glob("labels.rank-*.txt"):
+        for line in trace.read_text().splitlines():
+            epoch, labels = line.split(":")
+            seen.update((int(epoch), int(label)) for label in labels.split())
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_shards_run_on_three_workers_resumes_mid_epoch_on_two_reading_each_example_once(
+        ray_cluster, tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv(TRACE_ENV, "1")
+    folder = write_jpeg_folder(tmp_path / "folder", classes=48, per_class=1, val_per_class=1, size=(48, 64))
+    pack_folder(folder, tmp_path / "packed", shard_size_bytes=20_000)
+    keys = ["cluster.backend=torch", "cluster.workers=3", "cluster.min_workers=2", "cluster.max_failures=1",
+            "data.name=shards", f"data.root={tmp_path / 'packed'}", "data.image_size=16", "data.batch_size=4",
+            "data.shuffle_buffer=6", "data.loader_workers=2", "train.log_every_steps=1",
+            "train.eval_every_epochs=0", "train.epochs=2"]
+    run_dir = tmp_path / "run"
+    # 48 examples, global batch 3 x 4 = 12: 4 steps an epoch. 3 workers of 0.5 CPU stop after step 3 ...
+    launch(load_recipe(tiny, [*keys, "cluster.cpus_per_worker=0.5", "train.max_steps=3"]), run_dir)
+    # ... and the same run resumes where only 2 workers of 1 CPU fit: 2 micro-steps of 3 each
+    summary = launch(load_recipe(tiny, [*keys, "cluster.cpus_per_worker=1.0", "train.max_steps=6"]), run_dir,
+                     resume="auto")
+    assert summary["step"] == 6 and summary["world_size"] == 2 and summary["global_batch"] == 12
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in records if "loss" in r and "event" not in r}
+    assert [steps[s]["world_size"] for s in range(1, 7)] == [3, 3, 3, 2, 2, 2]
+    assert {steps[s]["global_batch"] for s in steps} == {12}
+    assert [steps[s]["accumulation_steps"] for s in (3, 4)] == [1, 2]
+    seen = trained_labels(run_dir)
+    assert {label for epoch, label in seen if epoch == 0} == set(range(48))  # the interrupted epoch: all ...
+    assert all(count == 1 for (epoch, _), count in seen.items() if epoch == 0)  # ... once each
+    assert sum(count for (epoch, _), count in seen.items() if epoch == 1) == 2 * 12  # steps 5-6, 12 each
+    state = torch.load(run_dir / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert [p["world_size"] for p in state["data_reading"]["phases"]] == [3, 2]
