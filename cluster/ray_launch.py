@@ -16,8 +16,8 @@ system (the default), Ray keeps a reference to the run directory's file instead
 of a second copy.
 
 Stopping: SIGINT/SIGTERM to the driver (spot preemption, `ray job stop`) writes
-the run directory's STOP file; the workers stop at the next log step, checkpoint and
-return, and the driver exits 128+N. A second signal stops at once.
+the run directory's STOP file; the workers stop after the next step or two (rank 0
+polls the file each second), checkpoint and return, and the driver exits 128+N. A second signal stops at once.
 """
 
 import functools
@@ -336,7 +336,7 @@ class DriverStops(StopRequests):
     def _on_signal(self, signum, frame) -> None:
         super()._on_signal(signum, frame)
         request_stop(self.run_dir, signum)
-        print(f"bigbatch: signal {signum}: the workers checkpoint at the next log step and stop "
+        print(f"bigbatch: signal {signum}: the workers checkpoint at the next step and stop "
               "(send it again to stop at once)", flush=True)
 
 

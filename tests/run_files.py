@@ -48,3 +48,22 @@ def launch_and_kill_rank_1(recipe, run_dir: Path, at_step: int, timeout_s: float
     os.kill(victim, signum)
     thread.join(timeout=timeout_s)
     return outcome["summary"], victim
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (a worker's data loader workers), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        # per thread: a Ray worker forks its loader workers from the thread that runs the training function
+        kids = [int(c) for task in Path(f"/proc/{parent}/task").glob("*") if (task / "children").exists()
+                for c in (task / "children").read_text().split()]
+        found += kids
+        todo += kids
+    return found
+
+
+def trace_lines(run_dir: Path, rank: int = 0) -> list[str]:
+    """The micro-batches rank `rank` has trained on so far (BIGBATCH_TRACE_LABELS)."""
+    trace = Path(run_dir) / "trace" / f"labels.rank-{rank}.txt"
+    return trace.read_text().splitlines() if trace.exists() else []

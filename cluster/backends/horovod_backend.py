@@ -19,6 +19,7 @@ world and a local sum of the block's rows (W x the data of every call).
 
 import contextlib
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -123,6 +124,12 @@ class HorovodCollective:
 
     def sync_batchnorm(self, model: nn.Module) -> nn.Module:
         return convert_sync_batchnorm(model, self)
+
+    def start_vote(self, counts: list[int]) -> Callable[[], list[int]]:
+        """Over every Horovod rank (the loop votes on its whole-world collective only): Horovod's background
+        thread runs the sum on host memory; the name is free again once waited for."""
+        handle = hvd.allreduce_async(torch.tensor(counts, dtype=torch.int64), op=hvd.Sum, name="bigbatch.vote")
+        return lambda: hvd.synchronize(handle).tolist()
 
 
 class GradientAveraging:

@@ -10,6 +10,7 @@ and only the host-side collectives are counted).
 import contextlib
 import datetime
 import time
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -45,6 +46,7 @@ class TorchDistributedCollective:
         self.comm_seconds = 0.0
         self._gather_small = dist.get_backend(group) == "gloo"
         self._tap: GradientTap | None = None
+        self._vote_group: dist.ProcessGroup | None = None
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         if op not in _OPS and op != "mean":
@@ -98,6 +100,21 @@ class TorchDistributedCollective:
 
     def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+    def start_vote(self, counts: list[int]) -> Callable[[], list[int]]:
+        """On a gloo group of its own (made by every rank at its first vote), so the sum runs on the host
+        beside the training's collectives (nccl's on the GPU stream, or gloo's of the default group)."""
+        if self._vote_group is None:
+            ranks = dist.get_process_group_ranks(self.group) if self.group is not None else None
+            self._vote_group = dist.new_group(ranks, backend="gloo")
+        tensor = torch.tensor(counts, dtype=torch.int64)
+        work = dist.all_reduce(tensor, group=self._vote_group, async_op=True)
+
+        def result() -> list[int]:
+            work.wait()
+            return tensor.tolist()
+
+        return result
 
     def synchronize_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         return None  # DDP's backward has finished every bucket's all-reduce

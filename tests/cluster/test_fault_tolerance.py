@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import pytest
 import torch
 
 from bigbatch.cluster.launch import launch
+from bigbatch.trainer.data.source import TRACE_ENV
 from bigbatch.trainer.errors import TrainingFailed
 from bigbatch.trainer.recipe import load_recipe
 from tests.cluster.conftest import RAY_TEST_ENV
-from tests.run_files import launch_and_kill_rank_1, records, wait_for_step
+from tests.images import write_jpeg_folder
+from tests.run_files import descendants, launch_and_kill_rank_1, records, trace_lines, wait_for_step
 
 REPO = Path(__file__).resolve().parents[2]
 TWO_WORKERS = ["cluster.backend=torch", "cluster.workers=2", "bn.sync=all", "train.eval_every_epochs=0",
@@ -49,21 +52,41 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_last_checkpoi
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_sigterm_to_a_worker_of_an_elastic_run_checkpoints_and_the_group_goes_on(ray_cluster, tiny, tmp_path):
-    """In an elastic run the signalled worker leaves instead: every rank checkpoints at the same step, Ray
-    restarts the group with the workers it can place (here both CPUs are free again) and no step is lost."""
+def test_sigterm_to_every_process_of_a_worker_of_an_elastic_run_leaves_within_a_step(ray_cluster, tiny, tmp_path,
+                                                                                     monkeypatch):
+    """In an elastic run the signalled worker leaves instead: a node's shutdown signals the worker and its data
+    loader workers; every rank checkpoints at the same step, within a step of the signal (not at the next log
+    step, 100 here), Ray restarts the group with the workers it can place (both CPUs are free again) and no
+    step is lost."""
+    monkeypatch.setenv(TRACE_ENV, "1")
+    root = write_jpeg_folder(tmp_path / "data", classes=3, per_class=8, val_per_class=1, size=(48, 64))
     run_dir = tmp_path / "run"
     # a checkpoint every 2 steps: Ray holds an older reported one when the group ends right after the leave's
-    recipe = load_recipe(tiny, [*TWO_WORKERS, "train.max_steps=12", "cluster.min_workers=1",
-                                "cluster.max_failures=1", "cluster.restart_timeout_s=30",
-                                "train.checkpoint_every_steps=2"])
-    summary, victim = launch_and_kill_rank_1(recipe, run_dir, at_step=3, timeout_s=150, signum=signal.SIGTERM)
+    recipe = load_recipe(tiny, [*TWO_WORKERS, "train.log_every_steps=100", "train.max_steps=12", "train.epochs=4",
+                                "data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4",
+                                "data.loader_workers=2", "cluster.min_workers=1", "cluster.max_failures=1",
+                                "cluster.restart_timeout_s=30", "train.checkpoint_every_steps=2"])
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=launch(recipe, run_dir)), daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while len(trace_lines(run_dir, rank=1)) < 4 and time.time() < deadline:
+        time.sleep(0.002)
+    seen = len(trace_lines(run_dir, rank=1))  # rank 1's step in progress (one micro-batch a step)
+    victim = json.loads((run_dir / "workers" / "rank_1.json").read_text())["pid"]
+    processes = [victim, *descendants(victim)]
+    assert len(processes) >= 3, processes  # the worker and its 2 loader workers
+    for pid in processes:
+        os.kill(pid, signal.SIGTERM)
+    thread.join(timeout=150)
+    summary = outcome["summary"]
     assert summary["status"] == "finished" and summary["step"] == 12, summary
     events = [r for r in records(run_dir) if r.get("event")]
     assert [r["event"] for r in events] == ["start", "attempt_failed", "start", "finish"]
     left, resumed = events[1], events[2]
     assert f"signal {signal.SIGTERM} to a worker" in left["error"] and left["status"] == "restarting"
-    assert resumed["step"] == left["step"] >= 3  # resumed at the step every rank checkpointed: nothing redone
+    assert seen <= left["step"] <= seen + 2  # the request crossed on the host one step late, at most
+    assert resumed["step"] == left["step"]  # resumed at the step every rank checkpointed: nothing redone
     assert resumed["resumed_from"].endswith(f"step_{left['step']:08d}.pt")
 
 

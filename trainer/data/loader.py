@@ -1,5 +1,10 @@
 """Turn lists of example indices into (images, labels) batches, and batches into model inputs."""
 
+import atexit
+import functools
+import multiprocessing
+import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -78,8 +83,37 @@ def _persistent_loader(dataset: Dataset, loader_workers: int, pin_memory: bool, 
     if key not in loaders:
         loaders[key] = DataLoader(dataset, batch_sampler=_Batches(), num_workers=loader_workers,
                                   pin_memory=pin_memory, persistent_workers=True, collate_fn=collate,
-                                  prefetch_factor=prefetch, generator=own_generator())
+                                  prefetch_factor=prefetch, generator=own_generator(),
+                                  worker_init_fn=loader_worker_init())
     return loaders[key]
+
+
+def outlast_signals(main_exiting, worker_id: int) -> None:
+    """A loader worker process outlasts SIGINT and SIGTERM. A node's shutdown (or Ctrl-C in a terminal) signals
+    every process; a loader worker that died of it would make the next batch fetch raise before the main process
+    writes its checkpoint. The main process decides when to stop; once it is exiting (`main_exiting` is set at
+    its exit, before multiprocessing terminates its daemonic children with SIGTERM), SIGTERM ends the worker,
+    with a clean exit. A main process that dies outright is noticed by PyTorch's worker loop, which then exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def on_sigterm(signum, frame) -> None:
+        if main_exiting.is_set():
+            os._exit(0)  # a clean exit: dying of the signal would make the main process's DataLoader raise
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_main_exiting = None
+
+
+def loader_worker_init() -> Callable[[int], None]:
+    """`outlast_signals` bound to this process's exit flag, made (with its exit hook) on first use: atexit runs
+    hooks in reverse order, so ours runs before multiprocessing's, which terminates the workers."""
+    global _main_exiting
+    if _main_exiting is None:
+        _main_exiting = multiprocessing.Event()
+        atexit.register(_main_exiting.set)
+    return functools.partial(outlast_signals, _main_exiting)
 
 
 def own_generator() -> torch.Generator:
@@ -137,7 +171,7 @@ def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_si
     dataset.set_epoch(epoch, consumed, accumulation, phases=phases)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
                         collate_fn=collate, prefetch_factor=prefetch if loader_workers else None,
-                        generator=own_generator())
+                        generator=own_generator(), worker_init_fn=loader_worker_init())
     for images, labels, skipped in loader:
         for bad in skipped:
             on_skip(bad)

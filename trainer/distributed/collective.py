@@ -50,6 +50,10 @@ class Collective(Protocol):
     def sync_batchnorm(self, model: nn.Module) -> nn.Module:
         """The model with its BatchNorm layers normalising over every replica of this collective."""
 
+    def start_vote(self, counts: list[int]) -> "Callable[[], list[int]]":
+        """Begin summing a few host integers over every worker without touching the device stream (a request
+        to stop, a worker leaving); the returned call waits for the sums. Only one vote is in flight at a time."""
+
 
 class LocalCollective:
     """One process, world size 1: every collective is the identity."""
@@ -90,6 +94,9 @@ class LocalCollective:
 
     def sync_batchnorm(self, model: nn.Module) -> nn.Module:
         return model
+
+    def start_vote(self, counts: list[int]) -> Callable[[], list[int]]:
+        return lambda: list(counts)
 
 
 def gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

@@ -59,6 +59,7 @@ class WandbTracker:
     def _off(self, error: BaseException) -> None:
         tracker_off("wandb", error)
         self.run = None
+        _let_go_of_wandb()
 
     def log(self, record: dict) -> None:
         """A metrics.jsonl record: numbers go to the run's history at its step; events update the summary."""
@@ -83,3 +84,17 @@ class WandbTracker:
         except Exception as e:
             self._off(e)
         self.run = None
+
+
+def _let_go_of_wandb() -> None:
+    """Tear down wandb's connection to its service now, quietly: when the service died (a node's shutdown
+    signals it too), wandb's own exit hook would otherwise print a traceback after the run's last line."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is None:
+        return
+    try:
+        wandb.teardown()
+    except Exception:
+        pass  # the warning is said; what failed is wandb's to report, not the run's

@@ -30,7 +30,7 @@ from bigbatch.trainer.run.checkpoint import CheckpointDir, rng_state, set_rng_st
 from bigbatch.trainer.run.evaluate import score_held_out
 from bigbatch.trainer.run.hardware import describe
 from bigbatch.trainer.run.resume import load_checkpoint, step_at
-from bigbatch.trainer.run.stop import STOP_FILE, StopRequests
+from bigbatch.trainer.run.stop import STOP_FILE, StopRequests, StopVote
 from bigbatch.trainer.step import Learner, StepContext, train_step
 from bigbatch.trainer.step.ema import WeightAverage
 from bigbatch.trainer.step.features import make_hooks
@@ -60,7 +60,7 @@ class Preempted(Exception):
 class Trainer:
     """One worker's share of a run. `on_checkpoint` replaces the barrier after each checkpoint (Ray reports
     the checkpoint to its storage there); a STOP file in the run directory or SIGINT/SIGTERM on any rank
-    makes every rank stop after the same step (the next log step) with a checkpoint."""
+    makes every rank stop after the same step (the next one, trainer/run/stop.py) with a checkpoint."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, collective: Collective, resume: str | None = None,
                  on_checkpoint: CheckpointHook | None = None, restartable: bool = False):
@@ -92,13 +92,12 @@ class Trainer:
                                        UnreadableBudget(recipe.data.max_bad_images, collective.rank),
                                        label_trace(self.run_dir, collective.rank))
         self.resumed_from = self._resume(resume) if resume else None
-        self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None)
+        self.stop, self.vote = StopRequests(self.run_dir / STOP_FILE if self.is_main else None), StopVote(collective)
         self.outcomes, self.times = StepOutcomes(collective.world_size), WorkerTimes(collective)
         self.learner = Learner(self.train_model, self.wrapped_model, self.optimizer, self.parts.scaler, collective,
                                lambda: self.parts.autocast(collective.device),
                                functools.partial(model_input, device=collective.device,
                                                  memory_format=self.memory_format, normalize=data.normalize),
-                               functools.partial(self.stop.flags, collective.device, self.leave_on_signal),
                                self.outcomes, self.times, recipe.seed, recipe.train.on_nonfinite == "skip")
         self.hardware = describe(collective.device, collective.world_size)
         self.macs_per_image = (count_macs(self.model, data.channels, data.image_size)
@@ -186,30 +185,32 @@ class Trainer:
             self.window.images += plan.global_batch_at(epoch)
             self.step += 1
             checkpoint_due = bool(every) and self.step % every == 0
-            if settled is None and (ctx.logging or checkpoint_due or self.step in (epoch_end, plan.total_steps)):
+            stop, leave = self.vote.exchange(*self.stop.requests(self.leave_on_signal))  # host only, a step late
+            if settled is None and (stop or leave or ctx.logging or checkpoint_due
+                                    or self.step in (epoch_end, plan.total_steps)):
                 settled = self.outcomes.settle()  # the only host read of the step's outcome
-            signum = self._account(settled) if settled is not None else 0
+            if settled is not None:
+                self._account(settled)
             if ctx.logging:
                 self._log_step(ctx)
             else:
                 self.records.progress(self.step)
-            if signum:
-                self._stop_here(signum, settled.leaving)
+            if stop or leave:
+                self._stop_here(int(self.stop.signum or SIGTERM), leave)
             if checkpoint_due and self.step not in (epoch_end, plan.total_steps):
                 self._save()
 
-    def _account(self, settled: Settled) -> int:
-        """Settled steps' losses into the log window; a non-finite one stops the run (or is counted as skipped).
-        Returns the signal number of a stop request (0 if none)."""
+    def _account(self, settled: Settled) -> None:
+        """Settled steps' losses into the log window; a non-finite one stops the run (or is counted as skipped)."""
         for step, loss in settled.losses:
             if math.isfinite(loss):
                 self.window.loss_sum += loss
                 self.window.steps += 1
             else:
                 self._nonfinite(step)
-        return int(self.stop.signum or SIGTERM) if settled.stop_requested else 0
 
     def _stop_here(self, signum: int, leaving: bool) -> None:
+        self.vote.close()
         checkpoint = self._save()
         if leaving:
             raise Preempted(f"signal {signum} to a worker (a node shutting down?): every rank checkpointed at "
@@ -278,6 +279,7 @@ class Trainer:
         return path
 
     def _finish(self, last_eval: dict, start_step: int, elapsed: float) -> dict:
+        self.vote.close()
         images_per_s = self.plan.images_between(start_step, self.step) / max(elapsed, 1e-9)
         summary = {"status": "finished", "run_id": self.run_id, "step": self.step,
                    "epoch": self._epoch_progress(), "top1": last_eval.get("top1"),

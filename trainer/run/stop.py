@@ -1,10 +1,13 @@
 """Graceful stop requests: a signal to this process, or a STOP file in the run directory.
 
 Any rank may see a request (a spot node's SIGTERM reaches only its own workers;
-the driver of a Ray run writes the STOP file). The loop all-reduces the request
-together with the step's loss and reads it at log steps, so every rank stops
-after the same step, writes one checkpoint and exits cleanly instead of hanging
-in a collective.
+the driver of a Ray run writes the STOP file). After every step each rank posts
+its requests to an asynchronous sum over a host-side group (`StopVote`) and
+collects the sum posted after the step before, which has crossed while this
+step computed: every rank learns of a request at the same step, at most one
+step after the one it arrived in, without reading the device, and stops after
+it with one checkpoint instead of hanging in a collective. (Cloud spot notices
+give ~30 s; a step is seconds at most.)
 
 Python runs signal handlers on the main thread only, and only the main thread
 may install them. A training loop on another thread (Ray Train V2 runs the
@@ -18,15 +21,13 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-
 from bigbatch.trainer.atomic import write_atomic
 
 STOP_FILE = "STOP"
 
 
 def request_stop(run_dir: Path, signum: int = signal.SIGTERM) -> None:
-    """Ask the run in `run_dir` to checkpoint and stop (at its next log step)."""
+    """Ask the run in `run_dir` to checkpoint and stop (within a step or two: rank 0 polls the file each second)."""
     write_atomic(Path(run_dir) / STOP_FILE, f"{int(signum)}\n")
 
 
@@ -104,12 +105,12 @@ class StopRequests:
             raise KeyboardInterrupt
         self.signum, self.by_signal = signum, True
 
-    def flags(self, device: torch.device, leave_on_signal: bool) -> list[torch.Tensor]:
-        """[a stop was requested, a worker is leaving] as device scalars for the step's all-reduce: with
-        `leave_on_signal` (an elastic run) a signal to this worker is it leaving, not a stop of the run."""
+    def requests(self, leave_on_signal: bool) -> tuple[bool, bool]:
+        """(a stop was requested, this worker is leaving): with `leave_on_signal` (an elastic run) a signal to
+        this worker is it leaving, not a stop of the run."""
         requested = self.pending() > 0
         leave = requested and self.by_signal and leave_on_signal
-        return [torch.full((), float(flag), device=device) for flag in (requested and not leave, leave)]
+        return requested and not leave, leave
 
     def pending(self) -> int:
         """The signal number of a request seen by this process (0 if none); polls the file at most once per interval."""
@@ -124,3 +125,25 @@ class StopRequests:
             except ValueError:
                 self.signum = int(signal.SIGTERM)
         return self.signum or 0
+
+
+class StopVote:
+    """The world's stop and leave requests, one step late and never from the device: `exchange` after each
+    step posts this rank's and returns those posted after the previous step, the same on every rank."""
+
+    def __init__(self, collective):
+        self.collective = collective
+        self._pending = None  # the vote in flight: a call that waits for its sums
+
+    def exchange(self, stop: bool, leave: bool) -> tuple[bool, bool]:
+        if self.collective.world_size == 1:
+            return stop, leave  # nobody else to hear from: no lag
+        previous = self._pending() if self._pending is not None else [0, 0]
+        self._pending = self.collective.start_vote([int(stop), int(leave)])
+        return previous[0] > 0 and previous[1] == 0, previous[1] > 0
+
+    def close(self) -> None:
+        """Wait for the vote in flight (every rank posted it: it completes) before the group may end."""
+        if self._pending is not None:
+            self._pending()
+            self._pending = None

@@ -1,8 +1,8 @@
 """One optimizer step, top to bottom: forward, loss and backward per micro-batch, one all-reduce, the update.
 
 Everything optional happens in hooks (trainer/step/hooks.py); the step itself has no feature branches. Nothing
-is read back to the host here: the global loss and the stop flags ride in one all-reduce and stay on the device
-(`Learner.outcomes`) until the run loop settles them, except with train.on_nonfinite=skip, where the step
+is read back to the host here: the global loss rides in one all-reduce with the hooks' extras and stays on the
+device (`Learner.outcomes`) until the run loop settles it, except with train.on_nonfinite=skip, where the step
 must know its loss before the update.
 """
 
@@ -35,7 +35,6 @@ class Learner:
     collective: Collective
     autocast: Callable[[], contextlib.AbstractContextManager]
     to_device: Callable[[Batch, int], Batch]  # (host micro-batch, step index) -> model input and targets
-    stop_flags: Callable[[], list[torch.Tensor]]  # [stop requested, a worker leaving] on the device
     outcomes: StepOutcomes
     times: WorkerTimes
     seed: int
@@ -99,9 +98,9 @@ def train_step(learner: Learner, ctx: StepContext, micro_batches: Iterator[Batch
         hooks.after_backward(ctx, micro)
         loss_sum += loss.detach().float()
     waited = time.perf_counter()
-    reduced = learner.collective.all_reduce(torch.stack([loss_sum, *learner.stop_flags(), *ctx.extras]), op="sum")
-    ctx.reduced_extras = reduced[3:]
-    learner.outcomes.add(ctx.step + 1, reduced[:3])
+    reduced = learner.collective.all_reduce(torch.stack([loss_sum, *ctx.extras]), op="sum")
+    ctx.reduced_extras = reduced[1:]
+    learner.outcomes.add(ctx.step + 1, reduced[:1])
     learner.times.add_step(time.perf_counter() - waited)
     settled = learner.outcomes.settle() if learner.skip_nonfinite else None
     if settled is not None and settled.first_nonfinite() is not None:

@@ -1,11 +1,11 @@
-"""What every rank must learn after each optimizer step - the global loss and whether any rank was asked to
-stop - kept on the device and read by the host only at check points.
+"""What every rank must learn after each optimizer step - the global loss - kept on the device and read by the
+host only at check points. (Stop requests travel on the host: trainer/run/stop.py, StopVote.)
 
 Reading a device value (`.item()`, `.tolist()`) makes the host wait until the GPU has caught up: done every
 step it leaves the GPU idle while the host prepares the next step. So each step's all-reduced
-[loss, stop] pair is only appended here (device ops, no transfer), and `settle()` reads everything gathered
+loss is only appended here (device ops, no transfer), and `settle()` reads everything gathered
 since the last read in one transfer. The loop settles at log steps, checkpoints, evaluations and the end:
-every rank settles at the same steps, so every rank sees a stop request at the same step.
+every rank settles at the same steps.
 """
 
 import math
@@ -16,12 +16,9 @@ import torch
 
 @dataclass
 class Settled:
-    """The steps since the last read: (step number, global mean loss) each, the stop flag, and whether the stop
-    is some worker's leaving (a signal to it in an elastic run: the group restarts without it)."""
+    """The steps since the last read: (step number, global mean loss) each."""
 
     losses: list[tuple[int, float]]
-    stop_requested: bool
-    leaving: bool = False
 
     def first_nonfinite(self) -> int | None:
         return next((step for step, loss in self.losses if not math.isfinite(loss)), None)
@@ -34,7 +31,7 @@ class StepOutcomes:
     def __init__(self, world_size: int):
         self.world_size = world_size
         self._steps: list[int] = []
-        self._values: list[torch.Tensor] = []  # each [loss sum, stop requests, leave requests] over ranks
+        self._values: list[torch.Tensor] = []  # each the loss summed over ranks, shape [1]
 
     def add(self, step: int, reduced: torch.Tensor) -> None:
         self._steps.append(step)
@@ -46,9 +43,8 @@ class StepOutcomes:
     def settle(self) -> Settled:
         """One device-to-host read of everything added since the last call."""
         if not self._values:
-            return Settled([], False)
+            return Settled([])
         table = torch.stack(self._values).tolist()
-        settled = Settled([(step, row[0] / self.world_size) for step, row in zip(self._steps, table, strict=True)],
-                          any(row[1] or row[2] for row in table), any(row[2] for row in table))
+        settled = Settled([(step, row[0] / self.world_size) for step, row in zip(self._steps, table, strict=True)])
         self._steps, self._values = [], []
         return settled

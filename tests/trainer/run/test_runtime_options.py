@@ -26,16 +26,16 @@ def test_step_seeds_differ_between_ranks_and_steps_and_repeat_exactly():
     assert all(not torch.equal(draw(0, 5, 1), other) for other in others)
 
 
-def test_a_stop_file_ends_the_run_at_the_next_log_step_with_a_checkpoint(tiny, tmp_path):
+def test_a_stop_file_ends_the_run_after_the_step_that_saw_it_with_a_checkpoint(tiny, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     request_stop(run_dir)
-    with pytest.raises(Interrupted) as stopped:  # ranks read the stop flag at log steps
-        trainer(tiny, run_dir, ["train.max_steps=20", "train.log_every_steps=3"]).fit()
-    assert stopped.value.signum == 15 and stopped.value.checkpoint.name == "step_00000003.pt"
+    with pytest.raises(Interrupted) as stopped:  # not at the next log step (10): one process reads it at once
+        trainer(tiny, run_dir, ["train.max_steps=20", "train.log_every_steps=10"]).fit()
+    assert stopped.value.signum == 15 and stopped.value.checkpoint.name == "step_00000001.pt"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["step"] == 3
-    assert torch.load(stopped.value.checkpoint, weights_only=True)["step"] == 3
+    assert summary["status"] == "interrupted" and summary["step"] == 1
+    assert torch.load(stopped.value.checkpoint, weights_only=True)["step"] == 1
 
 
 def test_channels_last_trains_the_same_weights(tiny, tmp_path):
