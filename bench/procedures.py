@@ -17,11 +17,14 @@ Fashion-MNIST in memory (60,000 training images; the 10,000 test images held out
 resnet_small, global batch 32 (lr 0.1 x 32 / 256 by the linear rule), cosine decay, --norm-epochs epochs,
 for each of: synced BN, GroupNorm (32 groups), Batch Renorm, per-worker BN, LayerNorm. Eight workers of 4
 images are simulated in one process, each cell doing the same arithmetic as the 8-worker run:
-per-worker BN and Batch Renorm as 8 accumulated micro-batches of 4 (each normalised alone, as each worker
-would); synced BN as one micro-batch of 32, since SyncBN over 8 x 4 normalises over the union of the
-workers' images (tests/trainer/distributed/test_sync_bn.py checks that equivalence with 8 gloo ranks); GroupNorm and
-LayerNorm as one micro-batch of 32, since they normalise each image alone, so the split changes nothing
-but speed. Batch Renorm's r_max / d_max schedule (Ioffe 2017 section 4: 1 / 0 until 5k steps, d_max 5 at
+per-worker BN and Batch Renorm as one batch of 32 whose normalization layers run as 8 unsynced DDP ranks
+of 4 do (bench/virtual_ranks.py: each slice of 4 normalised by its own statistics from rank 0's moving
+averages, only rank 0's move kept; tests/bench/test_virtual_ranks.py checks it against 8 gloo ranks; the
+earlier runs accumulated 8 micro-batches of 4, which moved the averages 8 times a step and fed Batch
+Renorm statistics the same step had moved); synced BN as one micro-batch of 32, since SyncBN over 8 x 4
+normalises over the union of the workers' images (tests/trainer/distributed/test_sync_bn.py checks that
+equivalence with 8 gloo ranks); GroupNorm and LayerNorm as one micro-batch of 32, since they normalise each
+image alone, so the split changes nothing but speed. Batch Renorm's r_max / d_max schedule (Ioffe 2017 section 4: 1 / 0 until 5k steps, d_max 5 at
 25k, r_max 3 at 40k) is scaled so that r_max reaches 3 at 80 % of the run.
 
 Cells run in --jobs processes of one torch thread each.
@@ -59,19 +62,20 @@ PROCEDURES = {  # name: overrides, each the value its source publishes
     "+TrivialAugment": ["data.augment=trivialaugment"],
 }
 WORKERS, PER_WORKER = 8, 4
-NORMS = {  # name: (model.norm, micro-batch, accumulation steps)
+NORMS = {  # name: (model.norm, batch, unsynced ranks its normalization layers run as; 1: as they are)
     "synced BN (8 x 4)": ("batch", WORKERS * PER_WORKER, 1),
     "GroupNorm": ("group", WORKERS * PER_WORKER, 1),
-    "Batch Renorm": ("batch_renorm", PER_WORKER, WORKERS),
-    "per-worker BN": ("batch", PER_WORKER, WORKERS),
+    "Batch Renorm": ("batch_renorm", WORKERS * PER_WORKER, WORKERS),
+    "per-worker BN": ("batch", WORKERS * PER_WORKER, WORKERS),
     "LayerNorm": ("layer", WORKERS * PER_WORKER, 1),
 }
 LECTURE_ORDER = [["synced BN (8 x 4)"], ["GroupNorm", "Batch Renorm"], ["per-worker BN", "LayerNorm"]]
 
 
-def train_cell(overrides: list[str], test_root: str | None) -> dict:
+def train_cell(overrides: list[str], test_root: str | None, ranks: int = 1) -> dict:
     """Train the baseline recipe with `overrides` in this process (a pool worker): held-out top-1 and, with
-    `test_root`, the top-1 of the final weights (the average when EMA is on) on its folder."""
+    `test_root`, the top-1 of the final weights (the average when EMA is on) on its folder. `ranks` > 1: the
+    batch norms run as that many unsynced ranks (bench/virtual_ranks.py)."""
     import torch
 
     torch.set_num_threads(1)
@@ -86,6 +90,10 @@ def train_cell(overrides: list[str], test_root: str | None) -> dict:
         recipe = load_recipe(BASELINE, overrides)
         collective = LocalCollective("cpu")
         trainer = Trainer(recipe, run_dir, collective)
+        if ranks > 1:
+            from bench.virtual_ranks import emulate_unsynced_ranks
+
+            emulate_unsynced_ranks(trainer.model, ranks)
         summary = trainer.fit()
         result = {"holdout": summary.get("top1_ema", summary["top1"]), "steps": summary["step"],
                   "train_s": time.perf_counter() - started}
@@ -114,22 +122,25 @@ def budget(epochs: int) -> list[str]:
 
 
 def norm_overrides(name: str, seed: int, epochs: int, train_examples: int) -> list[str]:
-    norm, micro, accum = NORMS[name]
+    norm, batch, _ = NORMS[name]
     steps = epochs * (train_examples // (WORKERS * PER_WORKER))
     scale = 0.8 * steps / 40_000  # the paper's 40k-step ramp ends at 80 % of this run
     renorm = (f"model.renorm={{start_step: {round(5000 * scale)}, d_max_step: {round(25_000 * scale)}, "
               f"r_max_step: {round(40_000 * scale)}}}")
-    return [f"seed={seed}", f"model.norm={norm}", f"data.batch_size={micro}", f"train.accumulation_steps={accum}",
+    return [f"seed={seed}", f"model.norm={norm}", f"data.batch_size={batch}", "train.accumulation_steps=1",
             "data.eval_batch_size=500", f"train.epochs={epochs}", "optim.schedule=cosine", "optim.decay_epochs=[]",
             "train.log_every_steps=100", *([renorm] if norm == "batch_renorm" else [])]
 
 
-def run_all(cells: dict[tuple[str, int], list[str]], test_root: str | None, jobs: int) -> list[dict]:
-    """Train every cell (name, seed) in `jobs` processes; one record per cell: name, seed and its measures."""
+def run_all(cells: dict[tuple[str, int], list[str]], test_root: str | None, jobs: int,
+            ranks: dict[str, int] | None = None) -> list[dict]:
+    """Train every cell (name, seed) in `jobs` processes; one record per cell: name, seed and its measures.
+    `ranks`: cells whose batch norms run as that many unsynced ranks."""
     results = []
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running = {pool.submit(train_cell, overrides, test_root): key for key, overrides in cells.items()}
+        running = {pool.submit(train_cell, overrides, test_root, (ranks or {}).get(key[0], 1)): key
+                   for key, overrides in cells.items()}
         for job in futures.as_completed(running):
             (name, seed), result = running[job], job.result()
             results.append({"name": name, "seed": seed, **result})
@@ -204,7 +215,7 @@ def measure_norms(args: argparse.Namespace) -> list[dict]:
 
     train_examples = len(load_data(load_recipe(BASELINE, []).data, seed=0).train)
     return run_all({(name, s): norm_overrides(name, s, args.norm_epochs, train_examples) for name in NORMS
-                    for s in range(args.seeds)}, None, args.jobs)
+                    for s in range(args.seeds)}, None, args.jobs, {name: ranks for name, (_, _, ranks) in NORMS.items()})
 
 
 def norm_lines(part: dict) -> list[str]:
@@ -214,8 +225,9 @@ def norm_lines(part: dict) -> list[str]:
              f"{WORKERS * PER_WORKER}, {args['norm_epochs']} epochs, seeds {list(range(args['seeds']))})", "",
              "Top-1 % on the 10,000 Fashion-MNIST test images (nothing was chosen on them), mean ± std.", "",
              "| normalization | how it runs here | top-1 | wall s per run |", "|---|---|---:|---:|"]
-    for name, (norm, micro, accum) in NORMS.items():
-        lines.append(f"| {name} | model.norm {norm}, {accum} x {micro} images | "
+    for name, (norm, batch, ranks) in NORMS.items():
+        how = f"{batch} images as {ranks} unsynced ranks of {batch // ranks}" if ranks > 1 else f"{batch} images"
+        lines.append(f"| {name} | model.norm {norm}, {how} | "
                      f"{mean_std(per_cell(cells, name, 'holdout'))} | "
                      f"{statistics.fmean(per_cell(cells, name, 'train_s')):.0f} |")
     measured = sorted(NORMS, key=lambda n: -means[n])

@@ -28,3 +28,11 @@ def write_jpeg_folder(root: Path, classes: int = 3, per_class: int = 4, val_per_
                 left = (53 * (c * count + i)) % (photo.shape[1] - w)
                 Image.fromarray(photo[top:top + h, left:left + w]).save(directory / f"{i:03d}.jpg", quality=90)
     return root
+
+
+def write_packed_shards(base: Path, shard_size_bytes: int, **folder) -> Path:
+    """BASE/folder (write_jpeg_folder with `folder`'s arguments) packed into shards at BASE/packed."""
+    from bigbatch.trainer.data.shards import pack_folder
+
+    pack_folder(write_jpeg_folder(base / "folder", **folder), base / "packed", shard_size_bytes=shard_size_bytes)
+    return base / "packed"

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from bigbatch.cluster.launch import launch
-from bigbatch.trainer.data.shards import pack_folder
 from bigbatch.trainer.data.source import TRACE_ENV
 from bigbatch.trainer.recipe import load_recipe
-from tests.images import write_jpeg_folder
+from tests.images import write_packed_shards
 
 
 def trained_labels(run_dir) -> Counter:
@@ -29,10 +28,9 @@ def trained_labels(run_dir) -> Counter:
 def test_shards_run_on_three_workers_resumes_mid_epoch_on_two_reading_each_example_once(
         ray_cluster, tiny, tmp_path, monkeypatch):
     monkeypatch.setenv(TRACE_ENV, "1")
-    folder = write_jpeg_folder(tmp_path / "folder", classes=48, per_class=1, val_per_class=1, size=(48, 64))
-    pack_folder(folder, tmp_path / "packed", shard_size_bytes=20_000)
+    packed = write_packed_shards(tmp_path, 20_000, classes=48, per_class=1, val_per_class=1, size=(48, 64))
     keys = ["cluster.backend=torch", "cluster.workers=3", "cluster.min_workers=2", "cluster.max_failures=1",
-            "data.name=shards", f"data.root={tmp_path / 'packed'}", "data.image_size=16", "data.batch_size=4",
+            "data.name=shards", f"data.root={packed}", "data.image_size=16", "data.batch_size=4",
             "data.shuffle_buffer=6", "data.loader_workers=2", "train.log_every_steps=1",
             "train.eval_every_epochs=0", "train.epochs=2"]
     run_dir = tmp_path / "run"

@@ -8,18 +8,16 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from bigbatch.trainer.data.shards import ShardedDataset, pack_folder, plan
+from bigbatch.trainer.data.shards import ShardedDataset, plan
 from bigbatch.trainer.data.shards.reading import EpochReading, Phase
 from bigbatch.trainer.data.shards.simulate import IMAGENET_TRAIN, packed_sizes
-from tests.images import write_jpeg_folder
+from tests.images import write_packed_shards
 
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    base = tmp_path_factory.mktemp("reading")
-    folder = write_jpeg_folder(base / "folder", classes=5, per_class=10, val_per_class=1, size=(48, 64))
-    pack_folder(folder, base / "packed", shard_size_bytes=12_000)
-    return base / "packed"
+    return write_packed_shards(tmp_path_factory.mktemp("reading"), 12_000, classes=5, per_class=10,
+                               val_per_class=1, size=(48, 64))
 
 
 def dataset(packed, world_size: int, rank: int, batch_size: int = 4) -> ShardedDataset:

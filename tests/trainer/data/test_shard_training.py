@@ -5,19 +5,16 @@ import json
 import pytest
 import torch
 
-from bigbatch.trainer.data.shards import pack_folder
 from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.recipe import load_recipe
 from bigbatch.trainer.run.loop import Trainer
-from tests.images import write_jpeg_folder
+from tests.images import write_packed_shards
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    base = tmp_path_factory.mktemp("shards")
-    folder = write_jpeg_folder(base / "folder", classes=3, per_class=8, val_per_class=3, size=(96, 128))
-    pack_folder(folder, base / "packed", shard_size_bytes=40_000)
-    return base / "packed"
+    return write_packed_shards(tmp_path_factory.mktemp("shards"), 40_000, classes=3, per_class=8, val_per_class=3,
+                               size=(96, 128))
 
 
 def run(tiny, shards, run_dir, steps, resume=None, loader_workers=0):
