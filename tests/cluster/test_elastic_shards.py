@@ -1,6 +1,7 @@
 """An elastic run on packed shards resumed mid-epoch on fewer workers (issue 29, item 1), on real Ray: it keeps
 its global batch, and every example of the interrupted epoch is trained on exactly once across the resize,
-counted from the labels each rank wrote as it trained (one class per example)."""
+counted from the labels each rank wrote as it trained (one class per example); evaluation on 3 and on 2
+workers scores every validation sample once."""
 
 import json
 from collections import Counter
@@ -32,7 +33,7 @@ def test_shards_run_on_three_workers_resumes_mid_epoch_on_two_reading_each_examp
     keys = ["cluster.backend=torch", "cluster.workers=3", "cluster.min_workers=2", "cluster.max_failures=1",
             "data.name=shards", f"data.root={packed}", "data.image_size=16", "data.batch_size=4",
             "data.shuffle_buffer=6", "data.loader_workers=2", "train.log_every_steps=1",
-            "train.eval_every_epochs=0", "train.epochs=2"]
+            "train.eval_every_epochs=1", "train.epochs=2"]
     run_dir = tmp_path / "run"
     # 48 examples, global batch 3 x 4 = 12: 4 steps an epoch. 3 workers of 0.5 CPU stop after step 3 ...
     launch(load_recipe(tiny, [*keys, "cluster.cpus_per_worker=0.5", "train.max_steps=3"]), run_dir)
@@ -44,6 +45,10 @@ def test_shards_run_on_three_workers_resumes_mid_epoch_on_two_reading_each_examp
     steps = {r["step"]: r for r in records if "loss" in r and "event" not in r}
     assert [steps[s]["world_size"] for s in range(1, 7)] == [3, 3, 3, 2, 2, 2]
     assert {steps[s]["global_batch"] for s in steps} == {12}
+    assert all(r["images_per_s_per_worker"] == pytest.approx(r["images_per_s"] / r["world_size"])
+               for r in steps.values())
+    evaluations = [r for r in records if "top1" in r and "event" not in r]  # at steps 3 (3 workers), 4 and 6
+    assert [r["step"] for r in evaluations] == [3, 4, 6] and all(r["examples"] == 48 for r in evaluations)
     assert [steps[s]["accumulation_steps"] for s in (3, 4)] == [1, 2]
     seen = trained_labels(run_dir)
     assert {label for epoch, label in seen if epoch == 0} == set(range(48))  # the interrupted epoch: all ...

@@ -70,28 +70,6 @@ def test_recipe_error_inside_workers_keeps_its_exit_code(ray_cluster, tiny, tmp_
         launch(recipe, tmp_path / "nf")
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_two_workers_train_on_packed_shards_and_evaluate_every_sample_once(ray_cluster, tiny, tmp_path):
-    from bigbatch.trainer.data.shards import pack_folder
-    from tests.images import write_jpeg_folder
-
-    folder = write_jpeg_folder(tmp_path / "folder", classes=3, per_class=8, val_per_class=3, size=(96, 128))
-    index = pack_folder(folder, tmp_path / "packed", shard_size_bytes=40_000)
-    train_shards = [s["samples"] for s in index["splits"]["train"]["shards"]]
-    recipe = load_recipe(tiny, ["cluster.backend=torch", "cluster.workers=2", "data.name=shards",
-                                f"data.root={tmp_path / 'packed'}", "data.image_size=32", "data.batch_size=2",
-                                "model.name=resnet_small", "train.epochs=2", "train.eval_every_epochs=1"])
-    summary = launch(recipe, tmp_path / "run")
-    assert len(train_shards) > 2 and sum(train_shards) == 24
-    assert summary["step"] == 2 * (24 // (2 * 2)) and summary["world_size"] == 2  # every sample, every epoch
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    evaluations = [r for r in records if "top1" in r and "event" not in r]
-    assert len(evaluations) == 2 and all(r["examples"] == 9 for r in evaluations)  # 3 classes x 3, once each
-    steps = [r for r in records if "loss" in r and "event" not in r]
-    assert steps and all(r["images_per_s_per_worker"] == pytest.approx(r["images_per_s"] / 2) for r in steps)
-
-
 def test_ray_storage_copies_checkpoints_only_to_another_file_system(tmp_path):
     from bigbatch.cluster.ray_launch import same_file_system
 
