@@ -63,6 +63,20 @@ class RunRecords:
             self.say(warning)
         if resumed_from:
             self.say(f"bigbatch: resumed from {resumed_from} at step {step}")
+            self._mark_resize(step)
+
+    def _mark_resize(self, step: int) -> None:
+        """A start on another world size than the last one: a resize event for wandb and TensorBoard (the
+        summary's `resizes` and `bigbatch report` read it from metrics.jsonl)."""
+        try:
+            changes = resizes(read_history(self.metrics.path))
+        except (RecipeError, OSError):  # a damaged metrics line never blocks a resume; the trackers go without
+            return
+        if changes and changes[-1]["step"] == step:
+            change = changes[-1]
+            for tracker in self.trackers:
+                tracker.mark(step, "resize", f"{change['from']} -> {change['to']} workers ({change['why']})",
+                             change["to"])
 
     def _mirror(self, record: dict) -> None:
         for tracker in self.trackers:

@@ -67,6 +67,18 @@ class TensorBoardTracker:
         except Exception as e:
             self._off(e)
 
+    def mark(self, step: int, name: str, text: str, value: float) -> None:
+        """A run event at `step` (a resize): its line as text under `events/NAME`, and `value` as a scalar there
+        too, so the world-size curve steps where it happened."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.add_text(f"events/{name}", text, step)
+            self.writer.add_scalar(f"events/{name}", value, step)
+            self.writer.flush()
+        except Exception as e:
+            self._off(e)
+
     def finish(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -76,6 +76,17 @@ class WandbTracker:
         except Exception as e:
             self._off(e)
 
+    def mark(self, step: int, name: str, text: str, value: float) -> None:
+        """A run event at `step` (a resize): `value` as `events/NAME` in the history at that step, and its line
+        in the summary (`events/NAME`, the last one)."""
+        if self.run is None:
+            return
+        try:
+            self.run.log({f"events/{name}": value, "step": step})
+            self.run.summary[f"events/{name}"] = f"step {step}: {text}"
+        except Exception as e:
+            self._off(e)
+
     def finish(self) -> None:
         if self.run is None:
             return

@@ -122,3 +122,19 @@ def test_a_restart_from_an_earlier_checkpoint_logs_the_replayed_steps_against_bi
     defined = {(r.metric.name or r.metric.glob_name, r.metric.step_metric) for r in settled_records(second)
                if r.WhichOneof("record_type") == "metric"}
     assert ("*", "step") in defined
+
+
+def test_a_resize_is_an_event_in_the_history_at_its_step_and_in_the_summary(tiny, tmp_path):
+    from bigbatch.trainer.records.wandb_tracker import WandbTracker
+
+    recipe = load_recipe(tiny, ["track.wandb=offline", "track.project=bigbatch-tests"])
+    tracker = WandbTracker(recipe.track, tmp_path, "resizerun", {})
+    tracker.mark(3, "resize", "2 -> 1 workers (step 3: a worker left)", 1)
+    tracker.finish()
+    records = settled_records(run_files(tmp_path)[0])
+    history = [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    assert [(h["step"], h["events/resize"]) for h in history if "events/resize" in h] == [("3", "1")]
+    summary = {item.key or "/".join(item.nested_key): item.value_json for r in records
+               if r.WhichOneof("record_type") == "summary" for item in r.summary.update}
+    assert "2 -> 1 workers" in summary["events/resize"] and "step 3" in summary["events/resize"]

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
 from bigbatch.trainer.distributed.collective import LocalCollective
@@ -83,6 +84,11 @@ def test_three_steps_on_two_workers_then_three_on_one_equal_six_on_two_and_one_p
         [(1, 2, 1, 32), (2, 2, 1, 32), (3, 2, 1, 32), (4, 1, 2, 32), (5, 1, 2, 32), (6, 1, 2, 32)]
     [resize] = json.loads((tmp_path / "shrunk" / "summary.json").read_text())["resizes"]
     assert (resize["step"], resize["from"], resize["to"]) == (3, 2, 1) and "step_00000003.pt" in resize["why"]
+    events = EventAccumulator(str(tmp_path / "shrunk" / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()  # the dashboard shows the resize as an event at its step, with its cause
+    [(step, text)] = [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors("events/resize/text_summary")]
+    assert step == 3 and text.startswith("2 -> 1 workers") and "step_00000003.pt" in text
+    assert [(e.step, e.value) for e in events.Scalars("events/resize")] == [(3, 1.0)]
 
 
 def test_at_1024_workers_on_imagenet_an_elastic_range_must_divide_the_global_batch(write):
