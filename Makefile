@@ -78,7 +78,7 @@ critical-batch: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/critical_batch.py
 
 # timm's / torchvision's procedures and the lecture's normalization order on Fashion-MNIST
-# (bench/procedures.py): ~50 min on 2 cores.
+# (bench/procedures.py): ~40 min on 2 cores.
 procedures: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/procedures.py
 

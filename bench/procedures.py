@@ -29,7 +29,7 @@ image alone, so the split changes nothing but speed. Batch Renorm's r_max / d_ma
 
 Cells run in --jobs processes of one torch thread each.
 
-    .venv/bin/python bench/procedures.py                    # both parts, 2 seeds (about 70 minutes on 2 cores)
+    .venv/bin/python bench/procedures.py                    # both parts, 2 seeds (about 40 minutes on 2 cores)
     .venv/bin/python bench/procedures.py --part norm        # one part
     .venv/bin/python bench/procedures.py --epochs 1 --norm-epochs 1 --seeds 1 --per-class 500   # a smoke run
 
