@@ -185,12 +185,10 @@ class Trainer:
             self.window.images += plan.global_batch_at(epoch)
             self.step += 1
             checkpoint_due = bool(every) and self.step % every == 0
-            stop, leave = self.vote.exchange(*self.stop.requests(self.leave_on_signal))  # host only, a step late
-            if settled is None and (stop or leave or ctx.logging or checkpoint_due
-                                    or self.step in (epoch_end, plan.total_steps)):
+            if settled is None and (ctx.logging or checkpoint_due or self.step in (epoch_end, plan.total_steps)):
                 settled = self.outcomes.settle()  # the only host read of the step's outcome
-            if settled is not None:
-                self._account(settled)
+            self._account(settled)  # a non-finite loss ends every rank here, before any rank posts its vote
+            stop, leave = self.vote.exchange(*self.stop.requests(self.leave_on_signal))  # host only, a step late
             if ctx.logging:
                 self._log_step(ctx)
             else:
@@ -200,9 +198,9 @@ class Trainer:
             if checkpoint_due and self.step not in (epoch_end, plan.total_steps):
                 self._save()
 
-    def _account(self, settled: Settled) -> None:
+    def _account(self, settled: Settled | None) -> None:
         """Settled steps' losses into the log window; a non-finite one stops the run (or is counted as skipped)."""
-        for step, loss in settled.losses:
+        for step, loss in settled.losses if settled is not None else ():
             if math.isfinite(loss):
                 self.window.loss_sum += loss
                 self.window.steps += 1
@@ -210,6 +208,7 @@ class Trainer:
                 self._nonfinite(step)
 
     def _stop_here(self, signum: int, leaving: bool) -> None:
+        self._account(self.outcomes.settle())  # the steps since the last log step: no checkpoint of a non-finite one
         self.vote.close()
         checkpoint = self._save()
         if leaving:
