@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bigbatch.trainer.recipe.shares import layout
+
 
 def epoch_permutation(seed: int, epoch: int, num_examples: int) -> torch.Tensor:
     state = np.random.SeedSequence([seed, epoch]).generate_state(2)
@@ -39,10 +41,11 @@ class TrainOrder:
     rank: int = 0
     accumulation_steps: int = 1
     repeats: int = 1  # data.aug_repeats; divides the global batch
+    uneven_batch: int = 0  # a global batch the ranks share unevenly (recipe/shares.py); batch_size is then the largest
 
     @property
     def global_batch(self) -> int:
-        return self.batch_size * self.world_size * self.accumulation_steps
+        return self.uneven_batch or self.batch_size * self.world_size * self.accumulation_steps
 
     @property
     def steps_per_epoch(self) -> int:
@@ -58,11 +61,14 @@ class TrainOrder:
         perm = epoch_permutation(self.seed, epoch, self.num_examples)
         per_micro, distinct = self.batch_size * self.world_size, self.global_batch // self.repeats
         copies = torch.arange(self.repeats).repeat_interleave(distinct)
+        cells = ([row[self.rank] for row in layout(self.uneven_batch, self.world_size, self.accumulation_steps)]
+                 if self.uneven_batch else
+                 [(micro * per_micro + self.rank * self.batch_size, self.batch_size)
+                  for micro in range(self.accumulation_steps)])
         for step in range(start_step, self.steps_per_epoch):
             batch = perm[step * distinct:(step + 1) * distinct].repeat(self.repeats)
-            for micro in range(self.accumulation_steps):
-                offset = micro * per_micro + self.rank * self.batch_size
-                yield batch[offset: offset + self.batch_size], copies[offset: offset + self.batch_size]
+            for offset, size in cells:
+                yield batch[offset: offset + size], copies[offset: offset + size]
 
 
 def eval_shard(num_examples: int, world_size: int, rank: int) -> range:

@@ -21,18 +21,21 @@ from torch.utils.data import Dataset, IterableDataset
 from bigbatch.trainer.data.loader import Skipped, iterate_batches, iterate_stream
 from bigbatch.trainer.data.order import TrainOrder
 from bigbatch.trainer.data.shards.reading import Phase
+from bigbatch.trainer.errors import RecipeError
 
 TRACE_ENV = "BIGBATCH_TRACE_LABELS"  # set (to anything): each rank writes the labels it trains on, see below
 
 
 @dataclass(frozen=True)
 class WorldShape:
-    """How one global batch is split: `world_size` ranks x `accumulation` micro-steps x `micro_batch`."""
+    """How one global batch is split: `world_size` ranks x `accumulation` micro-steps x `micro_batch`, or
+    G // W or G // W + 1 examples a rank when the world size does not divide it (`uneven_batch`)."""
 
     world_size: int
     rank: int
-    micro_batch: int
+    micro_batch: int  # the largest micro-batch
     accumulation: int
+    uneven_batch: int = 0  # the global batch, when the ranks share it unevenly (recipe/shares.py); else 0
 
 
 @dataclass
@@ -52,6 +55,9 @@ class MicroBatchSource:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # augmentation keyed by epoch
         if isinstance(self.dataset, IterableDataset):  # streamed shards: this rank's own stream
+            if shape.uneven_batch:
+                raise RecipeError(f"cluster.workers: packed shards are read in equal shares; {shape.world_size} "
+                                  f"workers cannot share the global batch {shape.uneven_batch} evenly")
             phases = self._phases(epoch, first_step, shape)
             taken = (first_step - phases[-1].first_step) * shape.micro_batch * shape.accumulation
             batches = iterate_stream(self.dataset, epoch, taken, shape.micro_batch, self.loader_workers,
@@ -59,7 +65,7 @@ class MicroBatchSource:
         else:
             order = TrainOrder(seed=self.seed, num_examples=len(self.dataset), batch_size=shape.micro_batch,
                                world_size=shape.world_size, rank=shape.rank, accumulation_steps=shape.accumulation,
-                               repeats=self.repeats)
+                               repeats=self.repeats, uneven_batch=shape.uneven_batch)
             batches = iterate_batches(self.dataset, order.keyed_micro_batches(epoch, first_step),
                                       self.loader_workers, self.pin_memory, self.on_unreadable, self.prefetch)
         return iter(batches) if self.trace is None else _traced(batches, epoch, self.trace)

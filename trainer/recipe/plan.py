@@ -13,6 +13,7 @@ from itertools import accumulate
 from bigbatch.optim import LRSchedule, noise_scale, scale_lr
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe.schema import Recipe
+from bigbatch.trainer.recipe.shares import micro_steps, rank_shares
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,21 @@ class Plan:
     epoch_accumulation: tuple[int, ...] = field(repr=False)
     epoch_steps: tuple[int, ...] = field(repr=False)
     schedule: LRSchedule = field(repr=False)
+    epoch_batches: tuple[int, ...] = field(repr=False, default=())  # the global batch of each epoch
+    uneven: bool = False  # the world size does not divide the global batch: ranks take G // W or G // W + 1
 
     def as_dict(self) -> dict:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in
-               ("momentum", "epoch_accumulation", "epoch_steps", "schedule")}
+               ("momentum", "epoch_accumulation", "epoch_steps", "schedule", "epoch_batches", "uneven")}
         out["epoch_coverage"] = round(self.steps_per_epoch * self.global_batch / self.train_examples, 6)
+        if self.uneven:
+            shares = rank_shares(self.global_batch, self.world_size)
+            out["rank_shares"] = f"{max(shares)} examples on {shares.count(max(shares))} ranks, {min(shares)} on " \
+                                 f"{shares.count(min(shares))}"
         if len(set(self.epoch_accumulation)) > 1:
             out["batch_phases"] = self.batch_phases()
         return out
+
 
     def batch_phases(self) -> list[dict]:
         """Each stretch of epochs with one global batch: where it starts, its steps and noise scale."""
@@ -48,7 +56,7 @@ class Plan:
         for epoch, accum in enumerate(self.epoch_accumulation):
             if phases and phases[-1]["accumulation_steps"] == accum:
                 continue
-            batch = self.world_size * self.per_worker_batch * accum
+            batch = self.epoch_batches[epoch]
             phases.append({"from_epoch": epoch, "accumulation_steps": accum, "global_batch": batch,
                            "steps_per_epoch": self.epoch_steps[epoch], "first_step": self.epoch_start(epoch),
                            "noise_scale": noise_scale(self.scaled_lr, self.momentum, self.train_examples, batch)})
@@ -64,7 +72,11 @@ class Plan:
         return epoch, step - starts[epoch]
 
     def global_batch_at(self, epoch: int) -> int:
-        return self.world_size * self.per_worker_batch * self.epoch_accumulation[epoch]
+        return self.epoch_batches[epoch]
+
+    def uneven_batch_at(self, epoch: int) -> int:
+        """The global batch of `epoch` when the ranks share it unevenly (recipe/shares.py), else 0."""
+        return self.epoch_batches[epoch] if self.uneven else 0
 
     def images_between(self, first: int, last: int) -> int:
         """Training examples consumed by steps [first, last): epochs may differ in global batch."""
@@ -80,7 +92,7 @@ class Plan:
 
     def global_batch_of_step(self, step: int) -> int:
         """The global batch optimizer step number `step` (1-based) took."""
-        return self.world_size * self.per_worker_batch * self.accumulation_of_step(step)
+        return self.epoch_batches[self.locate(max(step - 1, 0))[0]]
 
 
 def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
@@ -91,21 +103,24 @@ def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
     return sum(epoch_steps[:whole]) + round((epoch - whole) * epoch_steps[whole])
 
 
-def world_shape(recipe: Recipe, world: int) -> tuple[int, int] | None:
-    """(per-worker micro-batch, accumulation steps) that keep the recipe's global batch G on `world` workers, or
-    None when `world` does not divide G. Each worker takes E = G / world examples a step, in the fewest
-    micro-steps k (a divisor of E) whose micro-batch E / k is at most data.batch_size (the memory the recipe
-    was sized for). At cluster.workers this is the recipe's own (data.batch_size, train.accumulation_steps)."""
-    per_worker, remainder = divmod(recipe.global_batch, world)
+def world_shape(recipe: Recipe, world: int, global_batch: int | None = None) -> tuple[int, int]:
+    """(largest micro-batch, micro-steps) of a step of the global batch G (the recipe's, or `global_batch`) on
+    `world` workers. When `world` divides G, each worker takes E = G / world examples in the fewest micro-steps
+    k (a divisor of E) whose micro-batch E / k is at most data.batch_size (at cluster.workers: the recipe's own
+    data.batch_size and train.accumulation_steps). Otherwise the ranks take G // W or G // W + 1 examples in
+    the fewest micro-steps that keep each micro-batch within data.batch_size (recipe/shares.py)."""
+    batch = global_batch or recipe.global_batch
+    per_worker, remainder = divmod(batch, world)
     if remainder:
-        return None
+        k = micro_steps(batch, world, recipe.data.batch_size)
+        return math.ceil(math.ceil(batch / world) / k), k
     k = next(k for k in range(1, per_worker + 1) if per_worker % k == 0 and per_worker // k <= recipe.data.batch_size)
     return per_worker // k, k
 
 
 def elastic_sizes(recipe: Recipe) -> list[int]:
-    """Every world size an elastic run may have (cluster.min_workers .. cluster.workers); the recipe has made sure
-    at load that each keeps the global batch."""
+    """Every world size an elastic run may have (cluster.min_workers .. cluster.workers): each keeps the global
+    batch, in equal shares or not (recipe/shares.py)."""
     return recipe.cluster.world_sizes
 
 
@@ -116,20 +131,21 @@ def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None
     was checked at load; what is left here needs the data (its size) or the real world size."""
     world = world_size or recipe.cluster.workers
     train, opt = recipe.train, recipe.optim
-    shape = world_shape(recipe, world)
-    if shape is None:
-        raise RecipeError(f"cluster.workers: {world} workers cannot share the global batch "
-                          f"{recipe.global_batch} evenly (it must divide by the world size)")
-    per_worker_batch, base_accumulation = shape
-    per_micro = world * per_worker_batch
+    if world > recipe.global_batch:
+        raise RecipeError(f"cluster.workers: {world} workers cannot share the global batch {recipe.global_batch}: "
+                          f"every worker needs at least one example a step")
+    per_worker_batch, base_accumulation = world_shape(recipe, world)
+    uneven = recipe.global_batch % world != 0
     growth = [bisect.bisect_right(sorted(train.batch_growth_epochs), e) for e in range(train.epochs)]
-    accumulation = [base_accumulation * train.batch_growth_factor ** g for g in growth]
-    epoch_steps = [train_examples // (per_micro * a) for a in accumulation]
-    global_batch = per_micro * accumulation[0]
+    batches = [recipe.global_batch * train.batch_growth_factor ** g for g in growth]
+    accumulation = ([world_shape(recipe, world, b)[1] for b in batches] if uneven else
+                    [base_accumulation * train.batch_growth_factor ** g for g in growth])
+    epoch_steps = [train_examples // b for b in batches]
+    global_batch = batches[0]
     if min(epoch_steps) == 0:
-        worst = per_micro * max(accumulation)
-        raise RecipeError(f"data.batch_size: global batch {worst} (= {world} workers x {per_worker_batch} "
-                          f"x {max(accumulation)} accumulation steps) exceeds the {train_examples} training examples")
+        worst = max(batches)
+        raise RecipeError(f"data.batch_size: global batch {worst} (cluster.workers x data.batch_size x "
+                          f"train.accumulation_steps, grown) exceeds the {train_examples} training examples")
     scaled = scale_lr(opt.base_lr, global_batch, opt.reference_batch, opt.lr_scaling)
     warmup = opt.warmup_steps or _epoch_to_step(opt.warmup_epochs, epoch_steps)
     schedule_steps = sum(epoch_steps)
@@ -150,13 +166,20 @@ def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None
         scaled_lr=scaled, warmup_start_lr=schedule.warmup_start_lr, warmup_steps=warmup,
         schedule_steps=schedule_steps, total_steps=total,
         noise_scale=noise_scale(scaled, momentum, train_examples, global_batch), momentum=momentum,
-        epoch_accumulation=tuple(accumulation), epoch_steps=tuple(epoch_steps), schedule=schedule)
+        epoch_accumulation=tuple(accumulation), epoch_steps=tuple(epoch_steps), schedule=schedule,
+        epoch_batches=tuple(batches), uneven=uneven)
 
 
 def elastic_table(recipe: Recipe, train_examples: int) -> list[dict]:
-    """What `bigbatch show` prints for an elastic recipe: the shape of a step at every world size it may run at
-    (the global batch, steps and lr schedule are the same at each)."""
+    """What `bigbatch show` prints for an elastic recipe: the shape of a step at the ends of the world sizes it
+    may run at (the global batch, steps and lr schedule are the same at each; shares between differ by one)."""
     make_plan(recipe, train_examples)
-    return [{"world_size": world, "per_worker_batch": shape[0], "accumulation_steps": shape[1],
-             "global_batch": recipe.global_batch}
-            for world in elastic_sizes(recipe) if (shape := world_shape(recipe, world))]
+    sizes = elastic_sizes(recipe)
+    rows = []
+    for world in dict.fromkeys((sizes[0], sizes[-1])):
+        micro, steps = world_shape(recipe, world)
+        shares = rank_shares(recipe.global_batch, world)
+        rows.append({"world_size": world, "per_worker_batch": micro, "accumulation_steps": steps,
+                     "examples_per_worker": max(shares) if min(shares) == max(shares) else
+                     f"{min(shares)}-{max(shares)}", "global_batch": recipe.global_batch})
+    return rows

@@ -76,12 +76,12 @@ class Recipe:
         model, data, train, cluster, bn = self.model, self.data, self.train, self.cluster, self.bn
         batch = self.global_batch
         uneven = [w for w in cluster.world_sizes if batch % w]
-        if uneven:
+        if data.name == "shards" and uneven:
             even = [w for w in range(1, cluster.workers + 1) if batch % w == 0]
-            raise FieldProblem("cluster.min_workers", f"the global batch {batch} (cluster.workers x data.batch_size "
-                               f"x train.accumulation_steps) cannot be split evenly over {', '.join(map(str, uneven))} "
-                               f"workers; world sizes that keep it: {', '.join(map(str, even))} (raise min_workers, "
-                               f"or choose a batch they all divide)")
+            raise FieldProblem("cluster.min_workers", f"packed shards are read in equal shares: the global batch "
+                               f"{batch} (cluster.workers x data.batch_size x train.accumulation_steps) cannot be "
+                               f"split evenly over {', '.join(map(str, uneven))} workers; world sizes that keep it: "
+                               f"{', '.join(map(str, even))} (folders and in-memory data take any world size)")
         if bn.sync == "group" and cluster.workers % bn.group_size:
             raise FieldProblem("bn.group_size", f"must divide cluster.workers ({cluster.workers}), got {bn.group_size}")
         if bn.sync == "group" and any(w % bn.group_size for w in cluster.world_sizes):

@@ -142,7 +142,7 @@ class Trainer:
     def _context(self, epoch: int, accumulation: int) -> StepContext:
         logging = (self.step + 1) % self.recipe.train.log_every_steps == 0 or self.step + 1 == self.plan.total_steps
         return StepContext(step=self.step, epoch=epoch, accumulation=accumulation, lr=self.plan.schedule(self.step),
-                           logging=logging, criterion=self.parts.criterion)
+                           logging=logging, criterion=self.parts.criterion, uneven_batch=self.plan.uneven_batch_at(epoch))
 
     # ---- the run ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -176,7 +176,8 @@ class Trainer:
         plan, every = self.plan, self.recipe.train.checkpoint_every_steps
         accumulation = plan.epoch_accumulation[epoch]
         self.hooks.on_epoch_start(epoch, len(plan.epoch_steps))
-        shape = WorldShape(self.collective.world_size, self.collective.rank, plan.per_worker_batch, accumulation)
+        shape = WorldShape(self.collective.world_size, self.collective.rank, plan.per_worker_batch, accumulation,
+                           plan.uneven_batch_at(epoch))
         micro_batches = self.source.epoch(epoch, in_epoch, shape)
         epoch_end = plan.epoch_start(epoch + 1)
         while self.step < min(epoch_end, plan.total_steps):

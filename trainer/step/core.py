@@ -62,8 +62,16 @@ class StepContext:
     reduced_extras: torch.Tensor | None = None
     record: dict = field(default_factory=dict)
     learner: Learner | None = None
+    uneven_batch: int = 0  # the global batch when ranks take unequal shares of it (recipe/shares.py); else 0
     _unscaled: bool = False
     _grad_norm: float | None = None
+
+    def weigh(self, loss: torch.Tensor, examples: int) -> torch.Tensor:
+        """A micro-batch's mean loss as its part of the global batch's mean: / accumulation with equal shares;
+        x examples x W / G with unequal ones (DDP then averages the W ranks' sums into the mean over G)."""
+        if not self.uneven_batch:
+            return loss / self.accumulation
+        return loss * (examples * self.learner.collective.world_size / self.uneven_batch)
 
     def unscale(self) -> None:
         """The gradients off the loss scale, once per step (GradScaler refuses a second unscale_)."""
@@ -93,7 +101,7 @@ def train_step(learner: Learner, ctx: StepContext, micro_batches: Iterator[Batch
         last = micro == ctx.accumulation - 1
         with contextlib.nullcontext() if last else learner.collective.no_sync(learner.wrapped):
             with learner.autocast():
-                loss = ctx.criterion(learner.model(x), y) / ctx.accumulation
+                loss = ctx.weigh(ctx.criterion(learner.model(x), y), len(y))
             learner.scaler.scale(loss).backward()
         hooks.after_backward(ctx, micro)
         loss_sum += loss.detach().float()

@@ -105,7 +105,8 @@ class MeasureNoiseScale(Hook):
             self.tap_seen = True
 
     def before_step(self, ctx) -> None:
-        self.measuring = ctx.logging and self.collective.world_size * ctx.accumulation > 1
+        # unequal shares (recipe/shares.py): not measured yet, the estimator assumes one micro-batch size
+        self.measuring = ctx.logging and self.collective.world_size * ctx.accumulation > 1 and not ctx.uneven_batch
         one_micro_step = self.measuring and ctx.accumulation == 1
         self.tapped = torch.zeros((), device=self.collective.device) if one_micro_step else None
         self.tap_seen = False

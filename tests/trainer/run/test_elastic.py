@@ -11,7 +11,7 @@ from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
 from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe import load_recipe
-from bigbatch.trainer.recipe.plan import elastic_sizes, make_plan
+from bigbatch.trainer.recipe.plan import elastic_sizes, elastic_table, make_plan
 from bigbatch.trainer.run.loop import Trainer
 from tests.gloo import spawn_gloo
 
@@ -43,10 +43,13 @@ def test_every_world_size_keeps_the_global_batch_and_the_schedule(write):
         assert [plan.schedule(s) for s in range(0, 10)] == [full.schedule(s) for s in range(0, 10)]
 
 
-def test_a_world_size_that_cannot_keep_the_global_batch_is_named_with_those_that_can(write):
-    with pytest.raises(RecipeError, match=r"cluster.min_workers: the global batch 64 .* cannot be split evenly "
-                                          r"over 3 workers; world sizes that keep it: 1, 2, 4"):
-        load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=4", "cluster.min_workers=2"])  # at load
+def test_packed_shards_name_the_world_sizes_that_split_the_global_batch_evenly(write):
+    with pytest.raises(RecipeError, match=r"cluster.min_workers: packed shards are read in equal shares: the "
+                                          r"global batch 64 .* cannot be split evenly over 3 workers; world sizes "
+                                          r"that keep it: 1, 2, 4"):
+        load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=4", "cluster.min_workers=2", "data.name=shards",
+                                               "data.root=x"])  # at load
+    load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=4", "cluster.min_workers=2"])  # in-memory data: any
     with pytest.raises(RecipeError, match="cluster.min_workers: an elastic group needs cluster.backend: torch"):
         load_recipe(write("e.yaml", ELASTIC), ["cluster.backend=horovod"])
 
@@ -91,18 +94,21 @@ def test_three_steps_on_two_workers_then_three_on_one_equal_six_on_two_and_one_p
     assert [(e.step, e.value) for e in events.Scalars("events/resize")] == [(3, 1.0)]
 
 
-def test_at_1024_workers_on_imagenet_an_elastic_range_must_divide_the_global_batch(write):
-    # ImageNet-1k's 1,281,167 training images, 1,024 workers x 32: G = 32,768 = 2^15, so only powers of two keep it
+def test_at_1024_workers_on_imagenet_any_elastic_size_keeps_the_global_batch(write):
+    # ImageNet-1k's 1,281,167 training images, 1,024 workers x 32: G = 32,768 = 2^15; losing one 8-GPU node
+    # leaves 1,016 workers, which do not divide it: 256 of them take 33 examples, 760 take 32
     imagenet = 1_281_167
-    fixed = load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=1024", "cluster.min_workers=0",
-                                                    "data.batch_size=32"])
-    plan = make_plan(fixed, imagenet, 1024)
-    assert (plan.global_batch, plan.steps_per_epoch) == (32_768, imagenet // 32_768)
-    halved = make_plan(fixed, imagenet, 512)  # a resume on half the workers: same G, twice the micro-steps
+    elastic = load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=1024", "cluster.min_workers=1016",
+                                                      "data.batch_size=32"])
+    full, shrunk = make_plan(elastic, imagenet, 1024), make_plan(elastic, imagenet, 1016)
+    assert (full.global_batch, full.steps_per_epoch, full.uneven) == (32_768, imagenet // 32_768, False)
+    assert (shrunk.global_batch, shrunk.steps_per_epoch, shrunk.uneven) == (32_768, imagenet // 32_768, True)
+    assert (shrunk.per_worker_batch, shrunk.accumulation_steps) == (17, 2)  # 33 = 17 + 16, within 32
+    assert [shrunk.schedule(s) for s in range(0, 50, 7)] == [full.schedule(s) for s in range(0, 50, 7)]
+    halved = make_plan(elastic, imagenet, 512)  # a resume on half the workers: same G, twice the micro-steps
     assert (halved.global_batch, halved.per_worker_batch, halved.accumulation_steps) == (32_768, 32, 2)
-    divisors = [w for w in range(1, 1025) if 32_768 % w == 0]
-    with pytest.raises(RecipeError) as error:  # at load: the data's size plays no part
-        load_recipe(write("e.yaml", ELASTIC), ["cluster.workers=1024", "cluster.min_workers=512",
-                                               "data.batch_size=32"])
-    assert str(error.value).endswith(f"world sizes that keep it: {', '.join(map(str, divisors))} (raise "
-                                     "min_workers, or choose a batch they all divide)")
+    assert elastic_table(elastic, imagenet) == [  # the ends of the range, not 9 rows
+        {"world_size": 1016, "per_worker_batch": 17, "accumulation_steps": 2, "examples_per_worker": "32-33",
+         "global_batch": 32_768},
+        {"world_size": 1024, "per_worker_batch": 32, "accumulation_steps": 1, "examples_per_worker": 32,
+         "global_batch": 32_768}]
