@@ -17,7 +17,7 @@ from signal import SIGTERM
 import torch
 
 from bigbatch.trainer.data import layout_warning
-from bigbatch.trainer.data.loader import UnreadableBudget, model_input
+from bigbatch.trainer.data.loader import UnreadableBudget, model_input, release_loaders
 from bigbatch.trainer.data.source import MicroBatchSource, WorldShape, label_trace
 from bigbatch.trainer.distributed.collective import Collective, shared_run_id
 from bigbatch.trainer.distributed.worker_times import WorkerTimes
@@ -73,8 +73,7 @@ class Trainer:
         self.model, self.plan, data = self.parts.model, self.parts.plan, self.parts.data
         self.hooks = make_hooks(recipe, self.model, self.plan, collective, data.image_size, data.num_classes,
                                 self.parts.soft_criterion)
-        # a step of one micro-step per rank measures its local gradient in DDP's comm hook (on nccl a Python
-        # hook in place of DDP's built-in one: only registered when some epoch needs it)
+        # steps of one micro-step measure the local gradient in DDP's comm hook (registered only if some need it)
         noise = self.hooks.find(MeasureNoiseScale)
         tap = noise.tap if noise is not None and 1 in self.plan.epoch_accumulation else None
         # DDP decides when gradients are all-reduced: no_sync is entered on it, not on the compiled module around it
@@ -160,6 +159,7 @@ class Trainer:
         finally:
             self.stop.restore()
             self.records.close()
+            release_loaders(self.parts.data.train, self.parts.data.val, self.parts.data.holdout)
 
     def _fit(self) -> dict:
         start_step, started, last_eval = self.step, time.perf_counter(), {}

@@ -1,5 +1,7 @@
 """Data: bundled digits split, per-epoch order split across ranks, exact evaluation shards."""
 
+import os
+
 import pytest
 import torch
 
@@ -215,14 +217,42 @@ class _LoggedDataset(torch.utils.data.Dataset):
 def test_each_loader_worker_prepares_data_prefetch_batches_batches_ahead(tmp_path, prefetch):
     import time
 
-    from bigbatch.trainer.data.loader import iterate_batches
+    from bigbatch.trainer.data.loader import iterate_batches, release_loaders
 
-    log = tmp_path / "log"
-    batches = iterate_batches(_LoggedDataset(log), torch.arange(64).split(4), loader_workers=1, prefetch=prefetch)
+    log, dataset = tmp_path / "log", _LoggedDataset(tmp_path / "log")
+    batches = iterate_batches(dataset, torch.arange(64).split(4), loader_workers=1, prefetch=prefetch)
     _, labels = next(batches)
     time.sleep(1.5)  # the worker fills its queue meanwhile
     loaded = len(log.read_text().split())
+    release_loaders(dataset)
     assert labels.tolist() == [0, 1, 2, 0] and loaded == 4 * (1 + prefetch)
+
+
+def test_released_loader_workers_exit_at_once_though_a_batch_iterator_still_holds_the_loader(tmp_path):
+    """A failed step's traceback keeps the batch iterator (and its loader) alive: releasing must still stop the
+    workers. Left to the garbage collector, the loader / data set cycle waits 5 s per worker, then kills it."""
+    import time
+
+    from bigbatch.trainer.data.loader import iterate_batches, release_loaders
+    from tests.run_files import descendants
+
+    dataset, before = _LoggedDataset(tmp_path / "log"), set(descendants(os.getpid()))
+    batches = iterate_batches(dataset, torch.arange(64).split(4), loader_workers=2)
+    next(batches)
+    workers = set(descendants(os.getpid())) - before
+    assert len(workers) == 2
+    started = time.monotonic()
+    release_loaders(dataset)
+    assert time.monotonic() - started < 4  # under one of the 5 s joins of a stalled shutdown
+    assert {_state(pid) for pid in workers} == {"gone"}  # joined, not left running or as zombies
+    assert "_persistent_loaders" not in vars(dataset) and batches is not None
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 def _list_once(rank: int, world: int, root: str, pids_dir: str) -> None:
