@@ -46,7 +46,10 @@ def add_commands(sub, recipe_args) -> dict:
                          "you know who can reach it")
     up.add_argument("--storage", help="shared run storage (default: STATE_DIR/storage)")
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
-    down = cluster_sub.add_parser("down", help="stop exactly the processes `cluster up` started")
+    add = cluster_sub.add_parser("add-node", help="start one more worker node in it (an elastic run grows onto it)")
+    add.add_argument("--cpus-per-node", type=float, default=1.0)
+    add.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    down = cluster_sub.add_parser("down", help="stop exactly the processes `cluster up` and `add-node` started")
     down.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     return {"submit": cmd_submit, "jobs": cmd_jobs, "cluster": cmd_cluster}
 
@@ -99,6 +102,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         c = local_cluster.up(args.state_dir, args.nodes, args.cpus_per_node, args.dashboard_host, args.storage)
         print(f"bigbatch: {args.nodes} nodes up; jobs API {c.dashboard_url} (token in {c.token_file}); "
               f"storage {c.storage}; stop with: bigbatch cluster down --state-dir {args.state_dir}")
+        return 0
+    if args.cluster_command == "add-node":
+        c = local_cluster.add_node(args.state_dir, args.cpus_per_node)
+        print(f"bigbatch: node added (process group {c.process_groups[-1]}); {len(c.process_groups)} started")
         return 0
     c = local_cluster.down(args.state_dir)
     print(f"bigbatch: stopped process groups {', '.join(map(str, c.process_groups))}")

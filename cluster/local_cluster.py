@@ -99,28 +99,39 @@ def _start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _wait_for_nodes(cluster: LocalCluster, nodes: int, procs: list[subprocess.Popen], logs: list[Path],
-                    timeout_s: float) -> None:
-    """Poll the dashboard until `nodes` nodes are alive; a node process that exits fails at once."""
-    deadline = time.monotonic() + timeout_s
+def _alive_nodes(cluster: LocalCluster) -> set[str] | None:
+    """The ids of the nodes the dashboard lists alive (None while it does not answer). Its list may still hold a
+    node killed a while ago: count new ids, not the length."""
     request = urllib.request.Request(f"{cluster.dashboard_url}/nodes?view=summary",
                                      headers={"Authorization": f"Bearer {cluster.token()}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            summary = json.loads(response.read())["data"]["summary"]
+    except (urllib.error.URLError, OSError, KeyError, ValueError):
+        return None
+    return {n["raylet"].get("nodeId", "") for n in summary if n.get("raylet", {}).get("state") == "ALIVE"}
+
+
+def _wait_for_nodes(cluster: LocalCluster, nodes: int, procs: list[subprocess.Popen], logs: list[Path],
+                    timeout_s: float, known: set[str] = frozenset(), command: str = "cluster up") -> None:
+    """Poll the dashboard until `nodes` nodes other than `known` are alive; a node process that exits fails at
+    once."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc, log in zip(procs, logs[:len(procs)], strict=True):
             if proc.poll() is not None:
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                raise TrainingFailed(f"cluster up: a Ray node exited with {proc.returncode}: " + " | ".join(tail))
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                summary = json.loads(response.read())["data"]["summary"]
-            alive = [n for n in summary if n.get("raylet", {}).get("state") == "ALIVE"]
-            if len(alive) >= nodes:
-                return
-        except (urllib.error.URLError, OSError, KeyError, ValueError):
-            pass
+                raise TrainingFailed(f"{command}: a Ray node exited with {proc.returncode}: " + " | ".join(tail))
+        if len((_alive_nodes(cluster) or set()) - known) >= nodes:
+            return
         time.sleep(0.5)
-    raise TrainingFailed(f"cluster up: {nodes} nodes did not come up within {timeout_s:g} s (logs: "
-                         f"{', '.join(map(str, logs))})")
+    raise TrainingFailed(f"{command}: {nodes} {'new ' * bool(known)}node{'s' * (nodes > 1)} did not come up within "
+                         f"{timeout_s:g} s (logs: {', '.join(map(str, logs))})")
+
+
+def _worker_node_args(cluster: LocalCluster, cpus_per_node: float, ports: list[int]) -> list[str]:
+    return ["--address", cluster.gcs_address, "--node-ip-address", "127.0.0.1", "--num-cpus", f"{cpus_per_node:g}",
+            "--num-gpus", "0", *_agent_ports(ports)]
 
 
 def up(state_dir: Path, nodes: int = 2, cpus_per_node: float = 1, dashboard_host: str = "127.0.0.1",
@@ -159,15 +170,30 @@ def up(state_dir: Path, nodes: int = 2, cpus_per_node: float = 1, dashboard_host
     try:
         _wait_for_nodes(cluster, 1, procs, logs, timeout_s)
         for i in range(1, nodes):
-            worker = ["--address", cluster.gcs_address, "--node-ip-address", "127.0.0.1", "--num-cpus", cpus,
-                      "--num-gpus", "0", *_agent_ports(node_ports[i])]
-            procs.append(_start_node(worker, env, logs[i]))
+            procs.append(_start_node(_worker_node_args(cluster, cpus_per_node, node_ports[i]), env, logs[i]))
             cluster.process_groups.append(procs[-1].pid)
             cluster.save()
         _wait_for_nodes(cluster, nodes, procs, logs, timeout_s)
     except BaseException:
         down(state_dir)
         raise
+    return cluster
+
+
+def add_node(state_dir: Path, cpus_per_node: float = 1, timeout_s: float = 120) -> LocalCluster:
+    """Start one more worker node in a recorded cluster (a node joining: an elastic run grows onto it)."""
+    cluster = LocalCluster.load(Path(state_dir).resolve())
+    if cpus_per_node <= 0:
+        raise RecipeError(f"cluster add-node: expected --cpus-per-node > 0, got {cpus_per_node}")
+    known = _alive_nodes(cluster)
+    if not known:
+        raise TrainingFailed(f"cluster add-node: the cluster in {cluster.state_dir} does not answer")
+    log = Path(cluster.state_dir) / f"node-{len(cluster.process_groups)}.log"
+    args = _worker_node_args(cluster, cpus_per_node, free_ports(len(AGENT_PORT_OPTIONS)))
+    proc = _start_node(args, _node_env(Path(cluster.token_file)), log)
+    cluster.process_groups.append(proc.pid)
+    cluster.save()
+    _wait_for_nodes(cluster, 1, [proc], [log], timeout_s, known, "cluster add-node")
     return cluster
 
 

@@ -20,6 +20,7 @@ the run directory's STOP file; the workers stop after the next step or two (rank
 polls the file each second), checkpoint and return, and the driver exits 128+N. A second signal stops at once.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bigbatch.cluster.node_loss import NodeWatch, drain_own_node
 from bigbatch.cluster.progress import driver_console, install_worker_channel
 from bigbatch.trainer.atomic import write_json_atomic
 from bigbatch.trainer.data.source import TRACE_ENV
@@ -136,7 +138,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train.torch
 
     from bigbatch.cluster.backends.torch_dist import TorchDistributedCollective
-    from bigbatch.trainer.run.loop import Interrupted, Trainer
+    from bigbatch.trainer.run.loop import Interrupted, Preempted, Trainer
 
     recipe: Recipe = config["recipe"]
     if config.get("trace_labels"):  # the driver's BIGBATCH_TRACE_LABELS, for workers on other machines too
@@ -154,6 +156,10 @@ def _worker_loop(config: dict) -> None:
         summary = trainer.fit()
     except Interrupted:
         return  # the checkpoint is reported and summary.json says "interrupted": not a failure to retry
+    except Preempted as left:
+        if trainer.stop.by_signal:  # this worker's node is shutting down: no restart may place a worker there
+            drain_own_node(str(left))
+        raise
     # report() is collective in Ray Train V2: every worker calls it; rank 0's metrics become the result's.
     ray.train.report({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
 
@@ -251,9 +257,9 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
     use_gpu = cfg.gpus_per_worker > 0
     storage = cfg.storage_path or str(run_dir / "ray")
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}
-    stops = DriverStops(run_dir)
+    stops, watch = DriverStops(run_dir), cfg.elastic and cfg.watch_nodes
     try:
-        with driver_console() as console:
+        with driver_console() as console, NodeWatch(run_dir, cfg) if watch else contextlib.nullcontext():
             TorchTrainer(
                 _worker_loop,
                 train_loop_config={"recipe": recipe, "run_dir": str(run_dir), "resume": resume or "auto",
@@ -261,7 +267,9 @@ def launch_ray(recipe: Recipe, run_dir: Path, resume: str | None, verbose: bool 
                                    "trace_labels": os.environ.get(TRACE_ENV, "")},
                 torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
                 scaling_config=ScalingConfig(num_workers=worker_range(cfg), use_gpu=use_gpu,
-                                             resources_per_worker=resources),
+                                             resources_per_worker=resources,
+                                             # the watch grows the group without redoing steps: Ray's resize off
+                                             **({"elastic_resize_monitor_interval_s": 1e9} if watch else {})),
                 run_config=RunConfig(name=run_dir.name, storage_path=storage,
                                      checkpoint_config=CheckpointConfig(num_to_keep=recipe.train.keep_checkpoints),
                                      failure_config=FailureConfig(max_failures=cfg.max_failures,

@@ -1,6 +1,8 @@
 """Reading a run directory while a run writes it (tests that act mid-run)."""
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -13,14 +15,16 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def wait_for_step(run_dir: Path, step: int, timeout_s: float = 120) -> None:
-    """Until a step record at or past `step` appears."""
+def wait_for_step(run_dir: Path, step: int, timeout_s: float = 120, world_size: int | None = None) -> dict:
+    """Until a step record at or past `step` appears (trained by `world_size` workers, if given); returns it."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        if any(r.get("step", 0) >= step and "loss" in r for r in records(run_dir)):
-            return
+        for r in records(run_dir):
+            if r.get("step", 0) >= step and "loss" in r and world_size in (None, r.get("world_size")):
+                return r
         time.sleep(0.05)
-    raise AssertionError(f"run in {run_dir} did not reach step {step} in {timeout_s} s")
+    raise AssertionError(f"run in {run_dir} did not reach step {step}"
+                         f"{f' on {world_size} workers' if world_size else ''} in {timeout_s} s")
 
 
 def launch_and_kill_rank_1(recipe, run_dir: Path, at_step: int, timeout_s: float,
@@ -67,3 +71,22 @@ def trace_lines(run_dir: Path, rank: int = 0) -> list[str]:
     """The micro-batches rank `rank` has trained on so far (BIGBATCH_TRACE_LABELS)."""
     trace = Path(run_dir) / "trace" / f"labels.rank-{rank}.txt"
     return trace.read_text().splitlines() if trace.exists() else []
+
+
+def kill_node(pgid: int, worker_pids: list[int]) -> list[int]:
+    """SIGKILL a local node at once: its process group (ray start, raylet, agents) and the Ray workers its raylet
+    started, which run in sessions of their own and would otherwise train on for a moment after their raylet
+    died (a fast run could even finish first)."""
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    killed = []
+    for pid in worker_pids:
+        try:
+            if os.getpgid(parent(pid)) == pgid:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    os.killpg(pgid, signal.SIGKILL)
+    return killed

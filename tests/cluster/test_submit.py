@@ -1,5 +1,5 @@
 """Submission end to end on a real 2-node Ray cluster started on this machine, with token auth on; an elastic
-run on it loses a node."""
+run on it loses a node, loses a worker to SIGTERM and grows when a node joins."""
 
 import json
 import os
@@ -10,29 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.run_files import records, wait_for_step
+from tests.run_files import descendants, kill_node, records, wait_for_step
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "recipes" / "smoke.yaml"
-
-
-def kill_node(pgid: int, worker_pids: list[int]) -> int:
-    """SIGKILL a local node at once: its process group (ray start, raylet, agents) and the Ray workers its raylet
-    started, which run in sessions of their own and would otherwise train on for a moment after their raylet
-    died (a fast run could even finish first)."""
-    def parent(pid: int) -> int:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-    killed = 0
-    for pid in worker_pids:
-        try:
-            if os.getpgid(parent(pid)) == pgid:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        except (ProcessLookupError, FileNotFoundError):
-            pass
-    os.killpg(pgid, signal.SIGKILL)
-    return killed
 
 
 def group_alive(pgid: int) -> bool:
@@ -47,15 +28,16 @@ def group_alive(pgid: int) -> bool:
 # 28 steps. A model without BatchNorm, so that any split of a step's 96 examples gives the same update.
 ELASTIC = ("--set", "model.name=mlp", "--set", "model.kwargs={}", "--set", "cluster.workers=3", "--set",
            "train.epochs=2", "--set", "train.max_steps=100", "--set", "bn.sync=none", "--set",
-           "train.checkpoint_every_steps=6", "--set", "cluster.min_workers=1", "--set", "cluster.max_failures=2",
-           "--set", "cluster.restart_timeout_s=20")
+           "train.checkpoint_every_steps=6", "--set", "cluster.min_workers=1", "--set", "cluster.max_failures=2")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_submit_node_loss_resubmit_and_job_commands_on_a_local_two_node_cluster(cli, capsys, tmp_path):
     """One cluster for every job (each cluster costs ~15 s): an elastic run that loses a node and finishes on the
-    worker left (issue 18), its resubmission and stop, a failing job, and the jobs commands."""
+    worker left (issue 18; with the recipe's default keys, restarted as soon as Ray marks the node dead: issue
+    30), its resubmission onto an added node, which shrinks when a worker leaves on SIGTERM and grows back when
+    another node joins, and its stop, a failing job, and the jobs commands."""
     state = tmp_path / "cluster"
     code, out, err = cli("cluster", "up", "--local", "--nodes", "2", "--cpus-per-node", "1", "--state-dir", state)
     assert code == 0, err
@@ -71,11 +53,14 @@ def test_submit_node_loss_resubmit_and_job_commands_on_a_local_two_node_cluster(
         wait_for_step(run, 8, timeout_s=180)
         ranks = [json.loads((run / "workers" / f"rank_{r}.json").read_text()) for r in (0, 1)]
         assert len({r["node_id"] for r in ranks}) == 2  # one worker per node
-        assert kill_node(recorded["process_groups"][1], [r["pid"] for r in ranks]) == 1
+        killed = kill_node(recorded["process_groups"][1], [r["pid"] for r in ranks])
+        assert len(killed) == 1
+        lost, head = (next(r["node_id"] for r in ranks if (r["pid"] in killed) == gone) for gone in (True, False))
         killed_at = time.time()
         code, out, err = cli("jobs", "logs", job_id, "--state-dir", state, "--follow")
         assert code == 0, (out + err)[-3000:]
         assert "finished" in out
+        assert f"Ray marked node {lost[:8]} dead" in out  # the driver's NodeWatch (node_loss.py)
 
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["step"] == 28 and summary["world_size"] == 1
@@ -96,21 +81,45 @@ def test_submit_node_loss_resubmit_and_job_commands_on_a_local_two_node_cluster(
             print(f"\nnode loss: {after[0]['time'] - killed_at:.1f} s from the kill to the next step record "
                   f"(resumed at step {resumed['step']})")
 
-        # the same name again continues the run from its newest checkpoint, on the node left; `jobs stop` then
-        # stops it: the driver gets SIGTERM, the workers checkpoint, the job ends STOPPED
-        code, out, err = cli("submit", SMOKE, "--state-dir", state, *ELASTIC,
+        # a node joins, and the same name again continues the run from its newest checkpoint, on 2 workers.
+        # SIGTERM to every process of its rank 1 (a spot node shutting down): that worker leaves, its node is
+        # drained, and the group shrinks to 1 (issue 30, item 5). Another node joins: the group checkpoints
+        # after its next step and grows back to 2, nothing redone (item 4). `jobs stop` then stops it: the driver
+        # gets SIGTERM, the workers checkpoint, the job ends STOPPED
+        assert cli("cluster", "add-node", "--state-dir", state)[0] == 0
+        code, out, err = cli("submit", SMOKE, "--state-dir", state, *ELASTIC, "--set", "cluster.max_failures=4",
                              "--set", "train.epochs=100", "--set", "train.max_steps=5000")
         assert code == 0, err
         long_id = out.splitlines()[0]
-        wait_for_step(run, 31)
+        wait_for_step(run, 31, world_size=2)
+        pair = [json.loads((run / "workers" / f"rank_{r}.json").read_text()) for r in (0, 1)]
+        leaving = next(r for r in pair if r["node_id"] != head)  # the added node's worker (the head is not drained)
+        for pid in [leaving["pid"], *descendants(leaving["pid"])]:
+            os.kill(pid, signal.SIGTERM)
+        shrunk = wait_for_step(run, 32, timeout_s=120, world_size=1)
+        assert cli("cluster", "add-node", "--state-dir", state)[0] == 0
+        wait_for_step(run, shrunk["step"] + 1, timeout_s=120, world_size=2)
         code, out, _ = cli("jobs", "stop", long_id, "--state-dir", state)
         assert code == 0 and "stop requested" in out
-        code, _, _ = cli("jobs", "logs", long_id, "--state-dir", state, "--follow")
+        code, out, _ = cli("jobs", "logs", long_id, "--state-dir", state, "--follow")
         assert code == 143
-        starts = [r for r in records(run) if r.get("event") == "start"]
-        assert len(starts) == 3 and starts[2]["step"] == 28 and starts[2]["resumed_from"]
+        assert f"Ray marked node {leaving['node_id'][:8]} dead" in out  # drained, then out of the cluster
+        events = [r for r in records(run) if r.get("event")]
+        starts = [r for r in events if r["event"] == "start"]
+        assert len(starts) == 5 and starts[2]["step"] == 28 and starts[2]["resumed_from"]
+        since = events[events.index(starts[2]):]
+        assert [(r["event"], r.get("world_size")) for r in since] == [
+            ("start", 2), ("attempt_failed", None), ("start", 1), ("attempt_failed", None), ("start", 2),
+            ("interrupted", None)]
+        left, grown = since[1], since[3]
+        assert f"signal {signal.SIGTERM} to a worker" in left["error"] and "the cluster grew" in grown["error"]
+        assert since[2]["step"] == left["step"] and since[4]["step"] == grown["step"]  # resumed where they left
+        trained = [r["step"] for r in records(run) if "loss" in r and r["time"] > starts[2]["time"]]
+        assert trained == sorted(set(trained))  # no step trained twice
         stopped = json.loads((run / "summary.json").read_text())
         assert stopped["status"] == "interrupted" and stopped["step"] >= 31 and Path(stopped["checkpoint"]).is_file()
+        assert [(c["from"], c["to"]) for c in stopped["resizes"]] == [(2, 1), (1, 2), (2, 1), (1, 2)]
+        assert "the cluster grew" in stopped["resizes"][-1]["why"]
 
         # a run that fails on the cluster: exit 1, and `jobs status` shows why with the log's tail (trained by
         # the job's driver itself, cluster.backend local: the failure path is the job's, and it fails in seconds)

@@ -32,6 +32,9 @@ class ClusterConfig:
     restart_timeout_s: float = setting(60.0, min=1.0, help="elastic runs: how long a restart waits to place its "
                                        "workers before it asks again with what is left (Ray counts a lost node "
                                        "as present until its death is noticed and its view refreshes: tens of seconds)")
+    watch_nodes: bool = setting(True, help="elastic runs: the driver watches Ray's node table and, once a node is "
+                                "marked dead, restarts the group on the nodes alive at once instead of after "
+                                "restart_timeout_s (cluster/node_loss.py)")
     connect_timeout_s: float = setting(15.0, min=1.0, help="fail if cluster.address does not answer within this "
                                        "many seconds")
 

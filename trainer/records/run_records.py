@@ -111,11 +111,13 @@ class RunRecords:
         return summary
 
     def interrupted(self, step: int, signum: int, checkpoint: Path | None) -> None:
-        """A stop by signal or STOP file (a Ray driver reads it from summary.json)."""
+        """A stop by signal or STOP file (a Ray driver reads it from summary.json, which lists the resizes so
+        far as a finished run's does)."""
         summary = {"status": "interrupted", "run_id": self.run_id, "step": step, "signal": signum,
                    "checkpoint": str(checkpoint)}
         self.write({"event": "interrupted", **summary})
-        self._summary(summary)
+        if self.writes:
+            self._summary({**summary, "resizes": resizes(read_history(self.metrics.path))})
 
     def failed(self, step: int, error: BaseException, restartable: bool) -> None:
         """Why the run died (`bigbatch runs` shows it failed), or, when Ray will restart the group, why this

@@ -53,8 +53,9 @@ class Interrupted(Exception):
 
 
 class Preempted(Exception):
-    """A worker of an elastic run was signalled (a node shutting down): every rank checkpointed at the same
-    step and ends this attempt with this error, so that Ray restarts the group with the workers it can place."""
+    """A worker of an elastic run was signalled (a node shutting down), or the driver asked the group to grow (a
+    node joined): every rank checkpointed at the same step and ends this attempt with this error, so that Ray
+    restarts the group with the workers it can place."""
 
 
 class Trainer:
@@ -91,7 +92,8 @@ class Trainer:
                                        UnreadableBudget(recipe.data.max_bad_images, collective.rank),
                                        label_trace(self.run_dir, collective.rank))
         self.resumed_from = self._resume(resume) if resume else None
-        self.stop, self.vote = StopRequests(self.run_dir / STOP_FILE if self.is_main else None), StopVote(collective)
+        self.stop = StopRequests(self.run_dir / STOP_FILE if self.is_main else None, world_size=collective.world_size)
+        self.vote = StopVote(collective)
         self.outcomes, self.times = StepOutcomes(collective.world_size), WorkerTimes(collective)
         self.learner = Learner(self.train_model, self.wrapped_model, self.optimizer, self.parts.scaler, collective,
                                lambda: self.parts.autocast(collective.device),
@@ -213,8 +215,7 @@ class Trainer:
         self.vote.close()
         checkpoint = self._save()
         if leaving:
-            raise Preempted(f"signal {signum} to a worker (a node shutting down?): every rank checkpointed at "
-                            f"step {self.step}; the group restarts with the workers Ray can place")
+            raise Preempted(self.stop.why_leaving(self.step))
         self.records.interrupted(self.step, signum, checkpoint)
         raise Interrupted(signum, checkpoint)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from bigbatch.trainer.atomic import write_atomic
 
 STOP_FILE = "STOP"
+GROW_FILE = "GROW"  # beside STOP: the driver's request that an elastic group restart larger (cluster/node_loss.py)
 
 
 def request_stop(run_dir: Path, signum: int = signal.SIGTERM) -> None:
@@ -31,9 +32,16 @@ def request_stop(run_dir: Path, signum: int = signal.SIGTERM) -> None:
     write_atomic(Path(run_dir) / STOP_FILE, f"{int(signum)}\n")
 
 
+def request_grow(run_dir: Path, workers: int) -> None:
+    """Ask a running elastic group to checkpoint after its next step and restart, to come back with up to
+    `workers` workers (a node joined): nothing is redone, unlike a resize by Ray's own policy."""
+    write_atomic(Path(run_dir) / GROW_FILE, f"{int(workers)}\n")
+
+
 def clear_stop(run_dir: Path) -> None:
-    """Forget an old request before a run (re)starts, so it does not stop at once."""
-    (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
+    """Forget old requests (stop, grow) before a run (re)starts, so it does not stop at once."""
+    for name in (STOP_FILE, GROW_FILE):
+        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 _process_signals: list[int] = []  # signals caught by install_process_handler's handler, in arrival order
@@ -69,10 +77,12 @@ def _on_process_signal(signum, frame) -> None:
 class StopRequests:
     """Signals caught in this process plus (when `stop_file` is given) a polled STOP file."""
 
-    def __init__(self, stop_file: Path | None = None, poll_interval_s: float = 1.0):
+    def __init__(self, stop_file: Path | None = None, poll_interval_s: float = 1.0, world_size: int = 1):
         self.stop_file = stop_file
         self.poll_interval_s = poll_interval_s
+        self.world_size = world_size
         self.signum: int | None = None
+        self.grow_to = 0  # a GROW request beside the STOP file for more than `world_size` workers
         self.by_signal = False  # the request came to this process (a signal), not through the STOP file
         self._next_poll = 0.0
         self._previous: dict = {}
@@ -109,8 +119,16 @@ class StopRequests:
         """(a stop was requested, this worker is leaving): with `leave_on_signal` (an elastic run) a signal to
         this worker is it leaving, not a stop of the run."""
         requested = self.pending() > 0
-        leave = requested and self.by_signal and leave_on_signal
+        leave = leave_on_signal and ((requested and self.by_signal) or self.grow_to > 0)
         return requested and not leave, leave
+
+    def why_leaving(self, step: int) -> str:
+        """The reason a leave gives (rank 0's: it reads the GROW file)."""
+        done = f"every rank checkpointed at step {step}; the group restarts with"
+        if self.grow_to:
+            return f"the cluster grew: {done} up to {self.grow_to} workers"
+        signum = self.signum or int(signal.SIGTERM)  # another rank's: a node's shutdown sends SIGTERM
+        return f"signal {signum} to a worker (a node shutting down?): {done} the workers Ray can place"
 
     def pending(self) -> int:
         """The signal number of a request seen by this process (0 if none); polls the file at most once per interval."""
@@ -124,7 +142,19 @@ class StopRequests:
                 pass
             except ValueError:
                 self.signum = int(signal.SIGTERM)
+            self._poll_grow(self.stop_file.with_name(GROW_FILE))
         return self.signum or 0
+
+    def _poll_grow(self, path: Path) -> None:
+        """A request to grow is taken once: the file is removed; one for a size the group has is dropped (the
+        driver saw a node join while this group was starting on it)."""
+        try:
+            target = int(path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        path.unlink(missing_ok=True)
+        if target > self.world_size:
+            self.grow_to = target
 
 
 class StopVote:

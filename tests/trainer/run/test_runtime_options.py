@@ -1,4 +1,5 @@
-"""Per-step seeding, graceful stop through the STOP file, channels_last and torch.compile."""
+"""Per-step seeding, graceful stop through the STOP file, a grow through the GROW file, channels_last and
+torch.compile."""
 
 import json
 
@@ -8,8 +9,8 @@ import torch
 from bigbatch.trainer.distributed.collective import LocalCollective
 from bigbatch.trainer.recipe import load_recipe
 from bigbatch.trainer.run.checkpoint import seed_step
-from bigbatch.trainer.run.loop import Interrupted, Trainer
-from bigbatch.trainer.run.stop import request_stop
+from bigbatch.trainer.run.loop import Interrupted, Preempted, Trainer
+from bigbatch.trainer.run.stop import GROW_FILE, request_grow, request_stop
 
 
 def trainer(recipe_path, run_dir, overrides=()) -> Trainer:
@@ -36,6 +37,41 @@ def test_a_stop_file_ends_the_run_after_the_step_that_saw_it_with_a_checkpoint(t
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["step"] == 1
     assert torch.load(stopped.value.checkpoint, weights_only=True)["step"] == 1
+
+
+ELASTIC_ONE = ["cluster.backend=torch", "cluster.workers=2", "cluster.min_workers=1", "cluster.max_failures=1",
+               "train.max_steps=6", "train.log_every_steps=10"]
+
+
+def test_a_grow_request_ends_the_attempt_after_the_next_step_with_a_checkpoint_and_a_stale_one_is_dropped(
+        tiny, tmp_path):
+    """The driver's NodeWatch asks an elastic group of 1 (here: restartable, one process) to come back with 2:
+    the group checkpoints after the step that read the request and ends the attempt for Ray to restart it."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    request_grow(run_dir, 2)
+    grower = Trainer(load_recipe(tiny, ["train.eval_every_epochs=0", *ELASTIC_ONE]), run_dir, LocalCollective(),
+                     restartable=True)
+    with pytest.raises(Preempted, match="the cluster grew: every rank checkpointed at step 1; the group restarts "
+                                        "with up to 2 workers"):
+        grower.fit()
+    assert torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)["step"] == 1
+    assert not (run_dir / GROW_FILE).exists()  # taken once
+    failed = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    assert failed["event"] == "attempt_failed" and "the cluster grew" in failed["error"]
+
+    request_grow(run_dir, 1)  # no more than the group has: dropped, the run resumes and finishes
+    summary = Trainer(load_recipe(tiny, ["train.eval_every_epochs=0", *ELASTIC_ONE]), run_dir, LocalCollective(),
+                      resume="auto", restartable=True).fit()
+    assert summary["status"] == "finished" and summary["step"] == 6 and not (run_dir / GROW_FILE).exists()
+
+
+def test_a_grow_request_to_a_fixed_group_is_not_a_leave(tiny, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    request_grow(run_dir, 2)
+    summary = trainer(tiny, run_dir, ["train.max_steps=3"]).fit()
+    assert summary["status"] == "finished" and summary["step"] == 3
 
 
 def test_channels_last_trains_the_same_weights(tiny, tmp_path):
