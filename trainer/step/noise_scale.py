@@ -11,6 +11,10 @@ B_simple = tr(Sigma) / |G|^2.
 In bigbatch the small batch is one rank's micro-batch (its local gradient, before the all-reduce) and the
 big batch is the global batch (the all-reduced gradient): no extra forward or backward pass. This module is
 the arithmetic, and `MeasureNoiseScale` the hook that measures the two squared norms in the step.
+
+When the ranks share the global batch unevenly (recipe/shares.py), rank r's first micro-batch has n_r examples,
+so E|g_r|^2 = |G|^2 + tr(Sigma) / n_r, and the mean over the W ranks is |G|^2 + tr(Sigma) / B_h with B_h =
+W / sum(1 / n_r), their harmonic mean: the same two equations, with B_h as the small batch.
 """
 
 import math
@@ -20,10 +24,11 @@ from dataclasses import dataclass
 import torch
 
 from bigbatch.trainer.distributed.collective import Collective, gradients
+from bigbatch.trainer.recipe.shares import micro_sizes
 from bigbatch.trainer.step.hooks import Hook
 
 
-def unbiased_estimates(small_sq_norm: float, small_batch: int, big_sq_norm: float,
+def unbiased_estimates(small_sq_norm: float, small_batch: float, big_sq_norm: float,
                        big_batch: int) -> tuple[float, float]:
     """(|G|^2, tr(Sigma)) from |g|^2 at two batch sizes (McCandlish et al. 2018, Appendix A.1)."""
     if not 0 < small_batch < big_batch:
@@ -43,7 +48,7 @@ class GradientNoiseScale:
     trace: float = 0.0
     updates: int = 0
 
-    def update(self, small_sq_norm: float, small_batch: int, big_sq_norm: float, big_batch: int) -> None:
+    def update(self, small_sq_norm: float, small_batch: float, big_sq_norm: float, big_batch: int) -> None:
         grad_sq, trace = unbiased_estimates(small_sq_norm, small_batch, big_sq_norm, big_batch)
         self.grad_sq = self.decay * self.grad_sq + (1 - self.decay) * grad_sq
         self.trace = self.decay * self.trace + (1 - self.decay) * trace
@@ -97,6 +102,8 @@ class MeasureNoiseScale(Hook):
         self.measuring, self.slot = False, 0
         self.tapped: torch.Tensor | None = None
         self.tap_seen = False
+        self.small_batch: float = per_worker_batch  # this step's B_small (the harmonic mean on unequal shares)
+        self.local_scale = 1.0  # this rank's micro-step 0 gradient times this is its mean over its examples
 
     def tap(self, bucket: torch.Tensor) -> None:
         """One bucket of this rank's own gradient, before the all-reduce (Collective.wrap's gradient_tap)."""
@@ -105,8 +112,9 @@ class MeasureNoiseScale(Hook):
             self.tap_seen = True
 
     def before_step(self, ctx) -> None:
-        # unequal shares (recipe/shares.py): not measured yet, the estimator assumes one micro-batch size
-        self.measuring = ctx.logging and self.collective.world_size * ctx.accumulation > 1 and not ctx.uneven_batch
+        self.measuring = ctx.logging and self.collective.world_size * ctx.accumulation > 1
+        if self.measuring:
+            self._batches(ctx)
         one_micro_step = self.measuring and ctx.accumulation == 1
         self.tapped = torch.zeros((), device=self.collective.device) if one_micro_step else None
         self.tap_seen = False
@@ -116,7 +124,18 @@ class MeasureNoiseScale(Hook):
             return
         local = self.tapped if self.tap_seen else grad_sq_norm(ctx.learner.optimizer, self.collective.device)
         self.tapped, self.slot = None, len(ctx.extras)
-        ctx.extras.append((local * ctx.accumulation ** 2).reshape(()))  # the gradient of loss / accumulation
+        ctx.extras.append((local * self.local_scale ** 2).reshape(()))  # of the loss as ctx.weigh weighed it
+
+    def _batches(self, ctx) -> None:
+        """B_small and the scale that undoes ctx.weigh on micro-step 0: / accumulation with equal shares,
+        x n_r x W / G with unequal ones (n_r: rank r's first micro-batch, known from the layout)."""
+        if not ctx.uneven_batch:
+            self.small_batch, self.local_scale = self.per_worker_batch, float(ctx.accumulation)
+            return
+        world = self.collective.world_size
+        firsts = [sizes[0] for sizes in micro_sizes(ctx.uneven_batch, world, ctx.accumulation)]
+        self.small_batch = world / sum(1.0 / n for n in firsts)
+        self.local_scale = ctx.uneven_batch / (firsts[self.collective.rank] * world)
 
     def after_all_reduce(self, ctx) -> None:
         """Rank 0, before GradScaler.update changes the scale the small norm is still on."""
@@ -126,7 +145,7 @@ class MeasureNoiseScale(Hook):
         small_sq /= ctx.learner.scaler.get_scale() ** 2
         big_sq = ctx.grad_norm() ** 2
         if math.isfinite(small_sq) and math.isfinite(big_sq):  # an overflowed fp16 step says nothing
-            self.noise.update(small_sq, self.per_worker_batch, big_sq, self.global_batch_of_step(ctx.step))
+            self.noise.update(small_sq, self.small_batch, big_sq, self.global_batch_of_step(ctx.step))
 
     def after_step(self, ctx) -> None:
         if ctx.logging and self.noise.updates:

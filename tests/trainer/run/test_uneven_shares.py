@@ -14,8 +14,8 @@ from bigbatch.trainer.run.loop import Trainer
 from tests.gloo import spawn_gloo
 from tests.trainer.run.test_elastic import ELASTIC
 
-# test_elastic's recipe (mlp: no BatchNorm) on 4 workers: G = 4 x 16 = 64; noise scale off (not measured on
-# uneven steps)
+# test_elastic's recipe (mlp: no BatchNorm) on 4 workers: G = 4 x 16 = 64; noise scale off (its measurement on
+# uneven steps is tests/trainer/step/test_noise_in_loop.py's)
 UNEVEN = ELASTIC.replace("workers: 2,", "workers: 4,") + "track: {noise_scale: false}\n"
 SYNCED = ["model.name=resnet_small", "model.kwargs={widths: [8, 16, 16]}", "bn.sync=all", "train.max_steps=1"]
 

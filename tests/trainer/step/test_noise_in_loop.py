@@ -106,6 +106,49 @@ def test_two_gloo_ranks_measure_each_rank_s_own_gradient_with_and_without_accumu
     spawn_gloo(_ranks, 2, str(write("n.yaml", RECIPE)), str(tmp_path))
 
 
+def expected_uneven(trainer: Trainer, world: int) -> list[tuple[float, float]]:
+    """As expected_records, for ranks sharing G unevenly: rank r's first micro-batch has n_r examples, so the
+    mean over ranks of |g_r|^2 estimates |G|^2 + tr(Sigma) x mean(1 / n_r): Appendix A.1 with the harmonic
+    mean of the n_r as the small batch. The micro-batches are the seeded order's, rank by rank."""
+    x, y = examples(trainer)
+    big_batch, accum = trainer.plan.global_batch, trainer.plan.epoch_accumulation[0]
+    per_rank = [list(TrainOrder(seed=trainer.recipe.seed, num_examples=len(x), batch_size=0, world_size=world,
+                                rank=r, accumulation_steps=accum, uneven_batch=big_batch).micro_batches(0))
+                for r in range(world)]
+    out = []
+    for step in range(STEPS):
+        micro = [per_rank[r][step * accum: (step + 1) * accum] for r in range(world)]
+        firsts = [len(m[0]) for m in micro]
+        assert len(set(firsts)) > 1  # the case: unequal first micro-batches
+        small = sum(float(mean_gradient(trainer.model, x[m[0]], y[m[0]]).square().sum()) for m in micro) / world
+        b = world / sum(1 / n for n in firsts)
+        every = torch.cat([idx for m in micro for idx in m])
+        assert len(every) == big_batch
+        big = float(mean_gradient(trainer.model, x[every], y[every]).square().sum())
+        out.append(((big_batch * big - b * small) / (big_batch - b), (small - big) / (1 / b - 1 / big_batch)))
+    return out
+
+
+def _uneven_ranks(rank: int, world: int, path: str, run_dir: str) -> None:
+    torch.set_num_threads(1)
+    # G = 4 x 8 = 32 on 3 ranks: shares 11, 11, 10 in 2 micro-steps of at most 8 (6 + 5, 5 + 6, 5 + 5)
+    recipe = load_recipe(Path(path), ["cluster.workers=4", "cluster.min_workers=2", "cluster.backend=torch",
+                                      f"train.max_steps={STEPS}"])
+    trainer = Trainer(recipe, Path(run_dir), TorchDistributedCollective())
+    trainer.fit()
+    if rank == 0:
+        got, want = measured(Path(run_dir)), expected_uneven(trainer, world)
+        assert len(got) == STEPS
+        for (g_sq, trace), (want_sq, want_trace) in zip(got, want, strict=True):
+            assert g_sq == pytest.approx(want_sq, rel=1e-4)
+            assert trace == pytest.approx(want_trace, rel=1e-4)
+
+
+def test_three_gloo_ranks_sharing_the_batch_unevenly_measure_with_the_harmonic_mean_of_their_micro_batches(
+        write, tmp_path):
+    spawn_gloo(_uneven_ranks, 3, str(write("n.yaml", RECIPE)), str(tmp_path))
+
+
 def test_one_process_without_accumulation_has_nothing_to_measure(write, tmp_path):
     recipe = load_recipe(write("n.yaml", RECIPE), [f"train.max_steps={STEPS}"])
     Trainer(recipe, tmp_path, LocalCollective()).fit()
