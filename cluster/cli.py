@@ -109,7 +109,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from bigbatch.trainer.recipe.plan import elastic_table, make_plan
 
     recipe = load_recipe(args.recipe, args.overrides)
-    if recipe.data.name == "folder" and not Path(recipe.data.root).is_dir():
+    root = recipe.data.root
+    if recipe.data.name in ("folder", "shards") and "://" not in root and not Path(root).is_dir():
         # the data lives on the cluster (e.g. ImageNet): plan from the size the recipe declares
         print(f"bigbatch: {recipe.data.root or 'data.root'} is not on this machine; derived values use "
               f"data.train_examples = {recipe.data.train_examples}", file=sys.stderr)

@@ -214,6 +214,21 @@ def test_every_shipped_recipe_resolves(cli, recipe):
         "accumulation_steps"]
 
 
+@pytest.mark.parametrize("data", ["folder", "shards"])
+def test_show_plans_an_imagenet_run_on_1024_gpus_that_may_lose_a_node(cli, data):
+    """Issue 30's acceptance: 1,024 x 32 = 32,768 = 2^15, which 1,016 workers share unevenly (32 or 33 each);
+    the data lives on the cluster, so the plan uses the recipe's declared size."""
+    code, out, err = cli("show", REPO / "recipes" / "imagenet" / "goyal_resnet50_8k.yaml", "--set",
+                         f"data.name={data}", "--set", "cluster.workers=1024", "--set", "data.batch_size=32",
+                         "--set", "cluster.min_workers=1016")
+    assert code == 0, err
+    assert "is not on this machine; derived values use data.train_examples = 1281167" in err
+    ends = {row["world_size"]: row for row in yaml.safe_load(out)["elastic"]}
+    assert sorted(ends) == [1016, 1024]  # the two ends of the range, not 9 rows
+    assert ends[1016]["examples_per_worker"] == "32-33" and ends[1016]["global_batch"] == 32_768
+    assert ends[1024]["examples_per_worker"] == 32
+
+
 def test_horovod_with_a_fraction_of_a_gpu_per_worker_is_refused(cli, tiny, tmp_path):
     code, _, err = cli("train", tiny, "--out", tmp_path / "run", "--set", "cluster.backend=horovod",
                        "--set", "cluster.workers=2", "--set", "cluster.gpus_per_worker=0.5")

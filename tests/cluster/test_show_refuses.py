@@ -17,11 +17,6 @@ REFUSED = [
     ("a fraction of a GPU per Horovod worker", "cluster: {backend: horovod, workers: 2, gpus_per_worker: 0.5}",
      "cluster.gpus_per_worker", "Horovod gives each worker whole GPUs (NCCL cannot share one between ranks); "
      "got 0.5, expected 0, 1, 2, ..."),
-    ("an elastic size that cannot split the global batch of packed shards evenly",
-     "cluster: {backend: torch, workers: 4, min_workers: 2}\ndata: {name: shards, root: x, batch_size: 16}",
-     "cluster.min_workers", "packed shards are read in equal shares: the global batch 64 (cluster.workers x data.batch_size x "
-     "train.accumulation_steps) cannot be split evenly over 3 workers; world sizes that keep it: 1, 2, 4 (folders "
-     "and in-memory data take any world size)"),
     ("a cluster address without a port", "cluster: {backend: torch, workers: 2, address: headnode}",
      "cluster.address", "expected HOST:PORT or SCHEME://HOST:PORT, got 'headnode'"),
     ("a non-finite learning rate", "optim: {base_lr: .nan}", "optim.base_lr", "expected a finite number, got nan"),

@@ -181,7 +181,9 @@ def iterate_stream(dataset: IterableDataset, epoch: int, consumed: int, batch_si
     after the `consumed` samples this rank already took in the epoch's last phase (`phases`: the world shapes
     that read the epoch so far, shards/reading.py)."""
     dataset.set_epoch(epoch, consumed, accumulation, phases=phases)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=loader_workers, pin_memory=pin_memory,
+    batched = getattr(dataset, "train", False)  # a training stream yields whole micro-batches, of planned sizes
+    loader = DataLoader(dataset, batch_size=None if batched else batch_size, num_workers=loader_workers,
+                        pin_memory=pin_memory,
                         collate_fn=collate, prefetch_factor=prefetch if loader_workers else None,
                         generator=own_generator(), worker_init_fn=loader_worker_init())
     for images, labels, skipped in loader:

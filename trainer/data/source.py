@@ -21,7 +21,6 @@ from torch.utils.data import Dataset, IterableDataset
 from bigbatch.trainer.data.loader import Skipped, iterate_batches, iterate_stream
 from bigbatch.trainer.data.order import TrainOrder
 from bigbatch.trainer.data.shards.reading import Phase
-from bigbatch.trainer.errors import RecipeError
 
 TRACE_ENV = "BIGBATCH_TRACE_LABELS"  # set (to anything): each rank writes the labels it trains on, see below
 
@@ -55,11 +54,8 @@ class MicroBatchSource:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # augmentation keyed by epoch
         if isinstance(self.dataset, IterableDataset):  # streamed shards: this rank's own stream
-            if shape.uneven_batch:
-                raise RecipeError(f"cluster.workers: packed shards are read in equal shares; {shape.world_size} "
-                                  f"workers cannot share the global batch {shape.uneven_batch} evenly")
             phases = self._phases(epoch, first_step, shape)
-            taken = (first_step - phases[-1].first_step) * shape.micro_batch * shape.accumulation
+            taken = (first_step - phases[-1].first_step) * phases[-1].share(shape.rank)
             batches = iterate_stream(self.dataset, epoch, taken, shape.micro_batch, self.loader_workers,
                                      self.pin_memory, self.on_unreadable, self.prefetch, shape.accumulation, phases)
         else:
@@ -73,7 +69,8 @@ class MicroBatchSource:
     def _phases(self, epoch: int, first_step: int, shape: WorldShape) -> list[Phase]:
         """The shapes that read `epoch` up to `first_step`, then this one. A checkpoint without them (written
         before they were kept) resumes as if this shape had read the whole epoch, as it did then."""
-        now = Phase(first_step, shape.world_size, shape.micro_batch, shape.accumulation, max(self.loader_workers, 1))
+        now = Phase(first_step, shape.world_size, shape.micro_batch, shape.accumulation, max(self.loader_workers, 1),
+                    shape.uneven_batch)
         earlier = [p for p in self.reading.get("phases", []) if p.first_step < first_step]
         if self.reading.get("epoch") != epoch or not earlier:
             phases = [dataclasses.replace(now, first_step=0)]

@@ -76,12 +76,9 @@ class Recipe:
         model, data, train, cluster, bn = self.model, self.data, self.train, self.cluster, self.bn
         batch = self.global_batch
         uneven = [w for w in cluster.world_sizes if batch % w]
-        if data.name == "shards" and uneven:
-            even = [w for w in range(1, cluster.workers + 1) if batch % w == 0]
-            raise FieldProblem("cluster.min_workers", f"packed shards are read in equal shares: the global batch "
-                               f"{batch} (cluster.workers x data.batch_size x train.accumulation_steps) cannot be "
-                               f"split evenly over {', '.join(map(str, uneven))} workers; world sizes that keep it: "
-                               f"{', '.join(map(str, even))} (folders and in-memory data take any world size)")
+        if data.batch_size == 1 and uneven:  # G // W + 1 micro-steps of 1: a rank with G // W gets an empty one
+            raise FieldProblem("data.batch_size", f"1 leaves a rank an empty micro-batch when {uneven[0]} workers "
+                               f"share the global batch {batch} unevenly; use 2 or more")
         if bn.sync == "group" and cluster.workers % bn.group_size:
             raise FieldProblem("bn.group_size", f"must divide cluster.workers ({cluster.workers}), got {bn.group_size}")
         if bn.sync == "group" and any(w % bn.group_size for w in cluster.world_sizes):

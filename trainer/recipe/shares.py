@@ -1,4 +1,4 @@
-"""How W ranks share a global batch of G examples when W need not divide G (issue 30, work in progress).
+"""How W ranks share a global batch of G examples when W need not divide G (issue 30).
 
 Rank r takes G // W examples a step, plus one for the first G % W ranks. Every rank takes the same number of
 micro-steps k (they all-reduce on the same one), the fewest that keep every micro-batch within data.batch_size:
@@ -30,12 +30,30 @@ def micro_sizes(global_batch: int, world: int, steps: int) -> list[list[int]]:
     (its micro-batches over all ranks) also differs from the others by at most one: with G = 64 on 3 ranks in 2
     micro-steps, 11 + 11, 11 + 10 and 10 + 11, blocks of 32 and 32, as one process with 2 micro-steps of 32
     normalises them."""
-    sizes, turn = [], 0
-    for share in rank_shares(global_batch, world):
-        base, extra = divmod(share, steps)
-        sizes.append([base + ((m - turn) % steps < extra) for m in range(steps)])
-        turn = (turn + extra) % steps
-    return sizes
+    return [rank_micro_sizes(global_batch, world, steps, rank) for rank in range(world)]
+
+
+def rank_micro_sizes(global_batch: int, world: int, steps: int, rank: int) -> list[int]:
+    """Row `rank` of `micro_sizes` in O(steps), not O(world): the round-robin's turn at rank r is the larger parts
+    of the ranks before it, (G // W + [r' < G % W]) % steps summed over r' < r, in closed form."""
+    base, extra_ranks = divmod(global_batch, world)
+    before_long = min(rank, extra_ranks)  # ranks before this one that take G // W + 1
+    turn = (before_long * ((base + 1) % steps) + (rank - before_long) * (base % steps)) % steps
+    share_base, extra = divmod(base + (rank < extra_ranks), steps)
+    return [share_base + ((m - turn) % steps < extra) for m in range(steps)]
+
+
+def rank_start(global_batch: int, world: int, rank: int) -> int:
+    """How many of a step's examples the ranks before `rank` take (sum of their shares)."""
+    base, extra_ranks = divmod(global_batch, world)
+    return rank * base + min(rank, extra_ranks)
+
+
+def rank_holding(global_batch: int, world: int, example: int) -> int:
+    """The rank whose share holds example `example` of a step, counted in rank order (inverse of rank_start)."""
+    base, extra_ranks = divmod(global_batch, world)
+    long_part = extra_ranks * (base + 1)
+    return example // (base + 1) if example < long_part else extra_ranks + (example - long_part) // base
 
 
 def layout(global_batch: int, world: int, steps: int) -> list[list[tuple[int, int]]]:

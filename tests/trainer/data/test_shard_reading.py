@@ -57,7 +57,7 @@ def test_a_resized_rank_resumes_inside_its_phase_and_its_loader_delivers_the_sam
     assert keys(reference.rank_batches(0, num_workers=3, consumed=9, phases=phases)) == whole[9:]
     ds = dataset(packed, 2, 1)
     ds.set_epoch(0, 9, 2, phases=phases)  # 9 = 1.5 steps: a whole number of micro-batches of 3
-    loader = DataLoader(ds, batch_size=3, num_workers=3, collate_fn=lambda batch: batch)
+    loader = DataLoader(ds, batch_size=None, num_workers=3, collate_fn=lambda batch: batch)  # whole batches
     assert keys(loader) == whole[9:]
     with pytest.raises(ValueError, match="not a whole number of batches of 3"):
         ds.set_epoch(0, 4, 2, phases=phases)
@@ -102,3 +102,70 @@ def test_imagenet_epoch_resized_from_1024_to_1016_workers_reads_every_sample_onc
     assert sum(len(batch) for batch in fresh.batches(700, 1)) >= 1  # segments: runs of consecutive positions
     covered = sum(s.count for batch in fresh.batches(700, 0) + fresh.batches(700, 1) for s in batch)
     assert covered == 5 * 128
+
+
+def test_ranks_sharing_the_global_batch_unevenly_read_every_planned_sample_once(packed):
+    # 50 samples, G = 12, 4 steps. Step 0 on 3 ranks x 4 (2 loader workers); step 1 on 5 ranks taking 3, 3, 2,
+    # 2, 2 (1 worker); steps 2-3 on 5 ranks in 2 micro-steps of at most 2 (2 workers): 2 + 1, 1 + 2, 1 + 1, ...
+    phases = [Phase(0, 3, 4, 1, 2), Phase(1, 5, 3, 1, 1, 12), Phase(2, 5, 2, 2, 2, 12)]
+    assert [phases[1].share(r) for r in range(5)] == [3, 3, 2, 2, 2]
+    epoch, read = 2, Counter()
+    for rank in range(3):
+        read.update(keys([next(dataset(packed, 3, rank).rank_batches(epoch, num_workers=2))]))
+    for rank in range(5):
+        batches = dataset(packed, 5, rank).rank_batches(epoch, num_workers=1, phases=phases[:2])
+        first = next(batches)
+        assert len(first) == phases[1].share(rank)
+        read.update(keys([first]))
+    for rank in range(5):
+        rest = list(dataset(packed, 5, rank).rank_batches(epoch, num_workers=2, phases=phases))
+        assert [len(b) for b in rest] == phases[2].sizes(rank) * 2  # each micro-batch of its planned size
+        read.update(keys(rest))
+    assert len(read) == 48 and set(read.values()) == {1}
+
+
+def test_an_uneven_rank_resumes_between_micro_batches_of_different_sizes_through_a_dataloader(packed):
+    phases = [Phase(0, 3, 4, 1, 2), Phase(1, 5, 2, 2, 2, 12)]
+    sizes = phases[1].sizes(0)
+    assert sizes == [2, 1]  # rank 0 takes 3 a step
+    reference = dataset(packed, 5, 0)
+    whole = keys(reference.rank_batches(2, num_workers=2, phases=phases))
+    assert len(whole) == 3 * 3
+    ds = dataset(packed, 5, 0)
+    ds.set_epoch(2, 5, 2, phases=phases)  # a step and a micro-batch of 2
+    loader = DataLoader(ds, batch_size=None, num_workers=2, collate_fn=lambda batch: batch)
+    assert keys(loader) == whole[5:]
+    with pytest.raises(ValueError, match=r"not a whole number of batches of 2 \+ 1"):
+        ds.set_epoch(2, 4, 2, phases=phases)
+
+
+def test_imagenet_epoch_on_1024_workers_then_1016_sharing_32768_unevenly_reads_every_sample_once():
+    # 1,024 GPUs x 32 images: G = 32,768 = 2^15, which 1,016 does not divide: 256 ranks take 33, 760 take 32, in
+    # 2 micro-steps (17 + 16 or 16 + 16, at most data.batch_size 32). 39 steps an epoch; a node lost after step 4.
+    sizes = packed_sizes(IMAGENET_TRAIN, 1 << 30)
+    phases = [Phase(0, 1024, 32, 1, 2), Phase(4, 1016, 32, 2, 2, 32_768)]
+    reading = EpochReading(sizes, 0, 5, 1000, phases)
+    assert reading.steps == IMAGENET_TRAIN // 32_768 == 39
+    counts = np.zeros(39 * 32_768, np.int32)
+    for rank in range(1024):
+        piece = reading.piece(0, rank)
+        for worker in range(2):
+            np.add.at(counts, piece[reading.emitted(0, rank, worker, 4)], 1)
+    shares = [phases[1].share(r) for r in range(1016)]
+    assert sorted(set(shares)) == [32, 33] and shares.count(33) == 32_768 - 1016 * 32
+    for rank in range(1016):
+        piece = reading.piece(1, rank)
+        assert len(piece) == 35 * shares[rank]  # its share of the 35 steps left, nothing more
+        np.add.at(counts, piece, 1)
+    assert counts.min() == counts.max() == 1
+    fresh = EpochReading(sizes, 0, 5, 1000, phases)
+    assert len(np.unique(fresh.piece(1, 700) // (39 * 32))) <= 2  # the leftovers of at most 2 old ranks
+    batches = fresh.batches(700, 0) + fresh.batches(700, 1)
+    assert sorted(sum(s.count for s in batch) for batch in batches) == sorted(
+        fresh.batch_sizes(1, 700, 0) + fresh.batch_sizes(1, 700, 1)) and len(batches) == 35 * 2
+    # a run that starts on 1,016: contiguous ranges of 39 x the share, covering the epoch's steps x G
+    start = EpochReading(sizes, 0, 5, 1000, [Phase(0, 1016, 32, 2, 2, 32_768)])
+    ends = [(int(start.piece(0, r)[0]), int(start.piece(0, r)[-1]) + 1) for r in range(1016)]
+    assert ends[0][0] == 0 and ends[-1][1] == 39 * 32_768
+    assert all(a[1] == b[0] for a, b in zip(ends[:-1], ends[1:], strict=True))
+    assert [b - a for a, b in ends] == [39 * s for s in shares]

@@ -196,7 +196,7 @@ def test_dataloader_workers_deliver_the_rank_stream_and_resume_exactly(packed):
 
     def load(consumed: int) -> list[str]:
         ds.set_epoch(1, consumed)
-        loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=list)
+        loader = DataLoader(ds, batch_size=None, num_workers=2, collate_fn=list)  # the stream yields batches
         return [r.key for batch in loader for r in batch]
 
     assert load(0) == expected

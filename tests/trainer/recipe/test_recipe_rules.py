@@ -35,11 +35,6 @@ RULES = [
     ("min_workers at most workers (was trainer/recipe/plan.py)",
      ["cluster.backend=torch", "cluster.workers=4", "cluster.min_workers=5"], "cluster.min_workers",
      "5 is more than cluster.workers (4)"),
-    ("packed shards: every elastic size splits the global batch evenly (was trainer/recipe/plan.py)",
-     ["cluster.backend=torch", "cluster.workers=4", "cluster.min_workers=2", "data.batch_size=16", "data.name=shards",
-      "data.root=x"], "cluster.min_workers", "packed shards are read in equal shares: the global batch 64 (cluster.workers x data.batch_size x "
-     "train.accumulation_steps) cannot be split evenly over 3 workers; world sizes that keep it: 1, 2, 4 (folders "
-     "and in-memory data take any world size)"),
     ("mnist needs a root (was trainer/data)", ["data.name=mnist"], "data.root",
      "the mnist data set needs data.root, the directory of its IDX files"),
     ("shards need a root (was trainer/data/shards)", ["data.name=shards"], "data.root",

@@ -51,3 +51,16 @@ def test_uneven_ranks_take_every_example_of_a_step_once_and_equal_shares_keep_th
     same = TrainOrder(seed=1, num_examples=200, batch_size=4, world_size=4, rank=2, accumulation_steps=2,
                       uneven_batch=32)
     assert all(a.tolist() == b.tolist() for a, b in zip(old.micro_batches(1), same.micro_batches(1), strict=True))
+
+
+def test_a_ranks_start_and_the_rank_holding_an_example_are_the_running_sums_of_the_shares():
+    from itertools import accumulate
+
+    from bigbatch.trainer.recipe.shares import rank_holding, rank_start
+
+    for global_batch, world in ((64, 3), (32_768, 1016), (130_048, 1024), (100, 7)):
+        starts = list(accumulate(rank_shares(global_batch, world), initial=0))
+        assert [rank_start(global_batch, world, r) for r in range(world)] == starts[:-1]
+        owner = [r for r, share in enumerate(rank_shares(global_batch, world)) for _ in range(share)]
+        picks = range(0, global_batch, max(global_batch // 5000, 1))
+        assert [rank_holding(global_batch, world, i) for i in picks] == [owner[i] for i in picks]

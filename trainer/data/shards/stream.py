@@ -8,6 +8,9 @@ accumulation batches of exactly `batch_size`. A sample that cannot be read
 (corrupt image, truncated tar) keeps its place as a loader.Skipped marker (with
 mark_skipped; `loader.collate` drops and reports it), so counts stay exact.
 
+Training streams yield whole micro-batches (a DataLoader takes them with
+batch_size=None), each of the size the plan gives it: ranks sharing a global
+batch unevenly take micro-batches of different sizes (recipe/shares.py).
 Resume at a batch boundary is exact: each worker replays its own stream from
 the epoch's start, dropping the samples of batches already consumed without
 decoding them, and the workers are rotated so the one that prepares the next
@@ -21,6 +24,7 @@ import os
 import random
 import warnings
 from collections.abc import Iterator
+from itertools import accumulate, islice
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
@@ -105,23 +109,32 @@ class ShardedDataset(IterableDataset):
     def set_epoch(self, epoch: int, consumed: int = 0, accumulation: int | None = None,
                   phases: list[Phase] | None = None) -> None:
         """The epoch to stream next, how many samples of it this rank already consumed (since the last phase
-        began; a multiple of the micro-batch), and the epoch's accumulation steps (they fix its global batch).
+        began; whole micro-batches), and the epoch's accumulation steps (they fix its global batch).
         `phases`: the world shapes that read this epoch so far, the last one this rank's (shards/reading.py);
         None reads it with the shape this data set was made with."""
         self.phases = list(phases) if phases else None
         self.accumulation = accumulation or self.accumulation
-        if consumed % self.micro_batch:
-            raise ValueError(f"resume position {consumed} is not a whole number of batches of {self.micro_batch}")
         self.epoch, self.consumed = epoch, consumed
+        self.batches_done()  # checks that it is whole micro-batches
 
-    @property
-    def micro_batch(self) -> int:
-        """The batch this rank's loader delivers: the last phase's micro-batch, or the data set's own."""
-        return self.phases[-1].micro_batch if self.phases else self.batch_size
+    def phase(self, num_workers: int = 1) -> Phase:
+        """The shape this rank reads in now: the last phase given to `set_epoch`, or the data set's own."""
+        return self.phases[-1] if self.phases else Phase(0, self.world_size, self.batch_size, self.accumulation,
+                                                         max(num_workers, 1))
+
+    def batches_done(self) -> int:
+        """How many of the current phase's micro-batches this rank took: its `consumed` samples."""
+        sizes = self.phase().sizes(self.rank)
+        steps, rest = divmod(self.consumed, sum(sizes))
+        ends = list(accumulate(sizes))
+        if rest and rest not in ends:
+            shown = str(sizes[0]) if len(set(sizes)) == 1 else " + ".join(map(str, sizes))
+            raise ValueError(f"resume position {self.consumed} is not a whole number of batches of {shown}")
+        return steps * len(sizes) + (ends.index(rest) + 1 if rest else 0)
 
     def reading(self, epoch: int, num_workers: int = 1) -> EpochReading:
         """How this epoch is read: the phases given to `set_epoch`, or one phase of this data set's shape."""
-        phases = self.phases or [Phase(0, self.world_size, self.batch_size, self.accumulation, max(num_workers, 1))]
+        phases = self.phases or [self.phase(num_workers)]
         if phases[-1].loader_workers != max(num_workers, 1) or not self.rank < phases[-1].world_size:
             raise ValueError(f"rank {self.rank} with {num_workers} loader workers does not read {phases[-1]}")
         return EpochReading(self.sizes, self.seed, epoch, self.shuffle_buffer, phases)
@@ -146,13 +159,14 @@ class ShardedDataset(IterableDataset):
         for missing in range(got, segment.count):
             yield Record(shard["name"], f"(sample {segment.start + missing})", -1, b"", "missing: shard ended early")
 
-    def records(self, epoch: int, worker: int = 0, num_workers: int = 1) -> Iterator[Record]:
+    def records(self, epoch: int, worker: int = 0, num_workers: int = 1,
+                reading: EpochReading | None = None) -> Iterator[Record]:
         """One loader worker's records in stream order (shuffle buffer applied when training), not decoded."""
         fs, base = filesystem(self.root, self.storage_options)
         if not self.train:
             segments = plan.eval_segments(self.sizes, self.world_size, self.rank, num_workers, worker)
             return (r for s in segments for r in self._segment_records(fs, base, s))
-        reading = self.reading(epoch, num_workers)
+        reading = reading or self.reading(epoch, num_workers)
         stream = (r for batch in reading.batches(self.rank, worker) for s in batch
                   for r in self._segment_records(fs, base, s))
         seed = shuffle_seed(self.seed, epoch, self.rank, worker, len(reading.phases) - 1)
@@ -168,28 +182,35 @@ class ShardedDataset(IterableDataset):
             if sample is not None:
                 yield sample
 
-    def _resume_point(self, num_workers: int) -> tuple[int, list[int]]:
-        """(first logical worker, samples each logical worker skips) after `consumed` samples of this rank."""
-        workers = max(num_workers, 1)
-        done = self.consumed // self.micro_batch
-        return done % workers, [len(range(w, done, workers)) * self.micro_batch for w in range(workers)]
+    def worker_batches(self, epoch: int, worker: int = 0, num_workers: int = 1, done: int = 0) -> Iterator[list]:
+        """Training: loader worker `worker`'s micro-batches (lists of samples, each of the size the plan gives
+        it) after the rank's first `done` micro-batches, whose records are read from the tars, not decoded."""
+        reading = self.reading(epoch, num_workers)
+        sizes = reading.batch_sizes(len(reading.phases) - 1, self.rank, worker)
+        taken = len(range(worker, done, max(num_workers, 1)))
+        records = self.records(epoch, worker, num_workers, reading)
+        for _ in zip(range(sum(sizes[:taken])), records, strict=False):
+            pass
+        for size in sizes[taken:]:
+            batch = [sample for sample in (self._sample(r, epoch) for r in islice(records, size)) if sample is not None]
+            if batch:
+                yield batch
 
     def rank_batches(self, epoch: int, num_workers: int = 1, consumed: int = 0,
                      phases: list[Phase] | None = None) -> Iterator[list]:
         """This rank's batches in the order its DataLoader delivers them (`num_workers` workers taking turns),
         resumed after `consumed` samples, computed in this process: the reference for order and resume."""
         self.set_epoch(epoch, consumed, phases=phases)
-        first, skips = self._resume_point(num_workers)
-        workers = max(num_workers, 1)
-        order = [(first + i) % workers for i in range(workers)]
-        streams = {w: self.stream(epoch, w, workers, skips[w]) for w in order}
+        workers, done = max(num_workers, 1), self.batches_done()
+        order = [(done + i) % workers for i in range(workers)]
+        streams = {w: self.worker_batches(epoch, w, workers, done) for w in order}
         while order:
             for w in list(order):
-                batch = [x for _, x in zip(range(self.micro_batch), streams[w], strict=False)]
-                if batch:
-                    yield batch
-                if len(batch) < self.micro_batch:
+                batch = next(streams[w], None)
+                if batch is None:
                     order.remove(w)
+                else:
+                    yield batch
 
     def rank_stream(self, epoch: int, num_workers: int = 1, consumed: int = 0,
                     phases: list[Phase] | None = None) -> Iterator:
@@ -200,10 +221,10 @@ class ShardedDataset(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if not self.train:
-            return self.stream(self.epoch, worker, num_workers)
-        first, skips = self._resume_point(num_workers)
-        logical = (first + worker) % num_workers  # the worker preparing the next batch runs as worker 0
-        return self.stream(self.epoch, logical, num_workers, skips[logical])
+            return self.stream(self.epoch, worker, num_workers)  # samples: the DataLoader batches them
+        done = self.batches_done()
+        logical = (done + worker) % num_workers  # the worker preparing the next batch runs as worker 0
+        return self.worker_batches(self.epoch, logical, num_workers, done)  # whole micro-batches
 
     def layout_warning(self, loader_workers: int) -> str | None:
         """One line when this directory's layout makes the run read more than it needs (a format-1 index, no
