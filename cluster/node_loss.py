@@ -4,8 +4,9 @@ Ray Train's controller notices a dead worker within a health check (about 1 s) a
 resources its AutoscalingCoordinator reserved from Ray's node table. That view is refreshed every 20 s, and Ray's
 control store (GCS) marks a node dead only after its missed heartbeats (about 15 s by default). So the restart
 counts the lost node still, asks for the old group size, and its placement group waits out
-`cluster.restart_timeout_s` (60 s) before the controller asks again with what is left: measured 77 s from the
-kill to the first step of the smaller group on the 2-node local cluster.
+`cluster.restart_timeout_s` (60 s) before the controller asks again with what is left: 75.8 s from the kill to
+the first step of the smaller group on the 2-node local cluster, against 21.7 s with the watch (medians of 3,
+bench/node_loss.py).
 
 `NodeWatch` runs in the driver for the length of an elastic run. Once a second it reads the node table; when a
 node it saw alive is dead, it has the coordinator re-read the table now, and removes this job's placement
@@ -19,6 +20,9 @@ checkpoints after the same step and the attempt ends, so Ray restarts the group 
 with no step redone (Ray's own policy would restart it from the last reported checkpoint, redoing the steps
 since; its monitor is turned off while the watch runs). A grow, like a leave, counts as one failure against
 `cluster.max_failures`.
+
+A worker that leaves on SIGTERM (its node shutting down) drains its node (`drain_own_node`), so that no
+restart places a worker there and Ray takes the node out once it is idle.
 
 The coordinator is an internal actor of Ray's: if a later Ray lacks it, the restart is as slow as before, with
 a warning.
