@@ -4,7 +4,8 @@ Each DataLoader worker reads the batches the plan gives it (one seek per batch
 with a format-2 index) through a shuffle buffer seeded by (seed, epoch, rank,
 worker), so its stream is a pure function of those and of the plan, whatever
 the loader's timing. Every training batch is full: a rank's stream is steps x
-accumulation batches of exactly `batch_size`. A sample that cannot be read
+accumulation batches of exactly the planned sizes (`batch_size`, or with
+unequal shares those of recipe/shares.py). A sample that cannot be read
 (corrupt image, truncated tar) keeps its place as a loader.Skipped marker (with
 mark_skipped; `loader.collate` drops and reports it), so counts stay exact.
 
