@@ -34,17 +34,6 @@ KEYS = ["model.name=mlp", "model.kwargs={}", "cluster.workers=3", "cluster.min_w
         "train.log_every_steps=1"]
 
 
-def first_step_on(run: Path, world_size: int, after: float, timeout_s: float = 240) -> dict:
-    """The first step record trained by `world_size` workers written after time `after`."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        found = [r for r in records(run) if "loss" in r and r["time"] > after and r.get("world_size") == world_size]
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    raise SystemExit(f"node_loss: no step on {world_size} workers within {timeout_s:g} s")
-
-
 def one_cycle(state: Path, watch: bool) -> tuple[float, float, int]:
     """(seconds from the kill to a step on 1 worker, seconds from the join to a step on 2, steps redone)."""
     subprocess.run([*BIGBATCH, "cluster", "up", "--local", "--nodes", "2", "--cpus-per-node", "1", "--state-dir",
@@ -59,10 +48,10 @@ def one_cycle(state: Path, watch: bool) -> tuple[float, float, int]:
         ranks = [json.loads((run / "workers" / f"rank_{r}.json").read_text()) for r in (0, 1)]
         kill_node(cluster["process_groups"][1], [r["pid"] for r in ranks])
         killed = time.time()
-        lost = first_step_on(run, 1, killed)["time"] - killed
+        lost = wait_for_step(run, 0, 240, world_size=1, after=killed)["time"] - killed
         joined = time.time()
         subprocess.run([*BIGBATCH, "cluster", "add-node", "--state-dir", str(state)], check=True, capture_output=True)
-        grown = first_step_on(run, 2, joined)
+        grown = wait_for_step(run, 0, 240, world_size=2, after=joined)
         before = max(r["step"] for r in records(run) if "loss" in r and r["time"] < grown["time"]
                      and r.get("world_size") == 1)
         subprocess.run([*BIGBATCH, "jobs", "stop", job, "--state-dir", str(state)], capture_output=True)

@@ -17,8 +17,8 @@ fails at once and it asks again, with the fresh view (this counts as one control
 It also grows the group gracefully. When a node joins and the nodes alive hold more workers than the running
 group has (up to `cluster.workers`), it refreshes the view and writes the run's GROW request: every rank
 checkpoints after the same step and the attempt ends, so Ray restarts the group larger from that checkpoint
-with no step redone (Ray's own policy would restart it from the last reported checkpoint, redoing the steps
-since; its monitor is turned off while the watch runs). A grow, like a leave, counts as one failure against
+with no step redone (Ray's own policy restarts it from the newest checkpoint whenever its monitor looks, every
+60 s, so steps since can be redone; its monitor is turned off while the watch runs). A grow, like a leave, counts as one failure against
 `cluster.max_failures`.
 
 A worker that leaves on SIGTERM (its node shutting down) drains its node (`drain_own_node`), so that no

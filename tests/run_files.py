@@ -15,12 +15,15 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def wait_for_step(run_dir: Path, step: int, timeout_s: float = 120, world_size: int | None = None) -> dict:
-    """Until a step record at or past `step` appears (trained by `world_size` workers, if given); returns it."""
+def wait_for_step(run_dir: Path, step: int, timeout_s: float = 120, world_size: int | None = None,
+                  after: float = 0.0) -> dict:
+    """Until a step record at or past `step` appears (trained by `world_size` workers, and written after time
+    `after`, if given); returns the first such."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         for r in records(run_dir):
-            if r.get("step", 0) >= step and "loss" in r and world_size in (None, r.get("world_size")):
+            if (r.get("step", 0) >= step and "loss" in r and world_size in (None, r.get("world_size"))
+                    and r.get("time", 0.0) > after):
                 return r
         time.sleep(0.05)
     raise AssertionError(f"run in {run_dir} did not reach step {step}"
@@ -76,7 +79,7 @@ def trace_lines(run_dir: Path, rank: int = 0) -> list[str]:
 def kill_node(pgid: int, worker_pids: list[int]) -> list[int]:
     """SIGKILL a local node at once: its process group (ray start, raylet, agents) and the Ray workers its raylet
     started, which run in sessions of their own and would otherwise train on for a moment after their raylet
-    died (a fast run could even finish first)."""
+    died (a fast run could even finish first). Returns the worker pids it killed (those on that node)."""
     def parent(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 

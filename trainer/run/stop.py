@@ -34,7 +34,8 @@ def request_stop(run_dir: Path, signum: int = signal.SIGTERM) -> None:
 
 def request_grow(run_dir: Path, workers: int) -> None:
     """Ask a running elastic group to checkpoint after its next step and restart, to come back with up to
-    `workers` workers (a node joined): nothing is redone, unlike a resize by Ray's own policy."""
+    `workers` workers (a node joined): nothing is redone (Ray's own resize restarts from the newest checkpoint
+    whenever its monitor looks)."""
     write_atomic(Path(run_dir) / GROW_FILE, f"{int(workers)}\n")
 
 

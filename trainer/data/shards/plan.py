@@ -4,7 +4,8 @@ index's shard sizes, so tests can check it at W = 1,024 on an ImageNet-shaped in
 Training: each epoch the shards are shuffled from (seed, epoch) and read as one
 sequence of N samples. The run's global batch G = world x batch x accumulation
 fixes steps = N // G; the first steps x G samples of the sequence are dealt out
-as W contiguous, equal ranges, one per rank (the last N - steps x G, fewer than
+as W contiguous, equal ranges, one per rank (when W does not divide G, ranges of
+steps x each rank's share: shards/reading.py; the last N - steps x G, fewer than
 one global batch, are left for this epoch; another epoch's shuffle leaves
 others). A rank reads its range as batches of exactly `batch` samples,
 batch t = range[t x batch : (t + 1) x batch], and loader worker t % L prepares
