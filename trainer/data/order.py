@@ -42,6 +42,7 @@ class TrainOrder:
     accumulation_steps: int = 1
     repeats: int = 1  # data.aug_repeats; divides the global batch
     uneven_batch: int = 0  # a global batch the ranks share unevenly (recipe/shares.py); batch_size is then the largest
+    offset: int = 0  # examples of the epoch read before step 0 here, at other batches (an adaptive batch's stretch)
 
     @property
     def global_batch(self) -> int:
@@ -49,7 +50,8 @@ class TrainOrder:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.num_examples // self.global_batch
+        """Steps left in the epoch from `offset` (all of it for a fixed batch)."""
+        return (self.num_examples - self.offset) // self.global_batch
 
     def micro_batches(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
         """This rank's index tensors for steps start_step.. of `epoch`, accumulation_steps per step."""
@@ -65,8 +67,9 @@ class TrainOrder:
                  if self.uneven_batch else
                  [(micro * per_micro + self.rank * self.batch_size, self.batch_size)
                   for micro in range(self.accumulation_steps)])
+        first = self.offset // self.repeats  # the repeats divide every global batch, so the offset too
         for step in range(start_step, self.steps_per_epoch):
-            batch = perm[step * distinct:(step + 1) * distinct].repeat(self.repeats)
+            batch = perm[first + step * distinct:first + (step + 1) * distinct].repeat(self.repeats)
             for offset, size in cells:
                 yield batch[offset: offset + size], copies[offset: offset + size]
 

@@ -35,6 +35,7 @@ class WorldShape:
     micro_batch: int  # the largest micro-batch
     accumulation: int
     uneven_batch: int = 0  # the global batch, when the ranks share it unevenly (recipe/shares.py); else 0
+    offset: int = 0  # examples of the epoch read at other global batches before these steps (recipe/plan.py)
 
 
 @dataclass
@@ -54,6 +55,9 @@ class MicroBatchSource:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)  # augmentation keyed by epoch
         if isinstance(self.dataset, IterableDataset):  # streamed shards: this rank's own stream
+            if shape.offset:
+                raise ValueError("packed shards keep one global batch per epoch; a stretch at an offset is for "
+                                 "indexed data sets")
             phases = self._phases(epoch, first_step, shape)
             taken = (first_step - phases[-1].first_step) * phases[-1].share(shape.rank)
             batches = iterate_stream(self.dataset, epoch, taken, shape.micro_batch, self.loader_workers,
@@ -61,7 +65,7 @@ class MicroBatchSource:
         else:
             order = TrainOrder(seed=self.seed, num_examples=len(self.dataset), batch_size=shape.micro_batch,
                                world_size=shape.world_size, rank=shape.rank, accumulation_steps=shape.accumulation,
-                               repeats=self.repeats, uneven_batch=shape.uneven_batch)
+                               repeats=self.repeats, uneven_batch=shape.uneven_batch, offset=shape.offset)
             batches = iterate_batches(self.dataset, order.keyed_micro_batches(epoch, first_step),
                                       self.loader_workers, self.pin_memory, self.on_unreadable, self.prefetch)
         return iter(batches) if self.trace is None else _traced(batches, epoch, self.trace)

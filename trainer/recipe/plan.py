@@ -2,11 +2,16 @@
 
 The global batch may grow during a run (`train.batch_growth_epochs`, Smith et
 al. 2018), so the plan keeps the accumulation steps and optimizer steps of every
-epoch and maps between epochs and global steps.
+epoch and maps between epochs and global steps. The run loop reads data in
+stretches: steps of one epoch at one global batch. A fixed recipe has one
+stretch per epoch; an adaptive batch (trainer/adaptive) changes the batch at
+any step, which splits an epoch into stretches (`adaptive_plan`).
 """
 
 import bisect
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -14,6 +19,30 @@ from bigbatch.optim import LRSchedule, noise_scale, scale_lr
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe.schema import Recipe
 from bigbatch.trainer.recipe.shares import micro_steps, rank_shares
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Steps [first_step, end_step) of epoch `epoch` at one global batch, the unit the run loop reads data in.
+    `offset` is where they start in the epoch's order, in examples (steps x global batch) read before them."""
+
+    first_step: int
+    steps: int
+    epoch: int
+    offset: int
+    global_batch: int
+    micro_batch: int  # the largest micro-batch
+    accumulation: int
+    uneven: bool  # the world size does not divide the global batch (recipe/shares.py)
+
+    @property
+    def end_step(self) -> int:
+        return self.first_step + self.steps
+
+    @property
+    def uneven_batch(self) -> int:
+        """The global batch when the ranks share it unevenly, else 0 (WorldShape's and StepContext's field)."""
+        return self.global_batch if self.uneven else 0
 
 
 @dataclass(frozen=True)
@@ -36,10 +65,12 @@ class Plan:
     schedule: LRSchedule = field(repr=False)
     epoch_batches: tuple[int, ...] = field(repr=False, default=())  # the global batch of each epoch
     uneven: bool = False  # the world size does not divide the global batch: ranks take G // W or G // W + 1
+    stretches: tuple[Stretch, ...] = field(repr=False, default=())
 
     def as_dict(self) -> dict:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in
-               ("momentum", "epoch_accumulation", "epoch_steps", "schedule", "epoch_batches", "uneven")}
+               ("momentum", "epoch_accumulation", "epoch_steps", "schedule", "epoch_batches", "uneven",
+                         "stretches")}
         out["epoch_coverage"] = round(self.steps_per_epoch * self.global_batch / self.train_examples, 6)
         if self.uneven:
             shares = rank_shares(self.global_batch, self.world_size)
@@ -71,28 +102,51 @@ class Plan:
         epoch = min(bisect.bisect_right(starts, step) - 1, len(self.epoch_steps) - 1)
         return epoch, step - starts[epoch]
 
+    def epoch_progress(self, step: int) -> float:
+        """Epochs done before step `step`, with the fraction of the current one (for records)."""
+        epoch, in_epoch = self.locate(step)
+        if step >= self.epoch_start(epoch + 1):
+            return float(epoch + 1)
+        return epoch + in_epoch / self.epoch_steps[epoch]
+
     def global_batch_at(self, epoch: int) -> int:
+        """The global batch epoch `epoch` starts with."""
         return self.epoch_batches[epoch]
+
+    def stretch_at(self, step: int) -> Stretch:
+        """The stretch step `step` (0-based) belongs to; past the last step, the last stretch."""
+        firsts = [s.first_step for s in self.stretches]
+        return self.stretches[max(bisect.bisect_right(firsts, step) - 1, 0)]
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, examples of its order read) before step `step`: what a checkpoint keeps of the data."""
+        stretch = self.stretch_at(step)
+        return stretch.epoch, stretch.offset + min(step - stretch.first_step, stretch.steps) * stretch.global_batch
+
+    def step_of(self, epoch: int, offset: int) -> int:
+        """The step at `offset` examples into epoch `epoch` (rounded down to a step); past the plan, its end."""
+        inside = [s for s in self.stretches if s.epoch == epoch and s.offset <= offset]
+        if not inside:
+            return self.stretches[-1].end_step if epoch > self.stretches[-1].epoch else self.epoch_start(epoch)
+        stretch = inside[-1]
+        return stretch.first_step + min((offset - stretch.offset) // stretch.global_batch, stretch.steps)
 
     def uneven_batch_at(self, epoch: int) -> int:
         """The global batch of `epoch` when the ranks share it unevenly (recipe/shares.py), else 0."""
         return self.epoch_batches[epoch] if self.uneven else 0
 
     def images_between(self, first: int, last: int) -> int:
-        """Training examples consumed by steps [first, last): epochs may differ in global batch."""
-        total = 0
-        for epoch in range(len(self.epoch_steps)):
-            lo, hi = max(first, self.epoch_start(epoch)), min(last, self.epoch_start(epoch + 1))
-            total += max(0, hi - lo) * self.global_batch_at(epoch)
-        return total
+        """Training examples consumed by steps [first, last): stretches may differ in global batch."""
+        return sum(max(0, min(last, s.end_step) - max(first, s.first_step)) * s.global_batch
+                   for s in self.stretches)
 
     def accumulation_of_step(self, step: int) -> int:
         """The accumulation steps optimizer step number `step` (1-based) took."""
-        return self.epoch_accumulation[self.locate(max(step - 1, 0))[0]]
+        return self.stretch_at(max(step - 1, 0)).accumulation
 
     def global_batch_of_step(self, step: int) -> int:
         """The global batch optimizer step number `step` (1-based) took."""
-        return self.epoch_batches[self.locate(max(step - 1, 0))[0]]
+        return self.stretch_at(max(step - 1, 0)).global_batch
 
 
 def _epoch_to_step(epoch: float, epoch_steps: list[int]) -> int:
@@ -160,6 +214,10 @@ def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None
         factor=opt.decay_factor, power=opt.poly_power)
     total = min(train.max_steps, schedule_steps) if train.max_steps else schedule_steps
     momentum = opt.momentum if opt.name != "lamb" else opt.lamb.betas[0]
+    stretches, first = [], 0
+    for epoch, (steps, batch, accum) in enumerate(zip(epoch_steps, batches, accumulation, strict=True)):
+        stretches.append(Stretch(first, steps, epoch, 0, batch, per_worker_batch, accum, uneven))
+        first += steps
     return Plan(
         world_size=world, per_worker_batch=per_worker_batch, accumulation_steps=accumulation[0],
         global_batch=global_batch, train_examples=train_examples, steps_per_epoch=epoch_steps[0],
@@ -167,7 +225,7 @@ def make_plan(recipe: Recipe, train_examples: int, world_size: int | None = None
         schedule_steps=schedule_steps, total_steps=total,
         noise_scale=noise_scale(scaled, momentum, train_examples, global_batch), momentum=momentum,
         epoch_accumulation=tuple(accumulation), epoch_steps=tuple(epoch_steps), schedule=schedule,
-        epoch_batches=tuple(batches), uneven=uneven)
+        epoch_batches=tuple(batches), uneven=uneven, stretches=tuple(stretches))
 
 
 def elastic_table(recipe: Recipe, train_examples: int) -> list[dict]:
@@ -183,3 +241,33 @@ def elastic_table(recipe: Recipe, train_examples: int) -> list[dict]:
                      "examples_per_worker": max(shares) if min(shares) == max(shares) else
                      f"{min(shares)}-{max(shares)}", "global_batch": recipe.global_batch})
     return rows
+
+
+def adaptive_plan(recipe: Recipe, base: Plan, changes: Sequence[tuple[int, int]], epochs: int) -> Plan:
+    """The plan of a run whose global batch changed at the given steps ((step, batch) pairs, the first at step
+    0): each change starts a stretch where the data stood (the same epoch's order, from its offset), and an epoch
+    ends when fewer examples than one global batch of the stretch are left (that remainder is dropped, as a
+    fixed plan drops it). Laid out over `epochs` epochs: an adaptive run ends by its progress (trainer/adaptive),
+    not at a step count, so the caller passes an upper bound. The lr schedule and `schedule_steps` stay the
+    base plan's: they are in steps of the recipe's global batch."""
+    examples, world = base.train_examples, base.world_size
+    stretches: list[Stretch] = []
+    step, epoch, offset = 0, 0, 0
+    ends = [start for start, _ in changes[1:]] + [None]
+    for (_, batch), end in zip(changes, ends, strict=True):
+        micro, accumulation = world_shape(recipe, world, batch)
+        while epoch < epochs and (end is None or step < end):
+            take = (examples - offset) // batch if end is None else min((examples - offset) // batch, end - step)
+            if take:
+                stretches.append(Stretch(step, take, epoch, offset, batch, micro, accumulation, batch % world != 0))
+                step, offset = step + take, offset + take * batch
+            if offset + batch > examples:  # no room for another step of this batch: the next epoch
+                epoch, offset = epoch + 1, 0
+    firsts = {}
+    for stretch in stretches:
+        firsts.setdefault(stretch.epoch, stretch)
+    per_epoch = [sum(s.steps for s in stretches if s.epoch == e) for e in range(len(firsts))]
+    return dataclasses.replace(
+        base, stretches=tuple(stretches), total_steps=stretches[-1].end_step, epoch_steps=tuple(per_epoch),
+        epoch_batches=tuple(s.global_batch for s in firsts.values()),
+        epoch_accumulation=tuple(s.accumulation for s in firsts.values()))

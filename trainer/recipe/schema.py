@@ -36,6 +36,7 @@ from bigbatch.trainer.recipe.model_data import (
     SizeScheduleConfig,
 )
 from bigbatch.trainer.recipe.train_optim import (
+    AdaptiveConfig,
     EmaConfig,
     LambConfig,
     LarsConfig,
@@ -45,7 +46,7 @@ from bigbatch.trainer.recipe.train_optim import (
     TrainConfig,
 )
 
-__all__ = ["DATASETS", "RESIZE_QUALITIES", "ROOT_NEEDED", "BatchNormConfig", "ClusterConfig", "DataConfig",
+__all__ = ["DATASETS", "RESIZE_QUALITIES", "ROOT_NEEDED", "AdaptiveConfig", "BatchNormConfig", "ClusterConfig", "DataConfig",
            "EmaConfig", "LambConfig", "LarsConfig", "MixupConfig", "ModelConfig", "OptimConfig", "Recipe",
            "RenormConfig", "RmspropConfig", "SearchConfig", "SizeScheduleConfig", "TrackConfig", "TrainConfig",
            "split_address"]
@@ -70,6 +71,13 @@ class Recipe:
     def global_batch(self) -> int:
         """The run's invariant: cluster.workers x data.batch_size x train.accumulation_steps (at epoch 0)."""
         return self.cluster.workers * self.data.batch_size * self.train.accumulation_steps
+
+    @property
+    def adaptive_range(self) -> tuple[int, int]:
+        """train.batch_policy adaptive: the (smallest, largest) global batch the policy may choose, zeros resolved
+        (min_batch 0 = the global batch G0, max_batch 0 = 8 x G0)."""
+        adaptive = self.train.adaptive or AdaptiveConfig()
+        return adaptive.min_batch or self.global_batch, adaptive.max_batch or 8 * self.global_batch
 
     def __post_init__(self) -> None:
         """The rules across sections (each section has checked its own)."""
@@ -97,3 +105,31 @@ class Recipe:
         if model.name == "spos_supernet" and train.compile:
             raise FieldProblem("train.compile", "the supernet trains another path every step, and each path would "
                                                 "compile anew")
+        if train.batch_policy == "adaptive":
+            self._check_adaptive()
+
+    def _check_adaptive(self) -> None:
+        """train.batch_policy adaptive against the optimizer, the data and the cluster."""
+        data, optim, workers = self.data, self.optim, self.cluster.workers
+        if optim.name not in ("sgd", "lars"):
+            raise FieldProblem("train.batch_policy", f"adaptive scales the lr by AdaScale's gain, which is derived for "
+                               f"SGD's update (linear in the gradient); optim.name is {optim.name!r}: use sgd or "
+                               f"lars, or train.batch_policy: fixed")
+        if data.name == "shards":
+            raise FieldProblem("train.batch_policy", "adaptive reads indexed data sets (digits, mnist, fashion_mnist, "
+                               "synthetic, folder); data.name shards streams one global batch per epoch: use "
+                               "train.batch_policy: fixed")
+        (lo, hi), max_set = self.adaptive_range, (self.train.adaptive or AdaptiveConfig()).max_batch
+        if lo < workers:
+            raise FieldProblem("train.adaptive.min_batch", f"expected at least cluster.workers ({workers}): every "
+                                                           f"worker needs an example a step, got {lo}")
+        if lo > hi and max_set:  # min_batch 0: G0 is above the max
+            raise FieldProblem("train.adaptive.max_batch", f"expected at least the smallest batch, min_batch 0 = the "
+                               f"global batch {lo} (cluster.workers x data.batch_size x train.accumulation_steps), "
+                               f"got {hi}")
+        if lo > hi:  # max_batch 0: the min is above 8 x G0 (both set: AdaptiveConfig has refused)
+            raise FieldProblem("train.adaptive.min_batch", f"expected at most the largest batch, max_batch 0 = 8 x "
+                               f"the global batch = {hi}, got {lo}")
+        if data.aug_repeats > 1 and (lo % data.aug_repeats or hi % data.aug_repeats):
+            raise FieldProblem("data.aug_repeats", f"must divide both ends of the adaptive batch range "
+                               f"(train.adaptive.min_batch {lo}, max_batch {hi}), got {data.aug_repeats}")

@@ -1,5 +1,5 @@
-"""The recipe's train and optim sections: the training loop's settings (with its EMA and Mixup/CutMix
-subsections) and the optimizer with its learning-rate schedule (with the LARS, LAMB and RMSProp subsections).
+"""The recipe's train and optim sections: the training loop's settings (with its EMA, Mixup/CutMix and
+adaptive-batch subsections) and the optimizer with its learning-rate schedule (with the LARS, LAMB and RMSProp subsections).
 
 Each section checks its own fields in `__post_init__` (keys relative to it); rules across sections are
 `Recipe.__post_init__`'s (schema.py).
@@ -36,6 +36,32 @@ class MixupConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AdaptiveConfig:
+    min_batch: int = setting(0, min=0, help="train.batch_policy adaptive: the smallest global batch the policy may "
+                             "choose; 0 = the recipe's global batch G0 (cluster.workers x data.batch_size x "
+                             "train.accumulation_steps)")
+    max_batch: int = setting(0, min=0, help="train.batch_policy adaptive: the largest global batch the policy may "
+                             "choose; 0 = 8 x G0")
+    every_steps: int = setting(50, min=1, help="the policy looks again at the first log step at least this many "
+                               "steps after its last look (it decides on log steps, where the gradient noise scale "
+                               "is measured)")
+    min_improvement: float = setting(1.05, min=1.0, help="predicted goodput must improve by this factor to switch "
+                                     "batch (AdaptDL's lesson: without a margin the batch flaps)")
+    min_readings: int = setting(5, min=1, help="gradient noise scale readings (measured log steps) before the "
+                                "policy steers; until then it keeps the batch and the AdaScale gain is 1")
+    assume_step_s: float = setting(0.0, min=0.0, help="a declared step-time model: a step of G examples on W "
+                                   "workers takes assume_step_s + assume_example_s x G / W seconds; both 0 = measure "
+                                   "the step times of this run")
+    assume_example_s: float = setting(0.0, min=0.0, help="seconds per example per worker in the declared step-time "
+                                      "model (see assume_step_s)")
+
+    def __post_init__(self) -> None:
+        if self.min_batch and self.max_batch and self.min_batch > self.max_batch:
+            raise FieldProblem("max_batch", f"expected at least train.adaptive.min_batch ({self.min_batch}), "
+                                            f"got {self.max_batch}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = setting(REQUIRED, min=1, help="epochs; the lr schedule spans all of them")
     max_steps: int = setting(0, min=0, help="stop after this many optimizer steps; 0 = run the epochs")
@@ -64,6 +90,9 @@ class TrainConfig:
     batch_growth_epochs: list[int] = setting([], help="epochs at which the global batch grows by "
                                              "batch_growth_factor (more accumulation steps, same lr; Smith et al. 2018)")
     batch_growth_factor: int = setting(2, min=2, help="factor for batch_growth_epochs")
+    batch_policy: str = setting("fixed", choices=("fixed", "adaptive"), help="fixed = one global batch, as planned; "
+                                "adaptive = the run chooses its global batch in train.adaptive's range by predicted "
+                                "goodput and scales the lr by the AdaScale gain (sgd and lars; see docs)")
     clip_grad: float = setting(0.0, min=0.0, help="clip the averaged, unscaled gradient (0 = off): the global "
                                "norm bound (clip_mode norm), the per-element bound (value) or AGC's clip factor "
                                "(agc, e.g. 0.01)")
@@ -72,12 +101,17 @@ class TrainConfig:
                              "2021), not on the final classifier")
     ema: EmaConfig = None  # type: ignore[assignment]
     mixup: MixupConfig = None  # type: ignore[assignment]
+    adaptive: AdaptiveConfig = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         growth = self.batch_growth_epochs
         if growth != sorted(set(growth)) or any(not 0 < e < self.epochs for e in growth):
             raise FieldProblem("batch_growth_epochs", f"expected increasing epochs between 1 and train.epochs-1 "
                                                       f"({self.epochs - 1}), got {growth}")
+        if growth and self.batch_policy == "adaptive":
+            raise FieldProblem("batch_growth_epochs", f"expected none with train.batch_policy adaptive, which "
+                                                      f"chooses the global batch itself (both change the batch), "
+                                                      f"got {growth}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,6 +36,14 @@ class LogWindow:
         return self.images / max(time.perf_counter() - self.started, 1e-9)
 
 
+def throughput(images_per_s: float, world_size: int, macs_per_image: int) -> dict:
+    """The summary's speed figures; forward + backward ~ 3 forward passes, so MAC/s compare across machines and
+    models."""
+    return {"images_per_s": images_per_s, "images_per_s_per_worker": images_per_s / world_size,
+            "model_macs_per_image": macs_per_image, "model_macs_per_s": 3 * macs_per_image * images_per_s,
+            "world_size": world_size}
+
+
 class RunRecords:
     def __init__(self, recipe: Recipe, run_dir: Path, run_id: str, writes: bool):
         self.recipe, self.run_dir, self.run_id, self.writes = recipe, Path(run_dir), run_id, writes
@@ -94,8 +102,20 @@ class RunRecords:
 
     def log_step(self, record: dict) -> None:
         self.write(record)
-        self.progress(record["step"], {"loss": record["loss"], "lr": record["lr"], "img/s": record["images_per_s"],
-                                       "img/s/worker": record["images_per_s_per_worker"]})
+        fields = {"loss": record["loss"], "lr": record["lr"], "img/s": record["images_per_s"],
+                  "img/s/worker": record["images_per_s_per_worker"]}
+        if "adascale_gain" in record:  # an adaptive batch: which batch, and its gain over the recipe's
+            fields.update(batch=record["global_batch"], gain=record["adascale_gain"])
+        self.progress(record["step"], fields)
+
+    def batch_changed(self, change: dict) -> None:
+        """The adaptive batch changed (trainer/adaptive/pace.py): its event line with the predicted goodputs
+        that justified it, a console line, and a mark on the trackers' batch curve."""
+        self.write(change)
+        line = f"step {change['step']}: global batch {change['from']} -> {change['to']} ({change['why']})"
+        self.say(f"bigbatch: {line}")
+        for tracker in self.trackers:
+            tracker.mark(change["step"], "batch_change", line, change["to"])
 
     def finished(self, summary: dict) -> dict:
         """The finish event and summary.json, with what the history says: the resizes and the batch advice."""

@@ -16,19 +16,21 @@ from signal import SIGTERM
 
 import torch
 
+from bigbatch.trainer.adaptive.pace import AdaptivePace, FixedPace
 from bigbatch.trainer.data import layout_warning
 from bigbatch.trainer.data.loader import UnreadableBudget, model_input, release_loaders
 from bigbatch.trainer.data.source import MicroBatchSource, WorldShape, label_trace
 from bigbatch.trainer.distributed.collective import Collective, shared_run_id
 from bigbatch.trainer.distributed.worker_times import WorkerTimes
-from bigbatch.trainer.errors import TrainingFailed
 from bigbatch.trainer.models.complexity import count_macs
+from bigbatch.trainer.recipe.plan import Stretch
 from bigbatch.trainer.recipe.schema import Recipe
-from bigbatch.trainer.records.run_records import LogWindow, RunRecords
+from bigbatch.trainer.records.run_records import LogWindow, RunRecords, throughput
 from bigbatch.trainer.run.build import build
 from bigbatch.trainer.run.checkpoint import CheckpointDir, rng_state, set_rng_state
 from bigbatch.trainer.run.evaluate import score_held_out
 from bigbatch.trainer.run.hardware import describe
+from bigbatch.trainer.run.nonfinite import skip_or_stop
 from bigbatch.trainer.run.resume import load_checkpoint, step_at
 from bigbatch.trainer.run.stop import STOP_FILE, StopRequests, StopVote
 from bigbatch.trainer.step import Learner, StepContext, train_step
@@ -76,12 +78,14 @@ class Trainer:
                                 self.parts.soft_criterion)
         # steps of one micro-step measure the local gradient in DDP's comm hook (registered only if some need it)
         noise = self.hooks.find(MeasureNoiseScale)
-        tap = noise.tap if noise is not None and 1 in self.plan.epoch_accumulation else None
+        one_micro_step = 1 in self.plan.epoch_accumulation or recipe.train.batch_policy == "adaptive"
+        tap = noise.tap if noise is not None and one_micro_step else None
         # DDP decides when gradients are all-reduced: no_sync is entered on it, not on the compiled module around it
         self.wrapped_model, self.optimizer = collective.wrap(self.model, self.parts.optimizer, gradient_tap=tap)
         self.train_model = torch.compile(self.wrapped_model) if recipe.train.compile else self.wrapped_model
         self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
         self.ema = self.hooks.find(WeightAverage)
+        self.pace = self.hooks.find(AdaptivePace) or FixedPace(self.plan)  # the lr by step, or the adaptive batch's
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints", recipe.train.keep_checkpoints)
         self.on_checkpoint = on_checkpoint
         self.step, self.best_top1, self.skipped_steps = 0, -1.0, 0
@@ -112,7 +116,7 @@ class Trainer:
         path, state = loaded
         self.model.load_state_dict(state["model"])
         self.hooks.load_state_dict(state)
-        self.source.load_state_dict(state.get("data_reading"))
+        self.plan = self.pace.plan  # an adaptive batch's changes so far        self.source.load_state_dict(state.get("data_reading"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -123,16 +127,15 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly; only tensors and plain types (weights_only loading)."""
-        epoch, in_epoch = self.plan.locate(self.step)
+        epoch, offset = self.plan.position(self.step)
         return {
             "format": CHECKPOINT_FORMAT, "run_id": self.run_id, "step": self.step,
-            "epoch": epoch, "step_in_epoch": in_epoch,
-            "sampler": {"seed": self.recipe.seed, "epoch": epoch,
-                        "offset": in_epoch * self.plan.global_batch_at(epoch)},
+            "epoch": epoch, "step_in_epoch": self.step - self.plan.epoch_start(epoch),
+            "sampler": {"seed": self.recipe.seed, "epoch": epoch, "offset": offset},
             "schedule": {"step": self.step, "lr": self.plan.schedule(self.step)},
-            "world_size": self.collective.world_size, "global_batch": self.plan.global_batch_at(epoch),
+            "world_size": self.collective.world_size, "global_batch": self.plan.stretch_at(self.step).global_batch,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            **self.hooks.state_dict(),  # "ema", "gradient_noise"
+            **self.hooks.state_dict(),  # "ema", "gradient_noise", "adaptive_batch"
             "data_reading": self.source.state_dict(),  # the world shapes that read this epoch so far
             "scaler": self.parts.scaler.state_dict(), "rng": rng_state(),
             "best_top1": self.best_top1, "skipped_steps": self.skipped_steps,
@@ -140,15 +143,17 @@ class Trainer:
         }
 
     # ---- what the step is given -----------------------------------------------------------------
-    def _context(self, epoch: int, accumulation: int) -> StepContext:
-        logging = (self.step + 1) % self.recipe.train.log_every_steps == 0 or self.step + 1 == self.plan.total_steps
-        return StepContext(step=self.step, epoch=epoch, accumulation=accumulation, lr=self.plan.schedule(self.step),
-                           logging=logging, criterion=self.parts.criterion, uneven_batch=self.plan.uneven_batch_at(epoch))
+    def _context(self, stretch: Stretch) -> StepContext:
+        lr = self.pace.lr(self.step)  # first: an adaptive pace knows the step's gain, so whether it is the last
+        logging = (self.step + 1) % self.recipe.train.log_every_steps == 0 or self.pace.is_last(self.step)
+        return StepContext(step=self.step, epoch=stretch.epoch, accumulation=stretch.accumulation, lr=lr,
+                           logging=logging, criterion=self.parts.criterion, uneven_batch=stretch.uneven_batch,
+                           global_batch=stretch.global_batch, micro_batch=stretch.micro_batch)
 
     # ---- the run ------------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train to plan.total_steps, evaluating and checkpointing as the recipe says; return the summary."""
-        self.records.open(self.step, self.plan.total_steps, self.resumed_from,
+        self.records.open(self.step, self.pace.budget, self.resumed_from,
                           {**self.plan.as_dict(), "hardware": self.hardware},
                           layout_warning(self.parts.data, self.recipe.data.loader_workers))
         self.stop.install()
@@ -165,41 +170,43 @@ class Trainer:
 
     def _fit(self) -> dict:
         start_step, started, last_eval = self.step, time.perf_counter(), {}
-        self.window = LogWindow()
-        while self.step < self.plan.total_steps:
-            epoch_started = time.perf_counter()
-            epoch, in_epoch = self.plan.locate(self.step)
-            self._train_epoch(epoch, in_epoch)
-            last_eval = self._end_epoch(epoch, epoch_started) or last_eval
+        self.window, epoch_started = LogWindow(), (-1, 0.0)
+        while not self.pace.done(self.step):
+            stretch = self.plan.stretch_at(self.step)
+            if stretch.epoch != epoch_started[0]:  # an epoch may take several stretches (an adaptive batch's)
+                epoch_started = (stretch.epoch, time.perf_counter())
+            self._train_stretch(stretch)
+            last_eval = self._end_epoch(stretch.epoch, epoch_started[1]) or last_eval
         return self._finish(last_eval, start_step, time.perf_counter() - started)
 
-    def _train_epoch(self, epoch: int, in_epoch: int) -> None:
-        """Steps to the end of the epoch (or of training), settling outcomes at log steps and checkpoints."""
-        plan, every = self.plan, self.recipe.train.checkpoint_every_steps
-        accumulation = plan.epoch_accumulation[epoch]
-        self.hooks.on_epoch_start(epoch, len(plan.epoch_steps))
-        shape = WorldShape(self.collective.world_size, self.collective.rank, plan.per_worker_batch, accumulation,
-                           plan.uneven_batch_at(epoch))
-        micro_batches = self.source.epoch(epoch, in_epoch, shape)
-        epoch_end = plan.epoch_start(epoch + 1)
-        while self.step < min(epoch_end, plan.total_steps):
-            ctx = self._context(epoch, accumulation)
+    def _train_stretch(self, stretch: Stretch) -> None:
+        """Steps to the end of the stretch (its epoch's end, training's, or a change of the adaptive batch),
+        settling outcomes at log steps and checkpoints."""
+        every, world = self.recipe.train.checkpoint_every_steps, self.collective.world_size
+        self.hooks.on_epoch_start(stretch.epoch, len(self.plan.epoch_steps))
+        shape = WorldShape(world, self.collective.rank, stretch.micro_batch, stretch.accumulation,
+                           stretch.uneven_batch, stretch.offset)
+        micro_batches = self.source.epoch(stretch.epoch, self.step - stretch.first_step, shape)
+        epoch_end = self.plan.epoch_start(stretch.epoch + 1)
+        while self.step < stretch.end_step and not self.pace.done(self.step):
+            ctx = self._context(stretch)
             settled = train_step(self.learner, ctx, micro_batches, self.hooks)
-            self.window.images += plan.global_batch_at(epoch)
+            self.window.images += stretch.global_batch
             self.step += 1
-            checkpoint_due = bool(every) and self.step % every == 0
-            if settled is None and (ctx.logging or checkpoint_due or self.step in (epoch_end, plan.total_steps)):
+            checkpoint_due, last = bool(every) and self.step % every == 0, self.pace.done(self.step)
+            if settled is None and (ctx.logging or checkpoint_due or last or self.step == epoch_end):
                 settled = self.outcomes.settle()  # the only host read of the step's outcome
             self._account(settled)  # a non-finite loss ends every rank here, before any rank posts its vote
             stop, leave = self.vote.exchange(*self.stop.requests(self.leave_on_signal))  # host only, a step late
-            if ctx.logging:
-                self._log_step(ctx)
-            else:
+            changed = ctx.logging and self._log_step(ctx)
+            if not ctx.logging:
                 self.records.progress(self.step)
             if stop or leave:
                 self._stop_here(int(self.stop.signum or SIGTERM), leave)
-            if checkpoint_due and self.step not in (epoch_end, plan.total_steps):
+            if checkpoint_due and not last and self.step != epoch_end:
                 self._save()
+            if changed:  # the adaptive batch changed: the plan goes on from here in a new stretch
+                return
 
     def _account(self, settled: Settled | None) -> None:
         """Settled steps' losses into the log window; a non-finite one stops the run (or is counted as skipped)."""
@@ -222,7 +229,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, epoch_started: float) -> dict:
         """At an epoch's end (or training's): the epoch time, an evaluation when due, a checkpoint."""
         finished_epoch = self.step == self.plan.epoch_start(epoch + 1)
-        done = self.step == self.plan.total_steps
+        done = self.pace.done(self.step)
         is_best, record, scores = False, {"step": self.step, "epoch": self._epoch_progress()}, {}
         if finished_epoch:
             record["epoch_time_s"] = time.perf_counter() - epoch_started  # training only, since (re)start
@@ -240,16 +247,21 @@ class Trainer:
         return scores
 
     def _epoch_progress(self) -> float:
-        epoch, in_epoch = self.plan.locate(self.step)
-        if self.step >= self.plan.epoch_start(epoch + 1):
-            return float(epoch + 1)
-        return epoch + in_epoch / self.plan.epoch_steps[epoch]
+        return self.plan.epoch_progress(self.step)
 
-    def _log_step(self, ctx: StepContext) -> None:
+    def _log_step(self, ctx: StepContext) -> bool:
+        """The step record (rank 0), then the adaptive batch's look (every rank): True if the batch changed."""
         workers = self.times.gather() if self.collective.world_size > 1 else {}
         window, self.window = self.window, LogWindow()
-        if not self.is_main:
-            return
+        if self.is_main:
+            self._write_step_record(ctx, window, workers)
+        change = self.pace.look(self.step, workers)
+        if change:
+            self.plan = self.pace.plan
+            self.records.batch_changed(change)
+        return change is not None
+
+    def _write_step_record(self, ctx: StepContext, window: LogWindow, workers: dict) -> None:
         record = {"step": self.step, "epoch": self._epoch_progress(), "loss": window.mean_loss(), "lr": ctx.lr,
                   "global_batch": self.plan.global_batch_of_step(self.step), "world_size": self.collective.world_size,
                   "accumulation_steps": self.plan.accumulation_of_step(self.step),
@@ -287,24 +299,12 @@ class Trainer:
                    "top5": last_eval.get("top5"), "best_top1": self.best_top1,
                    **{key: value for key, value in last_eval.items() if key.endswith("_ema")},
                    "skipped_steps": self.skipped_steps, "elapsed_s": elapsed,
-                   "images_per_s": images_per_s,
-                   "images_per_s_per_worker": images_per_s / self.collective.world_size,
-                   # forward + backward ~ 3 forward passes: comparable across machines and models
-                   "model_macs_per_image": self.macs_per_image,
-                   "model_macs_per_s": 3 * self.macs_per_image * images_per_s,
-                   "world_size": self.collective.world_size,
+                   **throughput(images_per_s, self.collective.world_size, self.macs_per_image),
                    "global_batch": self.plan.global_batch_of_step(self.step),
                    "hardware": self.hardware}
         return self.records.finished(summary)
 
     def _nonfinite(self, step: int) -> None:
         """Optimizer step number `step` (1-based) had a non-finite global loss."""
-        where = f"step {step} (epoch {self.plan.locate(step - 1)[0]})"
         last = self.checkpoints.latest_valid(report=lambda _: None) if self.is_main else None
-        keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint had been written"
-        if self.recipe.train.on_nonfinite == "stop":
-            raise TrainingFailed(f"non-finite loss at {where}{keep}")
-        self.skipped_steps += 1
-        if self.skipped_steps > self.recipe.train.max_skipped_steps:
-            raise TrainingFailed(f"non-finite loss at {where}: {self.skipped_steps} steps skipped, more than "
-                                 f"train.max_skipped_steps={self.recipe.train.max_skipped_steps}{keep}")
+        self.skipped_steps = skip_or_stop(self.recipe, step, self.plan.locate(step - 1)[0], self.skipped_steps, last)

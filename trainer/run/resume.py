@@ -59,10 +59,7 @@ def step_at(plan: Plan, epoch: int, offset: int, saved_step: int, say: bool) -> 
     """The data position is kept in examples of the epoch, so a run may resume with another world size
     or per-worker batch. If the new global batch does not divide the offset, the position is rounded
     down to a step boundary (fewer than one global batch of the epoch is seen again)."""
-    if epoch >= len(plan.epoch_steps):
-        return plan.schedule_steps
-    batch = plan.global_batch_at(epoch)
-    step = plan.epoch_start(epoch) + min(offset // batch, plan.epoch_steps[epoch])
+    step = plan.step_of(epoch, offset)
     if step != saved_step and say:
         notice(f"bigbatch: the global batch changed since the checkpoint; epoch {epoch}, example {offset} of "
                f"the epoch -> step {step} (was step {saved_step})")

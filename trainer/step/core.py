@@ -63,6 +63,8 @@ class StepContext:
     record: dict = field(default_factory=dict)
     learner: Learner | None = None
     uneven_batch: int = 0  # the global batch when ranks take unequal shares of it (recipe/shares.py); else 0
+    global_batch: int = 0  # examples of the step over all ranks (0: not given, as in tests of the step alone)
+    micro_batch: int = 0  # the largest micro-batch of the step
     _unscaled: bool = False
     _grad_norm: float | None = None
 

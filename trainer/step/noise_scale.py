@@ -42,16 +42,21 @@ def unbiased_estimates(small_sq_norm: float, small_batch: float, big_sq_norm: fl
 @dataclass
 class GradientNoiseScale:
     """Exponential moving averages of the two estimates (bias-corrected as Adam's moments, so the first
-    steps are not pulled towards zero) and their ratio, B_simple. Its state goes into checkpoints."""
+    steps are not pulled towards zero) and their ratio, B_simple. Its state goes into checkpoints.
+
+    `grad_sq_sq` averages the square of each update's |G|^2 estimate with the same decay, so the spread of the
+    estimates, and from it the standard error of the averaged |G|^2, comes with no extra state to keep."""
     decay: float = 0.95
     grad_sq: float = 0.0
     trace: float = 0.0
     updates: int = 0
+    grad_sq_sq: float = 0.0
 
     def update(self, small_sq_norm: float, small_batch: float, big_sq_norm: float, big_batch: int) -> None:
         grad_sq, trace = unbiased_estimates(small_sq_norm, small_batch, big_sq_norm, big_batch)
         self.grad_sq = self.decay * self.grad_sq + (1 - self.decay) * grad_sq
         self.trace = self.decay * self.trace + (1 - self.decay) * trace
+        self.grad_sq_sq = self.decay * self.grad_sq_sq + (1 - self.decay) * grad_sq ** 2
         self.updates += 1
 
     def _corrected(self, value: float) -> float:
@@ -71,12 +76,51 @@ class GradientNoiseScale:
         grad_sq = self.grad_sq_norm_est
         return self.grad_var_est / grad_sq if grad_sq > 0 else math.nan
 
+    @property
+    def grad_sq_stderr(self) -> float:
+        """Standard error of `grad_sq_norm_est`, nan before two updates. The bias-corrected average after n
+        updates weighs update i by w_i = (1 - d) d^(n-i) / (1 - d^n); treating the estimates as independent
+        draws of variance v (their weighted spread), its variance is v sum(w_i^2), where
+        sum(w_i^2) = (1 - d)^2 (1 - d^(2n)) / ((1 - d^2) (1 - d^n)^2).
+
+        A state from before `grad_sq_sq` was kept starts it at 0, so the error reads 0 at first and grows to its
+        value as the average refills (over some 1 / (1 - d) updates)."""
+        if self.updates < 2:
+            return math.nan
+        d, n = self.decay, self.updates
+        spread = self._corrected(self.grad_sq_sq) - self.grad_sq_norm_est ** 2
+        sum_w2 = (1 - d) ** 2 * (1 - d ** (2 * n)) / ((1 - d ** 2) * (1 - d ** n) ** 2)
+        return math.sqrt(max(spread, 0.0) * sum_w2)
+
+    def noise_scale_lower(self, z: float = 2.0) -> float:
+        """A conservative B to steer on: tr(Sigma) / (|G|^2 + z x its standard error).
+
+        Late in training |G|^2 is small beside the noise, and its averaged estimate can sit near zero (or below)
+        by chance; B_simple divides by it and explodes, which would call for ever bigger batches. An upper
+        bound on |G|^2 (z standard errors above the estimate, the estimate taken as at least 0) makes a lower
+        bound on B. nan before two updates; 0.0 while the tr(Sigma) estimate is not positive; nan when the bound
+        on |G|^2 is itself 0 (every |G|^2 estimate was 0 or less and they did not vary): the quotient would be
+        inf, which asks for the biggest batch on no evidence; nan hands it to the caller's rule for an
+        unresolved B (adascale_gain's 1.0)."""
+        if z < 0:
+            raise ValueError(f"noise_scale_lower: z must be >= 0, got {z}")
+        if self.updates < 2:
+            return math.nan
+        trace = self.grad_var_est
+        if trace <= 0:
+            return 0.0
+        bound = max(self.grad_sq_norm_est, 0.0) + z * self.grad_sq_stderr
+        return trace / bound if bound > 0 else math.nan
+
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "grad_sq": self.grad_sq, "trace": self.trace, "updates": self.updates}
+        return {"decay": self.decay, "grad_sq": self.grad_sq, "trace": self.trace, "updates": self.updates,
+                "grad_sq_sq": self.grad_sq_sq}
 
     def load_state_dict(self, state: dict) -> None:
+        """Also a state from before `grad_sq_sq` was kept (older checkpoints): it starts at 0."""
         self.decay, self.grad_sq, self.trace, self.updates = (state["decay"], state["grad_sq"], state["trace"],
                                                               state["updates"])
+        self.grad_sq_sq = state.get("grad_sq_sq", 0.0)
 
 
 def grad_sq_norm(optimizer: torch.optim.Optimizer, device: torch.device) -> torch.Tensor:
@@ -95,10 +139,11 @@ class MeasureNoiseScale(Hook):
     state_key = "gradient_noise"
 
     def __init__(self, decay: float, collective: Collective, per_worker_batch: int,
-                 global_batch_of_step: Callable[[int], int]):
+                 global_batch_of_step: Callable[[int], int], every_rank: bool = False):
         self.noise = GradientNoiseScale(decay)
         self.collective, self.per_worker_batch = collective, per_worker_batch
-        self.global_batch_of_step = global_batch_of_step
+        self.global_batch_of_step = global_batch_of_step  # when the step's context does not say (tests of the step)
+        self.every_rank = every_rank  # every rank keeps the averages (an adaptive batch decides on every rank)
         self.measuring, self.slot = False, 0
         self.tapped: torch.Tensor | None = None
         self.tap_seen = False
@@ -130,7 +175,7 @@ class MeasureNoiseScale(Hook):
         """B_small and the scale that undoes ctx.weigh on micro-step 0: / accumulation with equal shares,
         x n_r x W / G with unequal ones (n_r: rank r's first micro-batch, known from the layout)."""
         if not ctx.uneven_batch:
-            self.small_batch, self.local_scale = self.per_worker_batch, float(ctx.accumulation)
+            self.small_batch, self.local_scale = ctx.micro_batch or self.per_worker_batch, float(ctx.accumulation)
             return
         world = self.collective.world_size
         firsts = [sizes[0] for sizes in micro_sizes(ctx.uneven_batch, world, ctx.accumulation)]
@@ -138,14 +183,15 @@ class MeasureNoiseScale(Hook):
         self.local_scale = ctx.uneven_batch / (firsts[self.collective.rank] * world)
 
     def after_all_reduce(self, ctx) -> None:
-        """Rank 0, before GradScaler.update changes the scale the small norm is still on."""
-        if not self.measuring or self.collective.rank != 0:
+        """Rank 0 (every rank with `every_rank`: the inputs are all-reduced, so every rank's averages are the
+        same), before GradScaler.update changes the scale the small norm is still on."""
+        if not self.measuring or (self.collective.rank != 0 and not self.every_rank):
             return
         small_sq = ctx.reduced_extras[self.slot].item() / self.collective.world_size
         small_sq /= ctx.learner.scaler.get_scale() ** 2
         big_sq = ctx.grad_norm() ** 2
         if math.isfinite(small_sq) and math.isfinite(big_sq):  # an overflowed fp16 step says nothing
-            self.noise.update(small_sq, self.small_batch, big_sq, self.global_batch_of_step(ctx.step))
+            self.noise.update(small_sq, self.small_batch, big_sq, ctx.global_batch or self.global_batch_of_step(ctx.step))
 
     def after_step(self, ctx) -> None:
         if ctx.logging and self.noise.updates:
