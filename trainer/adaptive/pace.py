@@ -126,7 +126,8 @@ class AdaptivePace(Hook):
     # ---- the decision ---------------------------------------------------------------------------
     def look(self, step: int, workers: dict) -> dict | None:
         """At a log step (every rank, the same step): note the window's step time, and every every_steps decide
-        the batch. Returns the change as a record (and lays out the plan again), or None."""
+        the batch. Returns the change as a record (and lays out the plan again), or None; after a resize the
+        record of the decision, changed or not ("from" == "to"), so the records say what the resize did."""
         self._read_window(step, workers)
         if step - self.last_look < self.settings.every_steps and not self.resized_from:
             return None
@@ -140,7 +141,7 @@ class AdaptivePace(Hook):
                               self.settings.min_improvement)
         self.predicted = choice.predicted
         cause, self.resized_from = self._cause(), 0
-        if choice.batch == self.batch:
+        if choice.batch == self.batch and not cause:
             return None
         return self._change(step, choice, scale, model, cause)
 
@@ -149,9 +150,10 @@ class AdaptivePace(Hook):
 
     def _change(self, step: int, choice: BatchChoice, scale: float, model: StepTimeModel, cause: str) -> dict:
         before = self.batch
-        self.changes.append((step, choice.batch))
-        self.plan = self._layout()
-        self._window_start = None  # the first window at a new batch holds its start-up: not a reading
+        if choice.batch != before:
+            self.changes.append((step, choice.batch))
+            self.plan = self._layout()
+            self._window_start = None  # the first window at a new batch holds its start-up: not a reading
         return {"event": "batch_change", "step": step, "from": before, "to": choice.batch,
                 "why": cause + choice.reason, "noise_scale_lower": scale, "progress": self.progress,
                 "step_time_model": {"fixed_s": model.fixed_s, "per_example_s": model.per_example_s,

@@ -112,7 +112,8 @@ class RunRecords:
         """The adaptive batch changed (trainer/adaptive/pace.py): its event line with the predicted goodputs
         that justified it, a console line, and a mark on the trackers' batch curve."""
         self.write(change)
-        line = f"step {change['step']}: global batch {change['from']} -> {change['to']} ({change['why']})"
+        what = f"{change['from']} -> {change['to']}" if change["to"] != change["from"] else f"kept at {change['to']}"
+        line = f"step {change['step']}: global batch {what} ({change['why']})"
         self.say(f"bigbatch: {line}")
         for tracker in self.trackers:
             tracker.mark(change["step"], "batch_change", line, change["to"])

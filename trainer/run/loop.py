@@ -257,9 +257,9 @@ class Trainer:
             self._write_step_record(ctx, window, workers)
         change = self.pace.look(self.step, workers)
         if change:
-            self.plan = self.pace.plan
             self.records.batch_changed(change)
-        return change is not None
+        self.plan = self.pace.plan
+        return bool(change) and change["to"] != change["from"]
 
     def _write_step_record(self, ctx: StepContext, window: LogWindow, workers: dict) -> None:
         record = {"step": self.step, "epoch": self._epoch_progress(), "loss": window.mean_loss(), "lr": ctx.lr,
