@@ -116,7 +116,8 @@ class Trainer:
         path, state = loaded
         self.model.load_state_dict(state["model"])
         self.hooks.load_state_dict(state)
-        self.plan = self.pace.plan  # an adaptive batch's changes so far        self.source.load_state_dict(state.get("data_reading"))
+        self.plan = self.pace.plan  # an adaptive batch's changes so far
+        self.source.load_state_dict(state.get("data_reading"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -154,7 +155,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train to plan.total_steps, evaluating and checkpointing as the recipe says; return the summary."""
         self.records.open(self.step, self.pace.budget, self.resumed_from,
-                          {**self.plan.as_dict(), "hardware": self.hardware},
+                          {**self.plan.as_dict(), "total_steps": self.pace.budget, "hardware": self.hardware},
                           layout_warning(self.parts.data, self.recipe.data.loader_workers))
         self.stop.install()
         try:
