@@ -112,3 +112,16 @@ def test_a_resume_between_two_changes_of_batch_is_bitwise_exact(grown, tmp_path)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["adaptive_batch"]["progress"] == b["adaptive_batch"]["progress"]
+
+
+@pytest.mark.parametrize("optimizer", [
+    ["optim.name=lars", "optim.base_lr=2.0", "optim.lars.trust_coefficient=0.02"],
+    ["optim.name=sgd", "optim.momentum_correction=false"],
+])
+def test_lars_and_sgd_without_momentum_correction_take_the_gained_lr(tiny, tmp_path, optimizer):
+    summary = run(tiny, tmp_path, [*ADAPTIVE, *optimizer, "train.epochs=2"])
+    history = records(tmp_path)
+    assert [r for r in history if r.get("event") == "batch_change"], "the batch grows with these optimizers too"
+    logged = [r for r in history if "adascale_gain" in r]
+    assert max(r["adascale_gain"] for r in logged) > 1.0 and all(math.isfinite(r["loss"]) for r in logged)
+    assert summary["top1"] > 0.9
