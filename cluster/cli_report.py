@@ -39,12 +39,13 @@ def add_commands(sub) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bigbatch.trainer.records.report import PLOTS, write_report
+    from bigbatch.trainer.records.report import BATCH_PLOT, PLOTS, write_report
 
     path = write_report(Path(args.run_dir))
     print(path)
-    for name in PLOTS:
-        print(path.parent / name)
+    for name in (*PLOTS, BATCH_PLOT):  # batch.png: adaptive runs only
+        if (path.parent / name).exists():
+            print(path.parent / name)
     return 0
 
 

@@ -3,7 +3,9 @@
 Writes RUN_DIR/report/: lr.png, loss.png, top1.png, images_per_s.png (each FIGURE_PX = 640 x 400 pixels)
 and report.md linking them. Every number in report.md comes from metrics.jsonl (the recipe summary from
 recipe.yaml and the start events' plan fields). All four PNGs are always written, so report.md's links never
-break: a plot with nothing to show yet (no eval records, no step records) says so in its middle.
+break: a plot with nothing to show yet (no eval records, no step records) says so in its middle. An adaptive run
+(train.batch_policy: adaptive) also gets batch.png and an "Adaptive batch" section (adaptive_report.py); its
+batch changes are marked on every step plot, as the lr jumps with the batch.
 `summarize` is shared with `bigbatch runs` (trainer/records/runs.py), so both give the same status and wall time.
 """
 
@@ -16,6 +18,16 @@ import yaml
 
 from bigbatch.trainer.atomic import atomic_open, write_atomic
 from bigbatch.trainer.errors import RecipeError
+from bigbatch.trainer.records.adaptive_report import (
+    BATCH_PLOT,
+    BATCH_TITLE,
+    adaptive_section,
+    draw_batch,
+    is_adaptive,
+    legend,
+    moves,
+    step_at_progress,
+)
 from bigbatch.trainer.records.batch_advice import summary_entry
 from bigbatch.trainer.records.history import (  # noqa: F401  (re-exported: the report's readers import them from here)
     eval_records,
@@ -29,7 +41,7 @@ from bigbatch.trainer.records.history import (  # noqa: F401  (re-exported: the 
 FIGURE_IN = (6.4, 4.0)  # inches, at DPI dots per inch:
 DPI = 100
 FIGURE_PX = (640, 400)  # width, height of every PNG
-PLOTS = ("lr.png", "loss.png", "top1.png", "images_per_s.png")
+PLOTS = ("lr.png", "loss.png", "top1.png", "images_per_s.png")  # always written; BATCH_PLOT for adaptive runs
 STALE_AFTER_S = 600.0  # last event a start and metrics.jsonl older than this: the run is "lost"
 _ENDINGS = {"finish": "finished", "interrupted": "interrupted", "failed": "failed",
             "attempt_failed": "restarting"}  # restarting: a worker group failed and Ray restarts it
@@ -114,7 +126,8 @@ def warmup_end(records: list[dict], recipe: dict) -> int | None:
 
 # ---- writing -------------------------------------------------------------------------------------
 def write_report(run_dir: Path, stale_after_s: float = STALE_AFTER_S) -> Path:
-    """Write RUN_DIR/report/{report.md, lr.png, loss.png, top1.png, images_per_s.png}; return report.md."""
+    """Write RUN_DIR/report/{report.md, lr.png, loss.png, top1.png, images_per_s.png} (and batch.png for an
+    adaptive run); return report.md."""
     run_dir = Path(run_dir)
     path = metrics_path(run_dir)
     mtime = path.stat().st_mtime
@@ -148,21 +161,23 @@ def _read_recipe(run_dir: Path) -> dict:
 def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
     steps = step_records(records)
     resumes = [r["step"] for r in records if r.get("event") == "start" and r.get("step")]
-    changes = resizes(records)
+    marks = (resumes, resizes(records), moves(records))  # for _resume_lines
     warmup = warmup_end(records, recipe)
+    if warmup is not None and is_adaptive(steps):  # the plan's warmup is in steps of the recipe's batch
+        warmup = step_at_progress(steps, warmup)
 
     fig, ax = _figure("learning rate", "step", "lr")
     series = [(r["step"], r["lr"]) for r in steps if "lr" in r]
     if _line(ax, series, "lr", "no training steps logged yet"):
         if warmup is not None:
             ax.axvline(warmup, color="tab:orange", linestyle="--", label=f"warmup end (step {warmup})")
-        _resume_lines(ax, resumes, changes)
+        _resume_lines(ax, *marks)
         ax.legend(loc="best")
     save_figure(fig, out / "lr.png")
 
     fig, ax = _figure("training loss", "step", "loss")
     if _line(ax, [(r["step"], r["loss"]) for r in steps], "loss", "no training steps logged yet"):
-        _resume_lines(ax, resumes, changes)
+        _resume_lines(ax, *marks)
         ax.legend(loc="best")
     save_figure(fig, out / "loss.png")
 
@@ -181,9 +196,20 @@ def _plots(records: list[dict], recipe: dict, summary: dict, out: Path) -> None:
     if _line(ax, series, "images/s", "no training steps logged yet"):
         median = summary["median_images_per_s"]
         ax.axhline(median, color="tab:green", linestyle=":", label=f"median {median:.1f}")
-        _resume_lines(ax, resumes, changes)
+        _resume_lines(ax, *marks)
         ax.legend(loc="best")
     save_figure(fig, out / "images_per_s.png")
+    if is_adaptive(steps):
+        _batch_plot(steps, marks, out)
+
+
+def _batch_plot(steps: list[dict], marks: tuple, out: Path) -> None:
+    """batch.png: the adaptive run's global batch and AdaScale gain, with the same event lines as the others."""
+    fig, ax = _figure("adaptive batch", "step", "global batch")
+    twin = draw_batch(ax, steps)
+    _resume_lines(ax, *marks)
+    legend(ax, twin)
+    save_figure(fig, out / BATCH_PLOT)
 
 
 def _figure(title: str, xlabel: str, ylabel: str):
@@ -215,8 +241,9 @@ def _line(ax, points: list[tuple], label: str, empty: str) -> bool:
     return True
 
 
-def _resume_lines(ax, resumes: list[int], changes: list[dict] = ()) -> None:
-    """Dotted lines where the run was resumed; where the world size changed, a dash-dot line saying how."""
+def _resume_lines(ax, resumes: list[int], changes: list[dict] = (), batch_moves: list[dict] = ()) -> None:
+    """Dotted lines where the run was resumed; where the world size changed, a dash-dot line saying how; where
+    the adaptive batch changed, dashed lines under one legend entry (they may be many: batch.png says to what)."""
     resized = {change["step"]: change for change in changes}
     plain = [step for step in resumes if step not in resized]
     for i, step in enumerate(plain):
@@ -224,6 +251,9 @@ def _resume_lines(ax, resumes: list[int], changes: list[dict] = ()) -> None:
     for step, change in resized.items():
         ax.axvline(step, color="tab:red", linestyle="-.", label=f"workers {change['from']} -> {change['to']} "
                                                                f"(step {step})")
+    for i, move in enumerate(batch_moves):
+        ax.axvline(move["step"], color="tab:purple", linestyle="--", alpha=0.6,
+                   label=f"batch changed ({len(batch_moves)}x)" if i == 0 else None)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -276,13 +306,18 @@ def _markdown(run_dir: Path, records: list[dict], recipe: dict, s: dict) -> str:
     if (run_dir / "tensorboard").is_dir():
         lines.append(f"- live curves: `bigbatch dashboard {run_dir.resolve().parent}` (TensorBoard, on 127.0.0.1)")
 
+    steps = step_records(records)
+    if adaptive := is_adaptive(steps):
+        lines += adaptive_section(records, steps, s["steps_done"])
     lines += _recipe_lines(records, recipe, plan)
     lines += ["", "## Plots", ""]
     notes = {"top1.png": " (no evaluation yet)" if s["best_top1"] is None else ""}
     titles = {"lr.png": "learning rate against step", "loss.png": "training loss against step",
-              "top1.png": "top-1 and top-5 against epoch", "images_per_s.png": "images/s against step"}
-    lines += [f"- [{name}]({name}): {titles[name]}{notes.get(name, '')}" for name in PLOTS]
-    for name in PLOTS:
+              "top1.png": "top-1 and top-5 against epoch", "images_per_s.png": "images/s against step",
+              BATCH_PLOT: BATCH_TITLE}
+    plots = (*PLOTS, BATCH_PLOT) if adaptive else PLOTS
+    lines += [f"- [{name}]({name}): {titles[name]}{notes.get(name, '')}" for name in plots]
+    for name in plots:
         lines += ["", f"![{titles[name]}]({name})"]
     return "\n".join(lines) + "\n"
 
