@@ -8,7 +8,7 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced critical-batch procedures nas
+.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced critical-batch adaptive procedures nas
 
 setup: $(STAMP)
 
@@ -76,6 +76,11 @@ largebatch-reduced: $(STAMP) $(FASHION_MNIST)
 # B_simple (bench/critical_batch.py): ~30 min on 2 cores.
 critical-batch: $(STAMP) $(FASHION_MNIST)
 	$(BIN)/python bench/critical_batch.py
+
+# Issue 31: the adaptive batch against fixed 256, 1024, 2048 and 8192, 2 seeds: steps, examples and modelled
+# wall time (64 GPUs, a declared step-time model) to the held-out target (bench/adaptive.py): ~35 min on 2 cores.
+adaptive: $(STAMP) $(FASHION_MNIST)
+	$(BIN)/python bench/adaptive.py
 
 # timm's / torchvision's procedures and the lecture's normalization order on Fashion-MNIST
 # (bench/procedures.py): ~40 min on 2 cores.

@@ -37,10 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.procedures import commit  # noqa: E402
-from bench.publish import publish, save_batch_plot  # noqa: E402
+from bench.publish import publish_with_plot, save_batch_plot, save_store  # noqa: E402
 
 RECIPE = REPO / "recipes" / "fashion_mnist" / "linear_warmup.yaml"
 MICRO_BATCH = 256
+REFERENCE_BATCH = 256  # optim.reference_batch of the recipe: lr 0.1 per 256 images
 HOLDOUT = 10_000
 TRAIN = 60_000 - HOLDOUT
 EPOCHS = {256: 5, 512: 6, 1024: 7, 2048: 8, 4096: 14, 8192: 24}  # budgets expected to reach 88 % (S ~ S_min (1 + B_noise / B))
@@ -52,9 +53,33 @@ def epochs_for(batch: int) -> int:
     return min(budget, MAX_EPOCHS[0]) if MAX_EPOCHS[0] else budget
 
 
-def run_cell(batch: int, lr_mult: float, target: float, seed: int, epochs: int) -> dict:
+def batch_at(changes: list[tuple[int, int]], step: int) -> int:
+    """The global batch of optimizer step `step` (0-based) of a run whose batch became b at step s for each (s, b)
+    of `changes` (the first at step 0; a fixed batch is one pair)."""
+    return next(batch for start, batch in reversed(changes) if start <= step)
+
+
+def sum_over_steps(changes: list[tuple[int, int]], steps: int, of=lambda batch: batch) -> float:
+    """of(G_t) summed over the first `steps` steps of such a run: its examples by default."""
+    bounds = [start for start, _ in changes[1:]] + [None]
+    total = 0.0
+    for (start, batch), end in zip(changes, bounds, strict=True):
+        total += max(0, min(steps, steps if end is None else end) - start) * of(batch)
+    return total
+
+
+def run_cell(batch: int, lr_mult: float, target: float, seed: int, epochs: int, *, micro_batch: int = MICRO_BATCH,
+             extra: tuple[str, ...] = (), checkpoint_every: int = 0, log_every: int = 0,
+             score_every_examples: int = 0, detail: bool = False) -> dict:
     """Train one cell (a pool worker, one torch thread), then score its checkpoints in order on the holdout
-    until one reaches `target`: the steps it took (None if never), and the online noise scale there."""
+    until one reaches `target`: the steps it took (None if never), and the online noise scale there.
+
+    For other benches (bench/adaptive.py); the defaults are this bench's cells. `micro_batch`: the images of one
+    micro-batch (data.batch_size; the global `batch` is accumulated from them); `extra`: overrides after the
+    cell's own; `checkpoint_every` / `log_every`: steps between checkpoints / step records (0: about 4 per epoch);
+    `score_every_examples`: score only the first checkpoint past each multiple of this many examples, counted
+    from the run's own batches (a batch that changes); `detail`: also the batch changes, the step records'
+    batch, gain and noise, and the holdout top-1 of the last checkpoint (the end of the budget)."""
     import torch
 
     torch.set_num_threads(1)
@@ -66,32 +91,56 @@ def run_cell(batch: int, lr_mult: float, target: float, seed: int, epochs: int) 
 
     steps_per_epoch = TRAIN // batch
     every = max(1, round(steps_per_epoch / 4))
-    overrides = [f"seed={seed}", f"train.accumulation_steps={batch // MICRO_BATCH}", f"data.holdout={HOLDOUT}",
+    overrides = [f"seed={seed}", f"train.accumulation_steps={batch // micro_batch}", f"data.holdout={HOLDOUT}",
                  f"optim.base_lr={0.1 * lr_mult:g}", "optim.schedule=constant", "optim.decay_epochs=[]",
-                 f"train.epochs={epochs}", f"train.checkpoint_every_steps={every}",
-                 "train.keep_checkpoints=100000", "train.log_every_steps=" + str(every)]
+                 f"train.epochs={epochs}", f"train.checkpoint_every_steps={checkpoint_every or every}",
+                 "train.keep_checkpoints=100000", "train.log_every_steps=" + str(log_every or every),
+                 *([f"data.batch_size={micro_batch}"] if micro_batch != MICRO_BATCH else []), *extra]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bigbatch-critical-") as run_dir:
         recipe = load_recipe(RECIPE, overrides)
         trainer = Trainer(recipe, run_dir, LocalCollective("cpu"))
         trainer.fit()
         train_s = time.perf_counter() - started
-        reached, curve = None, []
-        for path in sorted((Path(run_dir) / "checkpoints").glob("step_*.pt")):
-            step = int(path.stem.split("_")[1])
-            top1 = holdout_top1(load_trained(recipe, trainer.parts.data, path, torch.device("cpu")),
+        history = read_history(Path(run_dir) / "metrics.jsonl")
+        changes = [(0, batch)] + [(r["step"], r["to"]) for r in history if r.get("event") == "batch_change"]
+
+        def score(path: Path) -> float:
+            return holdout_top1(load_trained(recipe, trainer.parts.data, path, torch.device("cpu")),
                                 trainer.parts.data, recipe, torch.device("cpu"))
+
+        paths = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        reached, curve, mark = None, [], 0
+        for path in paths:
+            step = int(path.stem.split("_")[1])
+            if score_every_examples:
+                passed = int(sum_over_steps(changes, step)) // score_every_examples
+                if passed <= mark and path != paths[-1]:
+                    continue
+                mark = passed
+            top1 = score(path)
             curve.append((step, top1))
             if top1 >= target:
                 reached = step
                 break
-        history = read_history(Path(run_dir) / "metrics.jsonl")
+        final = None
+        if detail and paths:
+            last = int(paths[-1].stem.split("_")[1])
+            final = (last, curve[-1][1] if curve[-1][0] == last else score(paths[-1]))
     noise = [(r["step"], r["gradient_noise_scale"]) for r in history
              if "event" not in r and "gradient_noise_scale" in r]
     at = min(noise, key=lambda n: abs(n[0] - reached))[1] if noise and reached else None
-    return {"batch": batch, "lr_mult": lr_mult, "lr": 0.1 * lr_mult * batch / MICRO_BATCH, "seed": seed,
+    cell = {"batch": batch, "lr_mult": lr_mult, "lr": 0.1 * lr_mult * batch / REFERENCE_BATCH, "seed": seed,
             "steps_to_target": reached, "b_simple_at_target": at, "curve": curve,
             "b_simple": noise, "train_s": train_s, "wall_s": time.perf_counter() - started}
+    if detail:
+        cell.update(changes=changes, final_step=final and final[0], final_top1=final and final[1],
+                    log=[{key: r.get(key) for key in ("step", "global_batch", "adascale_gain", "gradient_noise_scale",
+                                                      "lr", "progress")}
+                         for r in history if "event" not in r and "global_batch" in r],
+                    events=[{key: r.get(key) for key in ("step", "from", "to", "why", "noise_scale_lower", "progress")}
+                            for r in history if r.get("event") == "batch_change"])
+    return cell
 
 
 def fit(points: list[tuple[int, int]]) -> tuple[float, float]:
@@ -216,11 +265,8 @@ def main() -> int:
                  "jobs": args.jobs, "target": args.target, "seed": args.seed,
                  "epochs": {str(b): epochs_for(b) for b in batches},
                  "cells": sorted(cells, key=lambda c: (c["batch"], -c["lr_mult"]))}
-        store_path.parent.mkdir(parents=True, exist_ok=True)
-        store_path.write_text(json.dumps(store, indent=1) + "\n")
-    plot = args.out.with_suffix(".png")
-    write_plot(plot, store)
-    publish(render(store, plot), args.out)
+        save_store(store, args.out)
+    publish_with_plot(store, args.out, write_plot, render)
     return 0
 
 
