@@ -48,7 +48,8 @@ class AdaptiveConfig:
     min_improvement: float = setting(1.05, min=1.0, help="predicted goodput must improve by this factor to switch "
                                      "batch (AdaptDL's lesson: without a margin the batch flaps)")
     min_readings: int = setting(5, min=1, help="gradient noise scale readings (measured log steps) before the "
-                                "policy steers; until then it keeps the batch and the AdaScale gain is 1")
+                                "policy steers (at least 2 in effect: the lower bound it steers on needs their "
+                                "spread); until then it keeps the batch and the AdaScale gain is 1")
     assume_step_s: float = setting(0.0, min=0.0, help="a declared step-time model: a step of G examples on W "
                                    "workers takes assume_step_s + assume_example_s x G / W seconds; both 0 = measure "
                                    "the step times of this run")
