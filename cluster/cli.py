@@ -106,7 +106,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from bigbatch.trainer.data import layout_warning, load_data
     from bigbatch.trainer.recipe import load_recipe
-    from bigbatch.trainer.recipe.plan import elastic_table, make_plan
+    from bigbatch.trainer.recipe.plan import adaptive_table, elastic_table, make_plan
 
     recipe = load_recipe(args.recipe, args.overrides)
     root = recipe.data.root
@@ -125,6 +125,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     text += yaml.safe_dump({"derived": plan.as_dict()}, sort_keys=False)
     if recipe.cluster.elastic:
         text += yaml.safe_dump({"elastic": elastic_table(recipe, examples)}, sort_keys=False)
+    if recipe.train.batch_policy == "adaptive":
+        text += yaml.safe_dump({"adaptive": adaptive_table(recipe, examples)}, sort_keys=False)
     if args.from_run:
         text += yaml.safe_dump({"gradient_noise_scale": measured_noise_scale(recipe, Path(args.from_run),
                                                                              plan.global_batch)},

@@ -24,9 +24,9 @@ import math
 import time
 
 from bigbatch.optim.adascale import adascale_gain
-from bigbatch.trainer.adaptive.choice import BatchChoice, candidate_batches, choose_batch
+from bigbatch.trainer.adaptive.choice import BatchChoice, choose_batch
 from bigbatch.trainer.adaptive.goodput import StepReading, StepTimeModel, fit_step_times, goodput
-from bigbatch.trainer.recipe.plan import Plan, adaptive_plan
+from bigbatch.trainer.recipe.plan import Plan, adaptive_batches, adaptive_plan
 from bigbatch.trainer.recipe.schema import Recipe
 from bigbatch.trainer.step.hooks import Hook
 from bigbatch.trainer.step.noise_scale import GradientNoiseScale
@@ -71,10 +71,7 @@ class AdaptivePace(Hook):
         self.recipe, self.base, self.noise, self.comm_seconds = recipe, base, noise, comm_seconds
         self.settings, self.world, self.reference = recipe.train.adaptive, base.world_size, recipe.global_batch
         self.schedule_budget = base.total_steps  # steps of G0; train.max_steps included
-        low, high = recipe.adaptive_range
-        fits = min(high, base.train_examples // 2)  # an epoch of at least two steps
-        self.candidates = [b for b in candidate_batches(low, high, recipe.data.aug_repeats)
-                           if self.world <= b <= max(fits, low)]
+        self.candidates = adaptive_batches(recipe, self.world, base.train_examples)
         self.progress, self.gain, self.last_look, self.resized_from = 0.0, 1.0, 0, 0
         self.changes: list[tuple[int, int]] = [(0, self.reference)]
         self.readings: list[StepReading] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from bigbatch.optim import LRSchedule, noise_scale, scale_lr
+from bigbatch.trainer.adaptive.choice import candidate_batches
 from bigbatch.trainer.errors import RecipeError
 from bigbatch.trainer.recipe.schema import Recipe
 from bigbatch.trainer.recipe.shares import micro_steps, rank_shares
@@ -271,3 +272,23 @@ def adaptive_plan(recipe: Recipe, base: Plan, changes: Sequence[tuple[int, int]]
         base, stretches=tuple(stretches), total_steps=stretches[-1].end_step, epoch_steps=tuple(per_epoch),
         epoch_batches=tuple(s.global_batch for s in firsts.values()),
         epoch_accumulation=tuple(s.accumulation for s in firsts.values()))
+
+
+def adaptive_batches(recipe: Recipe, world: int, train_examples: int) -> list[int]:
+    """The global batches train.batch_policy adaptive may choose on `world` workers: train.adaptive's range as
+    candidate_batches lays it out (min x 2^k, and max), each shared by the workers (at least W) and leaving an
+    epoch of at least two steps."""
+    low, high = recipe.adaptive_range
+    fits = max(min(high, train_examples // 2), low)
+    return [b for b in candidate_batches(low, high, recipe.data.aug_repeats) if world <= b <= fits]
+
+
+def adaptive_table(recipe: Recipe, train_examples: int) -> list[dict]:
+    """What `bigbatch show` prints for an adaptive recipe: each batch the policy may choose, split at
+    cluster.workers (the lr of each is the recipe's times the AdaScale gain the run measures)."""
+    make_plan(recipe, train_examples)
+    world = recipe.cluster.workers
+    return [{"global_batch": batch, "per_worker_batch": world_shape(recipe, world, batch)[0],
+             "accumulation_steps": world_shape(recipe, world, batch)[1], "steps_per_epoch": train_examples // batch}
+            for batch in adaptive_batches(recipe, world, train_examples)]
+

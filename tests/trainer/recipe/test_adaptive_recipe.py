@@ -95,3 +95,21 @@ def test_show_refuses_a_bad_adaptive_recipe_file_in_one_line_exit_2(cli, write, 
     code, out, err = cli("show", bad)
     assert code == 2 and not out and err.count("\n") == 1 and "Traceback" not in err
     assert f"{bad}: train.batch_policy: adaptive scales the lr by AdaScale's gain" in err
+
+
+def test_show_lists_the_batches_the_policy_may_choose_and_their_split(cli, tiny):
+    import yaml
+
+    code, out, _ = cli("show", tiny, "--set", "cluster.backend=torch", "--set", "cluster.workers=2",
+                       "--set", "data.batch_size=16", "--set", "train.batch_policy=adaptive",
+                       "--set", "train.adaptive.max_batch=1000")
+    assert code == 0
+    table = yaml.safe_load(out)["adaptive"]
+    examples = yaml.safe_load(out)["derived"]["train_examples"]
+    # 32 x 2^k up to the max, and the max; none above half the training examples (an epoch of two steps)
+    expected = [b for b in (32, 64, 128, 256, 512, 1000) if b <= examples // 2]
+    assert [row["global_batch"] for row in table] == expected
+    for row in table:  # each split on 2 workers in micro-batches of at most 16
+        assert row["per_worker_batch"] <= 16
+        assert 2 * row["per_worker_batch"] * row["accumulation_steps"] >= row["global_batch"]
+        assert row["steps_per_epoch"] == examples // row["global_batch"]
