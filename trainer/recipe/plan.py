@@ -287,8 +287,10 @@ def adaptive_table(recipe: Recipe, train_examples: int) -> list[dict]:
     """What `bigbatch show` prints for an adaptive recipe: each batch the policy may choose, split at
     cluster.workers (the lr of each is the recipe's times the AdaScale gain the run measures)."""
     make_plan(recipe, train_examples)
-    world = recipe.cluster.workers
-    return [{"global_batch": batch, "per_worker_batch": world_shape(recipe, world, batch)[0],
-             "accumulation_steps": world_shape(recipe, world, batch)[1], "steps_per_epoch": train_examples // batch}
-            for batch in adaptive_batches(recipe, world, train_examples)]
+    world, rows = recipe.cluster.workers, []
+    for batch in adaptive_batches(recipe, world, train_examples):
+        micro, steps = world_shape(recipe, world, batch)
+        rows.append({"global_batch": batch, "per_worker_batch": micro, "accumulation_steps": steps,
+                     "steps_per_epoch": train_examples // batch})
+    return rows
 
