@@ -142,7 +142,7 @@ class MeasureNoiseScale(Hook):
                  global_batch_of_step: Callable[[int], int], every_rank: bool = False):
         self.noise = GradientNoiseScale(decay)
         self.collective, self.per_worker_batch = collective, per_worker_batch
-        self.global_batch_of_step = global_batch_of_step  # when the step's context does not say (tests of the step)
+        self.global_batch_of_step = global_batch_of_step  # of a 1-based step; when the context does not say (tests)
         self.every_rank = every_rank  # every rank keeps the averages (an adaptive batch decides on every rank)
         self.measuring, self.slot = False, 0
         self.tapped: torch.Tensor | None = None
@@ -191,7 +191,7 @@ class MeasureNoiseScale(Hook):
         small_sq /= ctx.learner.scaler.get_scale() ** 2
         big_sq = ctx.grad_norm() ** 2
         if math.isfinite(small_sq) and math.isfinite(big_sq):  # an overflowed fp16 step says nothing
-            self.noise.update(small_sq, self.small_batch, big_sq, ctx.global_batch or self.global_batch_of_step(ctx.step))
+            self.noise.update(small_sq, self.small_batch, big_sq, ctx.global_batch or self.global_batch_of_step(ctx.step + 1))
 
     def after_step(self, ctx) -> None:
         if ctx.logging and self.noise.updates:
