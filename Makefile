@@ -8,14 +8,27 @@ RUN    ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train test lint bench clean fashion-mnist test-tools horovod largebatch largebatch-reduced critical-batch adaptive procedures nas
+.PHONY: setup train test lint bench clean build-deps fashion-mnist test-tools horovod largebatch largebatch-reduced critical-batch adaptive procedures nas
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt trainer/data/_roijpeg.c | $(BUILD_DEPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import os, sysconfig; os.stat(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null || \
+	  $(SUDO) apt-get install -y --no-install-recommends python3-dev || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends python3-dev)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The ROI JPEG decoder (trainer/data/_roijpeg.c, built by `pip install`) compiles against libjpeg-turbo's headers:
+# Debian's libjpeg62-turbo-dev, with a C compiler (and Python's headers: python3-dev where the Python is Debian's).
+BUILD_DEPS := /usr/include/jpeglib.h /usr/bin/gcc
+
+build-deps: $(BUILD_DEPS)
+
+$(BUILD_DEPS):
+	$(SUDO) apt-get install -y --no-install-recommends libjpeg62-turbo-dev gcc || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends libjpeg62-turbo-dev gcc)
 
 # Debian's dataset-fashion-mnist holds the Fashion-MNIST IDX files (tests and the Fashion-MNIST recipes use them).
 fashion-mnist: $(FASHION_MNIST)

@@ -37,7 +37,7 @@ def test_the_wheel_holds_only_the_bigbatch_namespace(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     for part in PARTS:
-        shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("bigbatch-*.whl")
@@ -47,6 +47,8 @@ def test_the_wheel_holds_only_the_bigbatch_namespace(tmp_path):
     expected = {f"bigbatch/{p.relative_to(REPO).as_posix()}" for p in python_files(*PARTS)}
     assert expected <= names, sorted(expected - names)[:5]  # a package folder missing from pyproject's list
     assert "bigbatch/__init__.py" not in names  # a namespace: other distributions may add to bigbatch.*
+    built = [n for n in names if n.startswith("bigbatch/trainer/data/_roijpeg.") and n.endswith(".so")]
+    assert len(built) == 1, "the ROI JPEG decoder (trainer/data/_roijpeg.c) was not compiled into the wheel"
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "bigbatch = bigbatch.cluster.cli:main" in entry
 

@@ -42,13 +42,15 @@ def _load_splits(cfg: DataConfig, seed: int, world_size: int, rank: int,
 
         return load_shard_splits(cfg.root, seed, cfg.image_size or 224, cfg.batch_size, cfg.shuffle_buffer,
                                  world_size, rank, resize_quality=cfg.resize_quality,  # accumulation: set_epoch
+                                 decode_region=cfg.decode_region,
                                  augment=augment_of(cfg), eval_image_size=cfg.eval_image_size,
                                  eval_crop_pct=cfg.eval_crop_pct, sizes=_sizes(cfg))
     if cfg.name == "folder":
         from bigbatch.trainer.data.folder import load_folder_splits
 
         return load_folder_splits(cfg.root, seed, cfg.image_size, cfg.channels, rank, share, cfg.resize_quality,
-                                  augment_of(cfg), cfg.eval_image_size, cfg.eval_crop_pct, _sizes(cfg))
+                                  augment_of(cfg), cfg.eval_image_size, cfg.eval_crop_pct, _sizes(cfg),
+                                  cfg.decode_region)
     raise ValueError(f"unknown data set {cfg.name!r}")
 
 

@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 import torch
 
+from bigbatch.trainer.data import _roijpeg
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 cv2.setNumThreads(1)  # parallelism comes from loader workers; OpenCV's own threads would oversubscribe
 
@@ -65,6 +67,9 @@ def _decode(data: bytes, min_height: int = 0, min_width: int = 0) -> np.ndarray:
 
     try:
         if simplejpeg.is_jpeg(data):
+            if simplejpeg.decode_jpeg_header(data)[2] == "CMYK":
+                return _cmyk_to_rgb(simplejpeg.decode_jpeg(data, colorspace="CMYK", min_height=min_height,
+                                                           min_width=min_width))
             return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_height, min_width=min_width)
         from PIL import Image
 
@@ -74,15 +79,53 @@ def _decode(data: bytes, min_height: int = 0, min_width: int = 0) -> np.ndarray:
         raise CorruptImage(str(e) or e.__class__.__name__) from None
 
 
-def _fast_scale(height: int, width: int, min_height: int, min_width: int) -> tuple[int, int]:
-    """The (min_height, min_width) to ask simplejpeg for: the smallest of the scales 1/8, 1/4, 1/2, 1 that keeps
-    the image at least min_height x min_width. libjpeg-turbo's SIMD IDCTs cover only these; its 3/8-7/8 scales
-    run in plain C and decode a 500x375 JPEG 1.3-1.9x slower than at full size (measured here)."""
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    """Adobe CMYK (stored inverted, as libjpeg returns it) -> RGB as PIL converts it, r = c k / 255 rounded, as
+    `_roijpeg` does; TurboJPEG's own conversion comes out one level brighter on most pixels."""
+    product = cmyk[..., :3].astype(np.uint16) * cmyk[..., 3:].astype(np.uint16)
+    return ((product + 127) // 255).astype(np.uint8)
+
+
+def _dct_eighths(height: int, width: int, min_height: int, min_width: int) -> int:
+    """The DCT scale, in eighths, to decode at: the smallest of 1/8, 1/4, 1/2, 1 that keeps the image at least
+    min_height x min_width. libjpeg-turbo's SIMD IDCTs cover only these; its 3/8-7/8 scales run in plain C and
+    decode a 500x375 JPEG 1.3-1.9x slower than at full size (measured here)."""
     for eighths in (1, 2, 4):
-        h, w = -(-height * eighths // 8), -(-width * eighths // 8)
-        if h >= min_height and w >= min_width:
-            return h, w
-    return 0, 0  # full size
+        if -(-height * eighths // 8) >= min_height and -(-width * eighths // 8) >= min_width:
+            return eighths
+    return 8
+
+
+def _scaled(height: int, width: int, eighths: int) -> tuple[int, int]:
+    """The image's size decoded at eighths/8 (libjpeg rounds up)."""
+    return -(-height * eighths // 8), -(-width * eighths // 8)
+
+
+def _fast_scale(height: int, width: int, min_height: int, min_width: int) -> tuple[int, int]:
+    """The (min_height, min_width) to ask simplejpeg for, so that it decodes at `_dct_eighths`'s scale."""
+    eighths = _dct_eighths(height, width, min_height, min_width)
+    return (0, 0) if eighths == 8 else _scaled(height, width, eighths)
+
+
+def _is_jpeg(data: bytes) -> bool:
+    """Starts with the JPEG start-of-image marker: decoded by libjpeg-turbo, at a DCT scale, by region."""
+    return data[:2] == b"\xff\xd8"
+
+
+def _decode_box(data: bytes, eighths: int, box: tuple[int, int, int, int], roi: bool = True,
+                dims: tuple[int, int] | None = None) -> np.ndarray:
+    """The (top, left, h, w) box of the image decoded at eighths/8, HWC uint8 RGB. JPEGs (with `roi`): only the
+    box's rows and iMCU columns are decompressed (`_roijpeg`, libjpeg-turbo's partial decompression), with the
+    same pixels as a full decode cut to the box; other formats, or `roi=False`: full decode, then cut."""
+    top, left, h, w = box
+    if roi and _is_jpeg(data):
+        try:
+            return np.frombuffer(_roijpeg.decode_box(data, eighths, top, left, h, w), np.uint8).reshape(h, w, 3)
+        except ValueError as e:  # libjpeg's message: corrupt, truncated or unsupported data
+            raise CorruptImage(str(e)) from None
+    height, width = dims or _header(data)
+    image = _decode(data, *((0, 0) if eighths == 8 else _scaled(height, width, eighths)))
+    return image[top:top + h, left:left + w]
 
 
 def _header(data: bytes) -> tuple[int, int]:
@@ -117,41 +160,68 @@ def _resize(image: np.ndarray, height: int, width: int, quality: str = "antialia
 
 
 def resized_crop(data: bytes, box: tuple[int, int, int, int], size: int, quality: str = "antialias",
-                 dims: tuple[int, int] | None = None) -> torch.Tensor:
+                 dims: tuple[int, int] | None = None, roi: bool = True) -> torch.Tensor:
     """The (top, left, h, w) box of an encoded image resized to size x size, as uint8 CHW: decoded at the
-    smallest fast DCT scale that keeps the box >= size on both sides. `dims`: the image's (height, width) when
-    the caller has read the header already."""
+    smallest fast DCT scale that keeps the box >= size on both sides, and (JPEGs, `roi`) only where the box
+    is. `dims`: the image's (height, width) when the caller has read the header already."""
     height, width = dims or _header(data)
     top, left, h, w = box
-    image = _decode(data, *_fast_scale(height, width, math.ceil(height * size / h), math.ceil(width * size / w)))
-    sy, sx = image.shape[0] / height, image.shape[1] / width
+    eighths = _dct_eighths(height, width, math.ceil(height * size / h), math.ceil(width * size / w)) \
+        if _is_jpeg(data) else 8
+    scaled_h, scaled_w = _scaled(height, width, eighths)
+    sy, sx = scaled_h / height, scaled_w / width
     y0, x0 = int(top * sy), int(left * sx)
     y1, x1 = max(y0 + 1, round((top + h) * sy)), max(x0 + 1, round((left + w) * sx))
-    return _resize(image[y0:y1, x0:x1], size, size, quality)
+    return _resize(_decode_box(data, eighths, (y0, x0, y1 - y0, x1 - x0), roi, (height, width)), size, size,
+                   quality)
 
 
-def decode_train(data: bytes, size: int, rng: random.Random, quality: str = "antialias") -> torch.Tensor:
+def decode_train(data: bytes, size: int, rng: random.Random, quality: str = "antialias",
+                 roi: bool = True) -> torch.Tensor:
     """RandomResizedCrop(size) + flip of an encoded image, as uint8 CHW."""
     dims = _header(data)
     box = random_resized_crop_box(*dims, rng)
     flip = rng.random() < 0.5
-    crop = resized_crop(data, box, size, quality, dims)
+    crop = resized_crop(data, box, size, quality, dims, roi)
     return crop.flip(-1) if flip else crop
 
 
 EVAL_CROP_PCT = 224 / 256  # torchvision's reference: resize to 256, crop 224
 
 
-def decode_eval(data: bytes, size: int, quality: str = "antialias", crop_pct: float = EVAL_CROP_PCT) -> torch.Tensor:
-    """Resize the short side to size / crop_pct (256 for 224 by default), centre-crop size x size, as uint8 CHW."""
+def decode_eval(data: bytes, size: int, quality: str = "antialias", crop_pct: float = EVAL_CROP_PCT,
+                roi: bool = True) -> torch.Tensor:
+    """Resize the short side to size / crop_pct (256 for 224 by default), centre-crop size x size, as uint8 CHW.
+    JPEGs (with `roi`) decode only the band of rows and columns that the crop's resize filters read, into an
+    image of the full decoded size whose other pixels are never read: the pixels equal a full decode's."""
     height, width = _header(data)
     short = round(size / crop_pct)
     scale = short / min(height, width)
     new_h, new_w = max(short, round(height * scale)), max(short, round(width * scale))
-    image = _decode(data, *_fast_scale(height, width, new_h, new_w))
-    resized = _resize(image, new_h, new_w, quality)
+    eighths = _dct_eighths(height, width, new_h, new_w) if _is_jpeg(data) else 8
+    scaled_h, scaled_w = _scaled(height, width, eighths)
     top, left = (new_h - size) // 2, (new_w - size) // 2
+    rows, cols = _read_span(scaled_h, new_h, top, size), _read_span(scaled_w, new_w, left, size)
+    if roi and (rows != (0, scaled_h) or cols != (0, scaled_w)) and _is_jpeg(data):
+        image = np.empty((scaled_h, scaled_w, 3), np.uint8)
+        image[rows[0]:rows[1], cols[0]:cols[1]] = _decode_box(
+            data, eighths, (rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]))
+    else:
+        image = _decode_box(data, eighths, (0, 0, scaled_h, scaled_w), False, (height, width))
+    resized = _resize(image, new_h, new_w, quality)
     return resized[:, top:top + size, left:left + size].contiguous()
+
+
+def _read_span(length: int, new_length: int, start: int, size: int) -> tuple[int, int]:
+    """The [first, last) input pixels that a resize of `length` pixels to `new_length` reads for its outputs
+    [start, start + size): output i is centred on input (i + 0.5) s - 0.5 (s = length / new_length, half-pixel
+    centres as in torch and OpenCV) and the antialiased filter reaches max(s, 1) either side (bilinear: 1); two
+    pixels more cover the filters' rounding of their window."""
+    s = length / new_length
+    reach = max(s, 1.0) + 2
+    first = math.floor((start + 0.5) * s - 0.5 - reach)
+    last = math.ceil((start + size - 0.5) * s - 0.5 + reach) + 1
+    return max(first, 0), min(last, length)
 
 
 def normalize_batch(images: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format,

@@ -55,8 +55,9 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int,
                  resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, crop_pct: float = EVAL_CROP_PCT,
-                 sizes: SizeSchedule | None = None):
+                 sizes: SizeSchedule | None = None, decode_region: bool = True):
         self.samples, self.size, self.train, self.seed, self.epoch = samples, image_size, train, seed, 0
+        self.decode_region = decode_region  # JPEGs: decompress only the crop (same pixels)
         self.crop_pct, self.size_schedule = crop_pct, sizes  # the training size per epoch (progressive resizing)
         self.channels, self.resize_quality, self.augment = channels, resize_quality, augment
 
@@ -76,9 +77,9 @@ class ImageFolderDataset(Dataset):
             if self.train:  # per example (and repeat); as shards do by key
                 rng = random.Random(f"{self.seed}:{epoch}:{index}" + "".join(f":{c}" for c in copy))
                 size = self.size_schedule.at(epoch) if self.size_schedule else self.size
-                image = self.augment(decode_train(data, size, rng, self.resize_quality), rng)
+                image = self.augment(decode_train(data, size, rng, self.resize_quality, self.decode_region), rng)
             else:
-                image = decode_eval(data, self.size, self.resize_quality, self.crop_pct)
+                image = decode_eval(data, self.size, self.resize_quality, self.crop_pct, self.decode_region)
         except (CorruptImage, OSError) as e:
             return Skipped(path, str(e)), label
         if self.channels == 1:  # ITU-R 601 luma, as PIL's "L" mode
@@ -100,7 +101,8 @@ def list_splits(root: str) -> dict:
 def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int = 0, rank: int = 0,
                        share: Callable[[str], str] | None = None, resize_quality: str = "antialias",
                        augment: Augment = NO_AUGMENT, eval_image_size: int = 0,
-                       eval_crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None) -> DataSplits:
+                       eval_crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None,
+                       decode_region: bool = True) -> DataSplits:
     """With `share` (rank 0's text on every rank), only rank 0 lists the folder: listing ImageNet's 1.28M
     files takes minutes on a network file system, and every rank doing it multiplies that load by W.
     A listing error on rank 0 reaches every rank, so all stop with the same message."""
@@ -119,9 +121,10 @@ def load_folder_splits(root: str, seed: int, image_size: int = 0, channels: int 
     train, val = ([(path, int(label)) for path, label in listing[s]] for s in ("train", "val"))
     size, chans = image_size or 224, channels or 3
     return DataSplits(
-        train=ImageFolderDataset(train, size, True, seed, chans, resize_quality, augment, sizes=sizes),
+        train=ImageFolderDataset(train, size, True, seed, chans, resize_quality, augment, sizes=sizes,
+                                 decode_region=decode_region),
         val=ImageFolderDataset(val, eval_image_size or size, False, seed, chans, resize_quality,
-                               crop_pct=eval_crop_pct),
+                               crop_pct=eval_crop_pct, decode_region=decode_region),
         num_classes=len(listing["classes"]), channels=chans, image_size=size, classes=listing["classes"],
         normalize=normalize_batch,
     )

@@ -82,6 +82,9 @@ class DataConfig:
     resize_quality: str = setting("antialias", choices=RESIZE_QUALITIES, help="folder / shards: antialias = "
                                   "PIL's antialiased bilinear when shrinking (torchvision's image quality); "
                                   "fast = bilinear without antialiasing (faster; aliases on large shrinks)")
+    decode_region: bool = setting(True, help="folder / shards: JPEGs decompress only the rows and iMCU columns of "
+                                  "the crop (libjpeg-turbo partial decompression; the pixels of a full decode); "
+                                  "false = decode the whole image, then crop")
     image_size_schedule: SizeScheduleConfig = None  # type: ignore[assignment]
     eval_image_size: int = setting(0, min=0, help="folder / shards: evaluation crop size; 0 = image_size "
                                    "(torchvision's new ResNet-50 recipe: train 176, evaluate 232)")

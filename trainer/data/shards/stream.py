@@ -73,7 +73,7 @@ class ShardedDataset(IterableDataset):
                  shuffle_buffer: int = 1000, batch_size: int = 1, accumulation: int = 1, decode: bool = True,
                  mark_skipped: bool = False, verify: bool = True, storage_options: dict | None = None,
                  resize_quality: str = "antialias", augment: Augment = NO_AUGMENT,
-                 crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None):
+                 crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None, decode_region: bool = True):
         self.root, self.split, self.image_size = str(root), split, image_size
         self.augment, self.crop_pct, self.size_schedule = augment, crop_pct, sizes
         self.train = split == "train" if train is None else train
@@ -82,7 +82,7 @@ class ShardedDataset(IterableDataset):
         self.decode, self.mark_skipped, self.storage_options = decode, mark_skipped, storage_options
         self.epoch, self.consumed, self.skipped = 0, 0, 0
         self.phases: list[Phase] | None = None  # None: one phase of this data set's own shape
-        self.resize_quality = resize_quality
+        self.resize_quality, self.decode_region = resize_quality, decode_region
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         if batch_size < 1:
@@ -246,9 +246,11 @@ class ShardedDataset(IterableDataset):
                 if self.train:
                     rng = random.Random(f"{self.seed}:{epoch}:{record.key}")
                     size = self.size_schedule.at(epoch) if self.size_schedule else self.image_size
-                    image = self.augment(decode_train(record.data, size, rng, self.resize_quality), rng)
+                    image = self.augment(decode_train(record.data, size, rng, self.resize_quality,
+                                                      self.decode_region), rng)
                 else:
-                    image = decode_eval(record.data, self.image_size, self.resize_quality, self.crop_pct)
+                    image = decode_eval(record.data, self.image_size, self.resize_quality, self.crop_pct,
+                                        self.decode_region)
                 return image, record.label
             except CorruptImage as e:
                 error = f"corrupt image ({e})"
@@ -265,7 +267,8 @@ class ShardedDataset(IterableDataset):
 def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, shuffle_buffer: int,
                       world_size: int, rank: int, accumulation: int = 1,
                       resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, eval_image_size: int = 0,
-                      eval_crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None) -> DataSplits:
+                      eval_crop_pct: float = EVAL_CROP_PCT, sizes: SizeSchedule | None = None,
+                      decode_region: bool = True) -> DataSplits:
     """Train and validation streams of a packed directory for one rank; the plan counts every training
     sample (an epoch is N // global batch steps, shards/plan.py)."""
     from bigbatch.trainer.data.decode import normalize_batch
@@ -274,9 +277,10 @@ def load_shard_splits(root: str, seed: int, image_size: int, batch_size: int, sh
         raise RecipeError("data.root: the shards data set needs data.root, the directory or URI of index.json")
     train = ShardedDataset(root, "train", image_size, train=True, seed=seed, world_size=world_size, rank=rank,
                            shuffle_buffer=shuffle_buffer, batch_size=batch_size, accumulation=accumulation,
-                           mark_skipped=True, resize_quality=resize_quality, augment=augment, sizes=sizes)
+                           mark_skipped=True, resize_quality=resize_quality, augment=augment, sizes=sizes,
+                           decode_region=decode_region)
     val = ShardedDataset(root, "val", eval_image_size or image_size, train=False, seed=seed, world_size=world_size,
                          rank=rank, batch_size=batch_size, mark_skipped=True, verify=False,
-                         resize_quality=resize_quality, crop_pct=eval_crop_pct)
+                         resize_quality=resize_quality, crop_pct=eval_crop_pct, decode_region=decode_region)
     return DataSplits(train=train, val=val, num_classes=len(train.classes), channels=3, image_size=image_size,
                       classes=train.classes, normalize=normalize_batch)
