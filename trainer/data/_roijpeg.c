@@ -1,7 +1,8 @@
 /* Region-of-interest JPEG decoding with libjpeg-turbo's partial decompression (issue 32).
 
-   decode_box(data, eighths, top, left, height, width) -> bytearray of height x width x 3 RGB bytes: the box
-   (top, left, height, width) of the image as decoded at the DCT scale eighths/8 (1, 2, 4 or 8). Only the rows
+   decode_box(data, eighths, top, left, out) -> out: the box (top, left, height, width) of the image as decoded
+   at the DCT scale eighths/8 (1, 2, 4 or 8), written as RGB into out, a writable uint8 (height, width, 3)
+   array whose rows may be a wider image's (a numpy view): the caller decides where it goes. Only the rows
    of the box are decompressed (jpeg_skip_scanlines before it, jpeg_abort_decompress after it) and only the iMCU
    columns that cover it (jpeg_crop_scanline), so a crop of a quarter of the image costs about a quarter of
    its IDCT, upsampling and colour conversion (the entropy decoding of the skipped rows above the box remains).
@@ -44,8 +45,9 @@ typedef struct {
   const unsigned char *data;
   size_t size;
   int eighths, top, left, height, width;
-  unsigned char *out; /* height * width * 3 */
-  unsigned char *row; /* one decoded row, allocated here */
+  unsigned char *out;  /* the box's first pixel; rows `stride` bytes apart, 3 bytes per pixel */
+  Py_ssize_t stride;
+  unsigned char *row;  /* one decoded row, allocated here */
   char message[JMSG_LENGTH_MAX];
 } job;
 
@@ -100,18 +102,17 @@ static int run(job *j) {
   }
   if (j->top > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)j->top);
   const unsigned char *box = j->row + (size_t)(j->left - (int)x) * (size_t)channels;
-  size_t stride = (size_t)j->width * 3;
   for (int r = 0; r < j->height; r++) {
     JSAMPROW p = j->row;
     if (jpeg_read_scanlines(&cinfo, &p, 1) != 1) {
       snprintf(j->message, sizeof j->message, "JPEG data ends at row %d", j->top + r);
       goto done;
     }
-    unsigned char *dst = j->out + (size_t)r * stride;
+    unsigned char *dst = j->out + r * j->stride;
     if (cmyk)
       cmyk_to_rgb(box, dst, j->width);
     else if (channels == 3)
-      memcpy(dst, box, stride);
+      memcpy(dst, box, (size_t)j->width * 3);
     else
       for (int c = 0; c < j->width; c++) dst[3 * c] = dst[3 * c + 1] = dst[3 * c + 2] = box[c];
   }
@@ -126,42 +127,47 @@ done:
 static PyObject *decode_box(PyObject *self, PyObject *args) {
   (void)self;
   Py_buffer data;
+  PyObject *target;
   job j;
-  if (!PyArg_ParseTuple(args, "y*iiiii:decode_box", &data, &j.eighths, &j.top, &j.left, &j.height, &j.width))
+  if (!PyArg_ParseTuple(args, "y*iiiO:decode_box", &data, &j.eighths, &j.top, &j.left, &target)) return NULL;
+  Py_buffer out;
+  if (PyObject_GetBuffer(target, &out, PyBUF_RECORDS) < 0) { /* writable, with shape and strides */
+    PyBuffer_Release(&data);
     return NULL;
+  }
+  PyObject *result = NULL;
   if (j.eighths != 1 && j.eighths != 2 && j.eighths != 4 && j.eighths != 8) {
-    PyBuffer_Release(&data);
-    return PyErr_Format(PyExc_ValueError, "eighths must be 1, 2, 4 or 8, not %d", j.eighths);
+    PyErr_Format(PyExc_ValueError, "eighths must be 1, 2, 4 or 8, not %d", j.eighths);
+  } else if (out.ndim != 3 || out.itemsize != 1 || out.shape[2] != 3 || out.strides[2] != 1 || out.strides[1] != 3 ||
+             out.shape[0] < 1 || out.shape[1] < 1 || out.shape[0] > 65535 || out.shape[1] > 65535) {
+    PyErr_SetString(PyExc_ValueError, "out must be a non-empty uint8 (height, width, 3) array with contiguous pixels");
+  } else {
+    j.data = data.buf;
+    j.size = (size_t)data.len;
+    j.height = (int)out.shape[0];
+    j.width = (int)out.shape[1];
+    j.out = out.buf;
+    j.stride = out.strides[0];
+    j.message[0] = 0;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = run(&j);
+    Py_END_ALLOW_THREADS
+    if (status)
+      PyErr_Format(PyExc_ValueError, "%s", j.message[0] ? j.message : "cannot decode the JPEG");
+    else
+      result = Py_NewRef(target);
   }
-  if (j.height < 1 || j.width < 1 || j.height > 65535 || j.width > 65535) {
-    PyBuffer_Release(&data);
-    return PyErr_Format(PyExc_ValueError, "box of %d x %d pixels", j.height, j.width);
-  }
-  PyObject *out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)j.height * j.width * 3);
-  if (!out) {
-    PyBuffer_Release(&data);
-    return NULL;
-  }
-  j.data = data.buf;
-  j.size = (size_t)data.len;
-  j.out = (unsigned char *)PyByteArray_AS_STRING(out);
-  j.message[0] = 0;
-  int status;
-  Py_BEGIN_ALLOW_THREADS
-  status = run(&j);
-  Py_END_ALLOW_THREADS
+  PyBuffer_Release(&out);
   PyBuffer_Release(&data);
-  if (status) {
-    Py_DECREF(out);
-    return PyErr_Format(PyExc_ValueError, "%s", j.message[0] ? j.message : "cannot decode the JPEG");
-  }
-  return out;
+  return result;
 }
 
 static PyMethodDef methods[] = {
     {"decode_box", decode_box, METH_VARARGS,
-     "decode_box(data, eighths, top, left, height, width) -> bytearray: the box of the JPEG decoded at scale "
-     "eighths/8 as height x width x 3 RGB bytes, decompressing only the rows and iMCU columns it covers."},
+     "decode_box(data, eighths, top, left, out) -> out: the box of the JPEG decoded at scale eighths/8 whose "
+     "top-left pixel is (top, left) and whose size is out's, written as RGB into out (a writable uint8 "
+     "(height, width, 3) array, rows at any stride), decompressing only the rows and iMCU columns it covers."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {

@@ -113,14 +113,15 @@ def _is_jpeg(data: bytes) -> bool:
 
 
 def _decode_box(data: bytes, eighths: int, box: tuple[int, int, int, int], roi: bool = True,
-                dims: tuple[int, int] | None = None) -> np.ndarray:
-    """The (top, left, h, w) box of the image decoded at eighths/8, HWC uint8 RGB. JPEGs (with `roi`): only the
-    box's rows and iMCU columns are decompressed (`_roijpeg`, libjpeg-turbo's partial decompression), with the
-    same pixels as a full decode cut to the box; other formats, or `roi=False`: full decode, then cut."""
+                dims: tuple[int, int] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """The (top, left, h, w) box of the image decoded at eighths/8, HWC uint8 RGB (written into `out`, a view
+    of that shape, when given). JPEGs (with `roi`): only the box's rows and iMCU columns are decompressed
+    (`_roijpeg`, libjpeg-turbo's partial decompression), with the same pixels as a full decode cut to the
+    box; other formats, or `roi=False`: full decode, then cut."""
     top, left, h, w = box
     if roi and _is_jpeg(data):
         try:
-            return np.frombuffer(_roijpeg.decode_box(data, eighths, top, left, h, w), np.uint8).reshape(h, w, 3)
+            return _roijpeg.decode_box(data, eighths, top, left, np.empty((h, w, 3), np.uint8) if out is None else out)
         except ValueError as e:  # libjpeg's message: corrupt, truncated or unsupported data
             raise CorruptImage(str(e)) from None
     height, width = dims or _header(data)
@@ -204,8 +205,8 @@ def decode_eval(data: bytes, size: int, quality: str = "antialias", crop_pct: fl
     rows, cols = _read_span(scaled_h, new_h, top, size), _read_span(scaled_w, new_w, left, size)
     if roi and (rows != (0, scaled_h) or cols != (0, scaled_w)) and _is_jpeg(data):
         image = np.empty((scaled_h, scaled_w, 3), np.uint8)
-        image[rows[0]:rows[1], cols[0]:cols[1]] = _decode_box(
-            data, eighths, (rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]))
+        _decode_box(data, eighths, (rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]),
+                    out=image[rows[0]:rows[1], cols[0]:cols[1]])
     else:
         image = _decode_box(data, eighths, (0, 0, scaled_h, scaled_w), False, (height, width))
     resized = _resize(image, new_h, new_w, quality)

@@ -88,7 +88,7 @@ def test_the_decoded_box_equals_a_full_decode_cut_to_it_at_every_dct_scale(name)
     for eighths in (1, 2, 4, 8):
         full = _full_decode(data, eighths)
         for top, left, h, w in _boxes(*full.shape[:2], rng):
-            box = np.frombuffer(_roijpeg.decode_box(data, eighths, top, left, h, w), np.uint8).reshape(h, w, 3)
+            box = _roijpeg.decode_box(data, eighths, top, left, np.empty((h, w, 3), np.uint8))
             expected = full[top:top + h, left:left + w]
             assert np.array_equal(box, expected), (name, eighths, (top, left, h, w),
                                                    int(np.abs(box.astype(int) - expected).max()))
@@ -144,9 +144,9 @@ def test_training_and_evaluation_decode_only_the_box_of_a_jpeg(monkeypatch):
 
     class Spy:
         @staticmethod
-        def decode_box(data, eighths, top, left, h, w):
-            calls.append((eighths, h, w))
-            return _roijpeg.decode_box(data, eighths, top, left, h, w)
+        def decode_box(data, eighths, top, left, out):
+            calls.append((eighths, *out.shape[:2]))
+            return _roijpeg.decode_box(data, eighths, top, left, out)
 
     monkeypatch.setattr(decode, "_roijpeg", Spy)
     data = _encode(Image.fromarray(sample_photos()[0][:375, :500]), quality=90)
@@ -168,9 +168,25 @@ def test_damaged_jpegs_and_boxes_outside_the_image_raise_corrupt_image():
     with pytest.raises(CorruptImage):
         resized_crop(data[:2] + bytes(200), (0, 0, 10, 10), 8)
     with pytest.raises(ValueError, match="outside"):
-        _roijpeg.decode_box(data, 8, 300, 0, 2, 10)
+        _roijpeg.decode_box(data, 8, 300, 0, np.empty((2, 10, 3), np.uint8))
     with pytest.raises(ValueError, match="eighths"):
-        _roijpeg.decode_box(data, 3, 0, 0, 2, 10)
+        _roijpeg.decode_box(data, 3, 0, 0, np.empty((2, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match="contiguous pixels"):
+        _roijpeg.decode_box(data, 8, 0, 0, np.empty((2, 10, 3), np.uint8)[:, ::2])
+    read_only = np.empty((2, 10, 3), np.uint8)
+    read_only.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):  # numpy's refusal of a writable buffer
+        _roijpeg.decode_box(data, 8, 0, 0, read_only)
+
+
+def test_a_box_written_into_a_view_of_a_wider_image_leaves_the_rest_untouched():
+    data = VARIANTS["420"]
+    canvas = np.full((301, 403, 3), 7, np.uint8)
+    _roijpeg.decode_box(data, 8, 100, 50, canvas[100:150, 50:250])
+    full = _full_decode(data, 8)
+    assert np.array_equal(canvas[100:150, 50:250], full[100:150, 50:250])
+    canvas[100:150, 50:250] = 7
+    assert (canvas == 7).all()
 
 
 def test_other_formats_take_the_full_decode_path():
@@ -187,11 +203,15 @@ def test_threads_decode_concurrently_to_the_same_pixels():
     """The decoder releases the GIL (loader threads, Ray's worker threads): each thread's boxes are its own."""
     data = VARIANTS["444"]
     boxes = _boxes(301, 403, random.Random(1))
-    expected = [_roijpeg.decode_box(data, 8, *box) for box in boxes]
-    results: dict[int, list[bytearray]] = {}
+    def decode_all() -> list[bytes]:
+        return [_roijpeg.decode_box(data, 8, top, left, np.empty((h, w, 3), np.uint8)).tobytes()
+                for top, left, h, w in boxes]
+
+    expected = decode_all()
+    results: dict[int, list[bytes]] = {}
 
     def work(k: int) -> None:
-        results[k] = [_roijpeg.decode_box(data, 8, *box) for box in boxes]
+        results[k] = decode_all()
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for thread in threads:
@@ -214,7 +234,7 @@ def test_the_recipe_key_decode_region_chooses_the_path_for_training_and_evaluati
     class Spy:
         @staticmethod
         def decode_box(*args):
-            calls.append(args[1:])
+            calls.append(args[1:4])
             return _roijpeg.decode_box(*args)
 
     monkeypatch.setattr(decode, "_roijpeg", Spy)
