@@ -95,26 +95,40 @@ static int run(job *j) {
   JDIMENSION x = (JDIMENSION)first, w = (JDIMENSION)(last - first);
   if (x > 0 || w < cinfo.output_width) jpeg_crop_scanline(&cinfo, &x, &w); /* x rounds down to an iMCU */
   int channels = cinfo.output_components;
-  j->row = malloc((size_t)w * (size_t)channels);
-  if (!j->row) {
-    snprintf(j->message, sizeof j->message, "out of memory");
-    goto done;
+  /* rows are read rec_outbuf_height at a time (2 for 4:2:0): one at a time sends libjpeg-turbo's h2v2 fancy
+     upsampler through its spare-row copy and made a whole-image decode ~20 % slower than TurboJPEG's */
+  int block = cinfo.rec_outbuf_height > 0 && cinfo.rec_outbuf_height <= 16 ? cinfo.rec_outbuf_height : 1;
+  int direct = !cmyk && channels == 3 && (int)x == j->left && (int)w == j->width; /* rows land in out itself */
+  size_t row_bytes = (size_t)w * (size_t)channels;
+  if (!direct) {
+    j->row = malloc(row_bytes * (size_t)block);
+    if (!j->row) {
+      snprintf(j->message, sizeof j->message, "out of memory");
+      goto done;
+    }
   }
   if (j->top > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)j->top);
-  const unsigned char *box = j->row + (size_t)(j->left - (int)x) * (size_t)channels;
-  for (int r = 0; r < j->height; r++) {
-    JSAMPROW p = j->row;
-    if (jpeg_read_scanlines(&cinfo, &p, 1) != 1) {
+  size_t offset = (size_t)(j->left - (int)x) * (size_t)channels;
+  JSAMPROW rows[16];
+  for (int r = 0; r < j->height;) {
+    int want = j->height - r < block ? j->height - r : block;
+    for (int k = 0; k < want; k++) rows[k] = direct ? j->out + (r + k) * j->stride : j->row + (size_t)k * row_bytes;
+    int got = (int)jpeg_read_scanlines(&cinfo, rows, (JDIMENSION)want);
+    if (got < 1) {
       snprintf(j->message, sizeof j->message, "JPEG data ends at row %d", j->top + r);
       goto done;
     }
-    unsigned char *dst = j->out + r * j->stride;
-    if (cmyk)
-      cmyk_to_rgb(box, dst, j->width);
-    else if (channels == 3)
-      memcpy(dst, box, (size_t)j->width * 3);
-    else
-      for (int c = 0; c < j->width; c++) dst[3 * c] = dst[3 * c + 1] = dst[3 * c + 2] = box[c];
+    for (int k = 0; k < got && !direct; k++) {
+      const unsigned char *box = rows[k] + offset;
+      unsigned char *dst = j->out + (r + k) * j->stride;
+      if (cmyk)
+        cmyk_to_rgb(box, dst, j->width);
+      else if (channels == 3)
+        memcpy(dst, box, (size_t)j->width * 3);
+      else
+        for (int c = 0; c < j->width; c++) dst[3 * c] = dst[3 * c + 1] = dst[3 * c + 2] = box[c];
+    }
+    r += got;
   }
   status = 0;
 done:
