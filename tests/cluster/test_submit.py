@@ -26,18 +26,32 @@ def group_alive(pgid: int) -> bool:
 
 # An elastic run: 3 workers asked of 2 one-CPU nodes, so it starts on 2. G = 3 x 32 = 96: 2 epochs of digits are
 # 28 steps. A model without BatchNorm, so that any split of a step's 96 examples gives the same update.
+# cluster.restart_timeout_s=10 (default 60): with the fast timings below, Ray Train's controller can ask for the
+# old group size again within the second its elastic policy caches Ray's view (GET_RESERVED_RESOURCES_INTERVAL_S),
+# right after the node watch withdrew its first stale request (seen on the SIGTERM leave: the drained node is gone
+# in well under a second); that request then waits this long before the controller asks again with what is left.
 ELASTIC = ("--set", "model.name=mlp", "--set", "model.kwargs={}", "--set", "cluster.workers=3", "--set",
            "train.epochs=2", "--set", "train.max_steps=100", "--set", "bn.sync=none", "--set",
-           "train.checkpoint_every_steps=6", "--set", "cluster.min_workers=1", "--set", "cluster.max_failures=2")
+           "train.checkpoint_every_steps=6", "--set", "cluster.min_workers=1", "--set", "cluster.max_failures=2",
+           "--set", "cluster.restart_timeout_s=10")
+
+# Ray's timings for this test's cluster, set in the environment the nodes inherit (so the job drivers and Ray
+# Train's controllers too). The control store marks a killed node dead after 4 failed health checks 0.5 s apart
+# (~2 s; default 5 x 3 s = 15 s), and Ray Train's controller polls its workers every 0.2 s (default 2 s; a
+# worker's ray.train.report waits for that poll, so every checkpoint, the end and a stop waited up to 2 s).
+FAST_RAY = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
+            "RAY_health_check_timeout_ms": "2000", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
-def test_submit_node_loss_resubmit_and_job_commands_on_a_local_two_node_cluster(cli, capsys, tmp_path):
+def test_submit_node_loss_resubmit_and_job_commands_on_a_local_two_node_cluster(cli, capsys, tmp_path, monkeypatch):
     """One cluster for every job (each cluster costs ~15 s): an elastic run that loses a node and finishes on the
-    worker left (issue 18; with the recipe's default keys, restarted as soon as Ray marks the node dead: issue
-    30), its resubmission onto an added node, which shrinks when a worker leaves on SIGTERM and grows back when
-    another node joins, and its stop, a failing job, and the jobs commands."""
+    worker left (issue 18; restarted as soon as Ray marks the node dead: issue 30), its resubmission onto an added
+    node, which shrinks when a worker leaves on SIGTERM and grows back when another node joins, and its stop, a
+    failing job, and the jobs commands."""
+    for key, value in FAST_RAY.items():
+        monkeypatch.setenv(key, value)
     state = tmp_path / "cluster"
     code, out, err = cli("cluster", "up", "--local", "--nodes", "2", "--cpus-per-node", "1", "--state-dir", state)
     assert code == 0, err
