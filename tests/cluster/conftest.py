@@ -44,10 +44,12 @@ class TerminalRun:
 @pytest.fixture(scope="session")
 def quickstart_in_terminal(tmp_path_factory) -> TerminalRun:
     """`bigbatch train recipes/quickstart.yaml` (2 Ray workers, as `make train`) in a real pseudo-terminal,
-    watched while it runs; shared by the console test and the dashboard test (one run, not two)."""
+    watched while it runs; shared by the console test and the dashboard test (one run, not two). In the tests'
+    Ray environment (RAY_TEST_ENV: Ray Train's controller polls every 0.2 s, so its 15 epoch-end checkpoints do
+    not wait up to 2 s each), whether or not `ray_cluster` has set it in this process already."""
     out = tmp_path_factory.mktemp("runs") / "quickstart"
     terminal = Terminal([sys.executable, "-m", "bigbatch.cluster.cli", "train", "recipes/quickstart.yaml", "--out", str(out)],
-                        REPO)
+                        REPO, env=RAY_TEST_ENV)
     try:
         positions = terminal.bar_positions(timeout_s=240)
         code = terminal.wait(60)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bigbatch.trainer.records.track import ConsoleView
+from tests.cluster.conftest import RAY_TEST_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 BAR = re.compile(r"(\d+)/(\d+) \[")  # tqdm's "n/total [elapsed<eta" field
@@ -147,7 +148,7 @@ def run_in_pty(command: list[str], rows: int, columns: int, timeout_s: float) ->
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)
             os.chdir(REPO)
-            os.execv(command[0], command)
+            os.execve(command[0], command, {**os.environ, **RAY_TEST_ENV})  # the same whether or not ray_cluster ran
         finally:
             os._exit(127)
     os.close(slave)
