@@ -123,8 +123,9 @@ def test_sigterm_to_the_driver_checkpoints_the_workers_and_resume_continues(ray_
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_worker_group_that_cannot_be_placed_fails_within_the_start_timeout(ray_cluster, tiny, tmp_path):
-    recipe = load_recipe(tiny, ["cluster.backend=torch", "cluster.workers=3", "cluster.start_timeout_s=3"])
+    # 3 one-CPU workers on the tests' 2 CPUs can never be placed: the shortest timeout the key allows
+    recipe = load_recipe(tiny, ["cluster.backend=torch", "cluster.workers=3", "cluster.start_timeout_s=1"])
     started = time.time()
-    with pytest.raises(TrainingFailed, match=r"3 workers .* did not start within cluster.start_timeout_s=3 s"):
+    with pytest.raises(TrainingFailed, match=r"3 workers .* did not start within cluster.start_timeout_s=1 s"):
         launch(recipe, tmp_path / "run")
     assert time.time() - started < 60
