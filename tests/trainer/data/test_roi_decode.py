@@ -249,3 +249,15 @@ def test_the_recipe_key_decode_region_chooses_the_path_for_training_and_evaluati
         assert (len(calls) >= len(train)) if region else not calls  # every training crop, when on
         images[region] = torch.stack(train + val)
     assert torch.equal(images[True], images[False])  # same examples either way
+
+
+def test_crops_own_their_pixels_although_the_decoder_reuses_its_scratch_buffer():
+    """A crop that needs no resize is copied out of the thread's scratch buffer: the next decode overwrites it."""
+    data = VARIANTS["420"]
+    first = resized_crop(data, (0, 0, 64, 64), 64)  # 64 x 64 at full scale: no resize
+    kept = first.clone()
+    second = resized_crop(data, (200, 300, 64, 64), 64)
+    evaluated = decode_eval(data, 64, crop_pct=1.0)
+    assert torch.equal(first, kept) and not torch.equal(first, second)
+    assert torch.equal(first.permute(1, 2, 0), torch.from_numpy(_full_decode(data, 8)[:64, :64].copy()))
+    assert evaluated.shape == (3, 64, 64)
