@@ -113,15 +113,18 @@ SCRATCH_BYTES = 8 << 20  # larger images get their own array: one huge photo sho
 
 
 def _scratch(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised uint8 array of `shape`, reusing this thread's buffer: valid until the thread's next call.
-    Decoding into fresh memory each time cost a page fault per 4 KB touched once glibc had returned it to the
-    OS (measured: up to ~0.2 ms of a ~1.1 ms evaluation decode, varying with the allocator's state)."""
+    """A uint8 array of `shape` (old contents), reusing this thread's buffer: valid until the thread's next call.
+    Fresh memory costs a page fault per 4 KB touched whenever the allocator had returned it to the OS, and the
+    evaluation canvas, read where the band was not written, made those faults copy-on-write ones (measured:
+    up to ~0.2 ms of a ~1.1 ms evaluation decode, varying with the allocator's state; none with this buffer)."""
     size = math.prod(shape)
     if size > SCRATCH_BYTES:
         return np.empty(shape, np.uint8)
     buffer = getattr(_SCRATCH, "buffer", None)
     if buffer is None or buffer.size < size:
         buffer = _SCRATCH.buffer = np.empty(max(size, 1 << 20), np.uint8)
+        buffer.fill(0)  # every page written once, now: a page first read (the canvas outside a band) maps the
+        # kernel's shared zero page, and the write that follows pays a copy-on-write fault
     return buffer[:size].reshape(shape)
 
 
