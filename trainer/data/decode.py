@@ -1,10 +1,13 @@
 """JPEG decode + the torchvision-reference augmentation, producing uint8 CHW tensors.
 
-simplejpeg (libjpeg-turbo) decodes faster per core than PIL, and can downscale
-in the DCT domain (by 1/2, 1/4 or 1/8) while decoding: when the crop that will
-be resized to `size` is at least twice `size`, the image is decoded at the
-smallest of those scales that keeps the crop at least `size` pixels, so less is
-decoded and less is resized (the 3/8-7/8 scales are slower than a full decode). Training: RandomResizedCrop(size, scale
+libjpeg-turbo decodes faster per core than PIL, and can downscale in the DCT
+domain (by 1/2, 1/4 or 1/8) while decoding: when the crop that will be resized
+to `size` is at least twice `size`, the image is decoded at the smallest of
+those scales that keeps the crop at least `size` pixels, so less is decoded and
+less is resized (the 3/8-7/8 scales are slower than a full decode). JPEGs are
+decoded only where the crop is (`_roijpeg`, a C extension: libjpeg's partial
+decompression), with the pixels of a whole-image decode; simplejpeg reads the
+headers and decodes whole images (`roi=False`), PIL other formats. Training: RandomResizedCrop(size, scale
 (0.08, 1), ratio (3/4, 4/3)) + horizontal flip, drawn from a generator seeded
 per example (same image in any worker, after any resume). Evaluation: resize
 the short side to size * 256 / 224, centre crop. Normalisation happens later,

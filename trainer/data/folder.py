@@ -50,8 +50,8 @@ def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[
 
 
 class ImageFolderDataset(Dataset):
-    """Encoded images decoded per example (simplejpeg, DCT-downscaled) into uint8 CHW tensors; an unreadable
-    file becomes a `Skipped` marker that the loader drops and reports."""
+    """Encoded images decoded per example (libjpeg-turbo, DCT-downscaled, only the crop's region) into uint8 CHW
+    tensors; an unreadable file becomes a `Skipped` marker that the loader drops and reports."""
 
     def __init__(self, samples: list[tuple[str, int]], image_size: int, train: bool, seed: int, channels: int,
                  resize_quality: str = "antialias", augment: Augment = NO_AUGMENT, crop_pct: float = EVAL_CROP_PCT,
