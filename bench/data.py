@@ -199,14 +199,8 @@ def stage_profile(root: Path, batch: int, repeats: int) -> dict[str, float]:
     blobs = [path.read_bytes() for path in files_of(root / "train")]
     rng = random.Random(0)
     boxes = [decode.random_resized_crop_box(*decode._header(data), rng) for data in blobs]
-    cuts = []  # (eighths, box in the decoded image) exactly as resized_crop computes them
-    for data, (top, left, h, w) in zip(blobs, boxes, strict=True):
-        height, width = decode._header(data)
-        eighths = decode._dct_eighths(height, width, math.ceil(height * SIZE / h), math.ceil(width * SIZE / w))
-        sh, sw = decode._scaled(height, width, eighths)
-        y0, x0 = int(top * sh / height), int(left * sw / width)
-        y1, x1 = max(y0 + 1, round((top + h) * sh / height)), max(x0 + 1, round((left + w) * sw / width))
-        cuts.append((eighths, (y0, x0, y1 - y0, x1 - x0), (height, width)))
+    cuts = [(*decode.crop_cut(*decode._header(data), box, SIZE), decode._header(data))  # as resized_crop cuts
+            for data, box in zip(blobs, boxes, strict=True)]
     regions = [decode._decode_box(data, e, box, True, dims).copy()  # copies: the decoder's scratch is reused
                for data, (e, box, dims) in zip(blobs, cuts, strict=True)]
     crops = [decode._resize(region, SIZE, SIZE) for region in regions]

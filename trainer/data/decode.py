@@ -107,7 +107,11 @@ def _scaled(height: int, width: int, eighths: int) -> tuple[int, int]:
 
 def _fast_scale(height: int, width: int, min_height: int, min_width: int) -> tuple[int, int]:
     """The (min_height, min_width) to ask simplejpeg for, so that it decodes at `_dct_eighths`'s scale."""
-    eighths = _dct_eighths(height, width, min_height, min_width)
+    return _simplejpeg_size(height, width, _dct_eighths(height, width, min_height, min_width))
+
+
+def _simplejpeg_size(height: int, width: int, eighths: int) -> tuple[int, int]:
+    """simplejpeg's (min_height, min_width) for a decode at eighths/8; (0, 0) is full size."""
     return (0, 0) if eighths == 8 else _scaled(height, width, eighths)
 
 
@@ -132,8 +136,11 @@ def _scratch(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _is_jpeg(data: bytes) -> bool:
-    """Starts with the JPEG start-of-image marker: decoded by libjpeg-turbo, at a DCT scale, by region."""
-    return data[:2] == b"\xff\xd8"
+    """simplejpeg's test, the one `_decode` routes by: a file takes the same decoder with or without `roi` (a JPEG
+    without its end marker goes to PIL either way), so the two paths give the same pixels or both fail."""
+    import simplejpeg
+
+    return simplejpeg.is_jpeg(data)
 
 
 def _decode_box(data: bytes, eighths: int, box: tuple[int, int, int, int], roi: bool = True,
@@ -150,7 +157,7 @@ def _decode_box(data: bytes, eighths: int, box: tuple[int, int, int, int], roi: 
         except ValueError as e:  # libjpeg's message: corrupt, truncated or unsupported data
             raise CorruptImage(str(e)) from None
     height, width = dims or _header(data)
-    image = _decode(data, *((0, 0) if eighths == 8 else _scaled(height, width, eighths)))
+    image = _decode(data, *_simplejpeg_size(height, width, eighths))
     return image[top:top + h, left:left + w]
 
 
@@ -191,15 +198,21 @@ def resized_crop(data: bytes, box: tuple[int, int, int, int], size: int, quality
     smallest fast DCT scale that keeps the box >= size on both sides, and (JPEGs, `roi`) only where the box
     is. `dims`: the image's (height, width) when the caller has read the header already."""
     height, width = dims or _header(data)
+    eighths, cut = crop_cut(height, width, box, size, _is_jpeg(data))
+    return _resize(_decode_box(data, eighths, cut, roi, (height, width)), size, size, quality)
+
+
+def crop_cut(height: int, width: int, box: tuple[int, int, int, int], size: int,
+             jpeg: bool = True) -> tuple[int, tuple[int, int, int, int]]:
+    """(eighths, box in the image decoded at eighths/8) for resizing the (top, left, h, w) box of a height x
+    width image to size x size: the smallest fast DCT scale (JPEGs) that keeps the box >= size on both sides."""
     top, left, h, w = box
-    eighths = _dct_eighths(height, width, math.ceil(height * size / h), math.ceil(width * size / w)) \
-        if _is_jpeg(data) else 8
+    eighths = _dct_eighths(height, width, math.ceil(height * size / h), math.ceil(width * size / w)) if jpeg else 8
     scaled_h, scaled_w = _scaled(height, width, eighths)
     sy, sx = scaled_h / height, scaled_w / width
     y0, x0 = int(top * sy), int(left * sx)
     y1, x1 = max(y0 + 1, round((top + h) * sy)), max(x0 + 1, round((left + w) * sx))
-    return _resize(_decode_box(data, eighths, (y0, x0, y1 - y0, x1 - x0), roi, (height, width)), size, size,
-                   quality)
+    return eighths, (y0, x0, y1 - y0, x1 - x0)
 
 
 def decode_train(data: bytes, size: int, rng: random.Random, quality: str = "antialias",
@@ -224,11 +237,12 @@ def decode_eval(data: bytes, size: int, quality: str = "antialias", crop_pct: fl
     short = round(size / crop_pct)
     scale = short / min(height, width)
     new_h, new_w = max(short, round(height * scale)), max(short, round(width * scale))
-    eighths = _dct_eighths(height, width, new_h, new_w) if _is_jpeg(data) else 8
+    jpeg = _is_jpeg(data)
+    eighths = _dct_eighths(height, width, new_h, new_w) if jpeg else 8
     scaled_h, scaled_w = _scaled(height, width, eighths)
     top, left = (new_h - size) // 2, (new_w - size) // 2
     rows, cols = _read_span(scaled_h, new_h, top, size), _read_span(scaled_w, new_w, left, size)
-    if roi and (rows != (0, scaled_h) or cols != (0, scaled_w)) and _is_jpeg(data):
+    if roi and jpeg and (rows != (0, scaled_h) or cols != (0, scaled_w)):
         image = _scratch((scaled_h, scaled_w, 3))
         _decode_box(data, eighths, (rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]),
                     out=image[rows[0]:rows[1], cols[0]:cols[1]])
